@@ -1,0 +1,78 @@
+# pgpool - a process-wide PostgreSQL connection pool for Lua.
+#
+#   make            build build/lua5.4/pgpool/core.so (LUA=luajit|lua5.1|lua5.3 for others)
+#   make test       build for Lua 5.4 and LuaJIT, start a throwaway PostgreSQL,
+#                   run the busted specs under both, print one summary line
+#   make demo       replay the incident: naive connections vs. pgpool
+#   make deps       install the Debian packages the above need (as root)
+#   make bench      the side-by-side benchmark
+#   make clean
+
+LUA        ?= lua5.4
+RUNTIMES   ?= lua5.4 luajit
+CC         ?= cc
+BUILD      := build/$(LUA)
+MODULE     := $(BUILD)/pgpool/core.so
+
+# Lua headers per ABI (Debian layout); LUA_INCDIR overrides.
+ifeq ($(LUA),luajit)
+LUA_INCDIR ?= /usr/include/luajit-2.1
+else
+LUA_INCDIR ?= /usr/include/$(LUA)
+endif
+PG_INCDIR  ?= $(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
+PG_LIBDIR  ?= $(shell pg_config --libdir 2>/dev/null || echo /usr/lib/x86_64-linux-gnu)
+
+WARNINGS   := -Wall -Wextra -pedantic -Wshadow -Wmissing-prototypes \
+              -Wstrict-prototypes -Wpointer-arith -Wcast-qual
+CFLAGS     ?= -O2 -g
+ALL_CFLAGS := -std=c99 -fPIC -fvisibility=hidden $(WARNINGS) $(CFLAGS) \
+              -I$(LUA_INCDIR) -I$(PG_INCDIR)
+LDLIBS     := -L$(PG_LIBDIR) -lpq -lpthread -ldl
+
+SOURCES    := src/pool.c src/pq.c src/lpgpool.c src/lpool.c src/lconn.c \
+              src/lresult.c src/lparam.c src/larray.c
+HEADERS    := $(wildcard src/*.h)
+OBJECTS    := $(SOURCES:src/%.c=$(BUILD)/%.o)
+
+# Debian packages: to build, to test, and for the demo.
+DEBS_BUILD := gcc make pkg-config libpq-dev lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev
+DEBS_TEST  := $(DEBS_BUILD) lua-busted lua-luv postgresql-15
+DEBS_DEMO  := $(DEBS_TEST)
+
+.PHONY: all build test demo deps deps-test bench clean lint
+
+all: $(MODULE)
+
+$(BUILD)/%.o: src/%.c $(HEADERS) | $(BUILD)/pgpool
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(MODULE): $(OBJECTS)
+	$(CC) -shared $(CFLAGS) -o $@ $(OBJECTS) $(LDLIBS)
+
+$(BUILD)/pgpool:
+	mkdir -p $@
+
+# One module per ABI named in RUNTIMES.
+build:
+	@for rt in $(RUNTIMES); do $(MAKE) --no-print-directory LUA=$$rt all || exit 1; done
+
+test: deps-test build
+	@spec/support/with-pg.sh env RUNTIMES="$(RUNTIMES)" spec/support/run-specs.sh $(SPECS)
+
+demo: deps build
+	@PGPOOL_TEST_MAX_CONNECTIONS=30 spec/support/with-pg.sh env LUA_PATH="lua/?.lua;lua/?/init.lua;;" \
+	  LUA_CPATH="build/lua5.4/?.so;;" lua5.4 examples/demo.lua
+
+# Install missing Debian packages (as root), or say what to install.
+deps:
+	@DEBS="$(DEBS_DEMO)" sh .ci/deps.sh
+
+deps-test:
+	@DEBS="$(DEBS_TEST)" sh .ci/deps.sh
+
+bench: deps build
+	@sh bench/run.sh
+
+clean:
+	rm -rf build

@@ -1,0 +1,339 @@
+-- pgpool: one PostgreSQL connection pool per process, for Lua.
+--
+-- This facade adds to the C core (pgpool.core): option checks and defaults
+-- (validated here, in one place), the module-level shortcuts that act on the
+-- pool named "default" (configured from the environment on first use),
+-- transaction/with, health and metrics.
+
+local core = require("pgpool.core")
+
+local error, type, pairs, ipairs, select, tostring = error, type, pairs, ipairs, select, tostring
+local pcall, xpcall, setmetatable = pcall, xpcall, setmetatable
+local concat, sort = table.concat, table.sort
+local floor, huge = math.floor, math.huge
+local format = string.format
+local getenv = os.getenv
+local running = coroutine.running
+local unpack = table.unpack or unpack
+local traceback = debug.traceback
+
+local pgpool = {
+  _VERSION = core._VERSION,
+  null = core.null,
+  bytea = core.bytea,
+  on_log = core.on_log,
+}
+
+local pool_methods = core.pool_methods
+
+-- Options ----------------------------------------------------------------
+
+local DEFAULTS = {
+  name            = "default",
+  conninfo        = nil,
+  max             = 20,
+  min             = 0,
+  idle_timeout    = 30,
+  acquire_timeout = 10,
+  connect_timeout = 10,
+  query_timeout   = 0,
+  max_lifetime    = 1800,
+  max_waiting     = 0,
+  statement_cache = 0,
+  slow_query      = 1,
+  leak_timeout    = 0,
+  log_level       = "info",
+}
+
+-- kind of each option: "string", "count" (integer >= 0), "seconds" (>= 0)
+local OPTION_KINDS = {
+  name = "string", conninfo = "string", log_level = "level",
+  max = "count", min = "count", max_waiting = "count", statement_cache = "count",
+  idle_timeout = "seconds", acquire_timeout = "seconds", connect_timeout = "seconds",
+  query_timeout = "seconds", max_lifetime = "seconds", slow_query = "seconds",
+  leak_timeout = "seconds",
+  replicas = "unsupported", max_shared = "unsupported",
+}
+
+local LOG_LEVELS = { debug = true, info = true, warn = true, error = true, off = true }
+
+local function option_error(key, message)
+  error(format("pgpool.configure: option '%s' %s", key, message), 4)
+end
+
+local function check_option(key, value)
+  local kind = OPTION_KINDS[key]
+  if kind == nil then
+    error(format("pgpool.configure: unknown option '%s'", tostring(key)), 4)
+  elseif kind == "unsupported" then
+    option_error(key, "is not supported by this version of pgpool")
+  elseif kind == "string" then
+    if type(value) ~= "string" then option_error(key, "must be a string, got " .. type(value)) end
+  elseif kind == "level" then
+    if not LOG_LEVELS[value] then
+      option_error(key, "must be one of debug, info, warn, error, off")
+    end
+  else
+    if type(value) ~= "number" or value ~= value then
+      option_error(key, "must be a number, got " .. type(value))
+    end
+    if value < 0 or value == huge then
+      option_error(key, "must be a finite number >= 0")
+    end
+    if kind == "count" and value ~= floor(value) then
+      option_error(key, "must be a whole number")
+    end
+  end
+end
+
+-- The complete, checked options of a configure call.
+local function normalize(opts)
+  if opts == nil then opts = {} end
+  if type(opts) ~= "table" then
+    error("pgpool.configure: options must be a table, got " .. type(opts), 3)
+  end
+  local cfg = {}
+  for key, value in pairs(DEFAULTS) do cfg[key] = value end
+  for key, value in pairs(opts) do
+    check_option(key, value)
+    cfg[key] = value
+  end
+  if cfg.max < 1 then option_error("max", "must be >= 1") end
+  if cfg.min > cfg.max then option_error("min", "must be <= max") end
+  if cfg.name == "" then option_error("name", "must not be empty") end
+  return cfg
+end
+
+-- Pools --------------------------------------------------------------------
+
+function pgpool.configure(opts)
+  return core.configure(normalize(opts))
+end
+
+pgpool.pool = core.pool
+pgpool.shutdown_all = function(opts)
+  local timeout = opts
+  if type(opts) == "table" then timeout = opts.timeout end
+  return core.shutdown_all(timeout)
+end
+
+local default_pool
+
+-- The "default" pool: configured on first use from PGPOOL_URL, DATABASE_URL,
+-- or libpq's PG* variables. After its shutdown, nil, msg, "shutdown" until
+-- it is configured again.
+local function get_default()
+  local p = default_pool
+  if p and not p:is_shut_down() then return p end
+  local found, msg, code = core.pool("default")
+  if found then
+    default_pool = found
+    return found
+  end
+  if code == "shutdown" then return nil, msg, code end
+  default_pool = pgpool.configure{ conninfo = getenv("PGPOOL_URL") or getenv("DATABASE_URL") }
+  return default_pool
+end
+
+-- transaction / with ----------------------------------------------------------
+
+local ISOLATION = {
+  ["serializable"] = "SERIALIZABLE",
+  ["repeatable read"] = "REPEATABLE READ",
+  ["read committed"] = "READ COMMITTED",
+  ["read uncommitted"] = "READ UNCOMMITTED",
+}
+local TRANSACTION_OPTIONS = { isolation = true, read_only = true, deferrable = true, timeout = true }
+
+local function begin_statement(opts)
+  if opts == nil then return "BEGIN" end
+  if type(opts) ~= "table" then
+    error("pgpool.transaction: options must be a table, got " .. type(opts), 4)
+  end
+  for key in pairs(opts) do
+    if not TRANSACTION_OPTIONS[key] then
+      error(format("pgpool.transaction: unknown option '%s'", tostring(key)), 4)
+    end
+  end
+  local parts = { "BEGIN" }
+  if opts.isolation ~= nil then
+    local level = type(opts.isolation) == "string" and ISOLATION[opts.isolation:lower()]
+    if not level then
+      error("pgpool.transaction: option 'isolation' must be one of serializable, "
+        .. "repeatable read, read committed, read uncommitted", 4)
+    end
+    parts[#parts + 1] = "ISOLATION LEVEL " .. level
+  end
+  for _, key in ipairs{ "read_only", "deferrable" } do
+    local value = opts[key]
+    if value ~= nil and type(value) ~= "boolean" then
+      error(format("pgpool.transaction: option '%s' must be a boolean", key), 4)
+    end
+  end
+  if opts.read_only ~= nil then parts[#parts + 1] = opts.read_only and "READ ONLY" or "READ WRITE" end
+  if opts.deferrable ~= nil then parts[#parts + 1] = opts.deferrable and "DEFERRABLE" or "NOT DEFERRABLE" end
+  return concat(parts, " ")
+end
+
+-- Coroutines (or the main thread) inside a transaction of this Lua state.
+local in_transaction = setmetatable({}, { __mode = "k" })
+local MAIN = {}
+
+local function pack(...) return { n = select("#", ...), ... } end
+
+local function finish(conn, ok, results)
+  if not ok then
+    pcall(conn.exec, conn, "ROLLBACK")
+    conn:release()
+    local err = results[1]
+    return nil, type(err) == "string" and err or tostring(err), "error"
+  end
+  if results.n >= 2 and results[1] == nil then
+    pcall(conn.exec, conn, "ROLLBACK")
+    conn:release()
+    return nil, results[2], results[3]
+  end
+  local done, res, msg, code = pcall(conn.query, conn, "COMMIT")
+  if not done then
+    conn:release()
+    return nil, tostring(res), "closed"
+  end
+  conn:release()
+  if not res then return nil, msg, code end
+  if res.command == "ROLLBACK" then
+    return nil, "transaction rolled back: a statement in it failed", "25P02"
+  end
+  if results.n == 0 then return true end
+  return unpack(results, 1, results.n)
+end
+
+function pool_methods.transaction(pool, fn, opts)
+  if type(fn) ~= "function" then
+    error("pgpool.transaction: argument 'fn' must be a function, got " .. type(fn), 2)
+  end
+  local begin = begin_statement(opts)
+  local key = running() or MAIN
+  if in_transaction[key] then
+    error("pgpool.transaction: already inside a transaction in this coroutine "
+      .. "(nested transactions are not supported; use the conn you were given)", 2)
+  end
+  local conn, msg, code, info = pool:acquire(opts and opts.timeout)
+  if not conn then return nil, msg, code, info end
+  local ok
+  ok, msg, code, info = conn:exec(begin)
+  if not ok then
+    conn:release()
+    return nil, msg, code, info
+  end
+  in_transaction[key] = true
+  local results = pack(xpcall(fn, traceback, conn))
+  in_transaction[key] = nil
+  ok = results[1]
+  return finish(conn, ok, { n = results.n - 1, unpack(results, 2, results.n) })
+end
+
+function pool_methods.with(pool, fn, opts)
+  if type(fn) ~= "function" then
+    error("pgpool.with: argument 'fn' must be a function, got " .. type(fn), 2)
+  end
+  local conn, msg, code, info = pool:acquire(opts)
+  if not conn then return nil, msg, code, info end
+  local results = pack(pcall(fn, conn))
+  conn:release()
+  if not results[1] then error(results[2], 0) end
+  return unpack(results, 2, results.n)
+end
+
+-- health / metrics -----------------------------------------------------------
+
+function pool_methods.health(pool)
+  local st = pool:stats()
+  local reasons = {}
+  local status = "ok"
+  if st.waiting > 0 then
+    status = "warning"
+    reasons[#reasons + 1] = format("%d waiting for a connection", st.waiting)
+  end
+  if st.total >= 0.9 * st.max and st.idle == 0 then
+    status = "critical"
+    reasons[#reasons + 1] = format("%d/%d connections open and none idle", st.total, st.max)
+  end
+  if st.connect_failures > 0 then
+    status = "critical"
+    reasons[#reasons + 1] = format("last %d connection attempt(s) failed", st.connect_failures)
+  end
+  if st.shut_down then
+    status = "critical"
+    reasons[#reasons + 1] = "pool is shut down"
+  end
+  return {
+    status = status,
+    reasons = reasons,
+    utilization = (st.in_use + st.connecting) / st.max,
+    total = st.total, idle = st.idle, in_use = st.in_use, waiting = st.waiting,
+    max = st.max, name = st.name,
+  }
+end
+
+local GAUGES = { "total", "idle", "in_use", "connecting", "waiting", "max", "min" }
+local COUNTERS = {
+  "acquired", "released", "created", "closed", "timeouts", "connect_errors", "leaked",
+  "queries", "query_errors", "slow_queries", "rollbacks",
+}
+
+local function label(name)
+  return (name:gsub("[\\\"\n]", { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n" }))
+end
+
+-- Prometheus text exposition for every pool configured in the process.
+function pgpool.metrics()
+  local all = {}
+  for _, name in ipairs(core.pool_names()) do
+    local p = core.pool(name)
+    if p then all[#all + 1] = p:stats() end
+  end
+  sort(all, function(a, b) return a.name < b.name end)
+  local out = {}
+  local function family(metric, kind, help, field, suffix)
+    out[#out + 1] = format("# HELP pgpool_%s %s", metric, help)
+    out[#out + 1] = format("# TYPE pgpool_%s %s", metric, kind)
+    for _, st in ipairs(all) do
+      out[#out + 1] = format('pgpool_%s{pool="%s"} %s', metric, label(st.name),
+        tostring(st[field] or 0) .. (suffix or ""))
+    end
+  end
+  for _, field in ipairs(GAUGES) do
+    family("connections_" .. field, "gauge", "Connections: " .. field:gsub("_", " ") .. ".", field)
+  end
+  for _, field in ipairs(COUNTERS) do
+    family(field .. "_total", "counter", "Total " .. field:gsub("_", " ") .. ".", field)
+  end
+  family("wait_seconds_total", "counter", "Time spent acquiring connections.", "wait_time_total")
+  family("wait_seconds_max", "gauge", "Longest time spent acquiring a connection.", "wait_time_max")
+  family("query_seconds_total", "counter", "Time spent in queries.", "query_time_total")
+  return concat(out, "\n") .. "\n"
+end
+
+-- Module-level shortcuts on the "default" pool --------------------------------
+
+local function on_default(method)
+  return function(...)
+    local p, msg, code = get_default()
+    if not p then return nil, msg, code end
+    return pool_methods[method](p, ...)
+  end
+end
+
+for _, method in ipairs{ "acquire", "query", "exec", "stats", "transaction", "with", "health" } do
+  pgpool[method] = on_default(method)
+end
+
+-- Shut the default pool down (a no-op when it was never configured).
+function pgpool.shutdown(opts)
+  local p = default_pool
+  if not p or p:is_shut_down() then p = core.pool("default") end
+  if not p then return true end
+  return p:shutdown(opts)
+end
+
+return pgpool

@@ -1,0 +1,217 @@
+/*
+ * lconn.c - the connection handle: one checkout of a pooled connection.
+ *
+ * The userdata holds (pool, slot, ticket) and a pool reference. release,
+ * __close and __gc end the checkout, each at most once; after that every
+ * method but release/discard raises "pgpool: connection released". __gc
+ * never raises and does no network I/O (pool.c defers the rollback or close).
+ */
+#include <string.h>
+
+#include "lpgpool.h"
+
+typedef struct lconn {
+    pool *p;
+    pool_slot *slot;
+    uint64_t ticket;
+    int released;
+} lconn;
+
+void lconn_push(lua_State *L, pool *p, pool_slot *slot, uint64_t ticket)
+{
+    lconn *c = (lconn *)lua_newuserdata(L, sizeof *c);
+    c->p = p;
+    c->slot = slot;
+    c->ticket = ticket;
+    c->released = 0;
+    pool_ref(p);
+    luaL_setmetatable(L, LCONN_MT);
+}
+
+static lconn *lconn_check(lua_State *L, int idx)
+{
+    lconn *c = (lconn *)luaL_checkudata(L, idx, LCONN_MT);
+    if (c->released)
+        luaL_error(L, "pgpool: connection released");
+    return c;
+}
+
+int lconn_execute(pool *p, pool_slot *slot, uint64_t ticket, const char *sql,
+                  const lparam_set *ps, pq_result **res, pq_error *err)
+{
+    double timeout = pool_get_config(p)->query_timeout, started;
+    pq_conn *conn = pool_begin_use(p, slot, ticket, err);
+    int ok;
+
+    if (!conn)
+        return strcmp(err->code, PQ_CODE_SHUTDOWN) == 0 ? 0 : -1;
+    started = pq_now();
+    if (ps) {
+        *res = pq_query(conn, sql, ps->n, ps->values, ps->lengths,
+                        ps->formats, ps->types, timeout, err);
+        ok = *res != NULL;
+    } else {
+        ok = pq_exec(conn, sql, timeout, err);
+    }
+    pool_end_use(p, slot, sql, started, !ok);
+    return ok;
+}
+
+/* End the checkout once; the handle is dead afterwards. */
+static void end_checkout(lconn *c, enum pool_release_how how)
+{
+    if (c->released)
+        return;
+    c->released = 1;
+    pool_release(c->p, c->slot, c->ticket, how);
+    pool_unref(c->p);
+}
+
+static int run(lua_State *L, int exec)
+{
+    lconn *c = lconn_check(L, 1);
+    const char *sql = luaL_checkstring(L, 2);
+    lparam_set ps;
+    pq_result *res = NULL;
+    pq_error err;
+    int rc;
+
+    if (exec && lua_gettop(L) > 2)
+        return luaL_error(L, "pgpool: exec takes no parameters");
+    if (!exec)
+        lparam_encode(L, 3, lua_gettop(L) - 2, &ps);
+    rc = lconn_execute(c->p, c->slot, c->ticket, sql, exec ? NULL : &ps, &res,
+                       &err);
+    if (rc < 0)
+        return luaL_error(L, "pgpool: connection released");
+    lctx_flush_log(L);
+    if (rc == 0)
+        return lresult_push_error(L, &err);
+    if (exec) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lresult_push(L, res);   /* frees res */
+    return 1;
+}
+
+static int lconn_query(lua_State *L)
+{
+    return run(L, 0);
+}
+
+static int lconn_exec(lua_State *L)
+{
+    return run(L, 1);
+}
+
+static int lconn_release(lua_State *L)
+{
+    lconn *c = (lconn *)luaL_checkudata(L, 1, LCONN_MT);
+    end_checkout(c, POOL_RELEASE);
+    lctx_flush_log(L);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int lconn_discard(lua_State *L)
+{
+    lconn *c = (lconn *)luaL_checkudata(L, 1, LCONN_MT);
+    end_checkout(c, POOL_DISCARD);
+    lctx_flush_log(L);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int lconn_gc(lua_State *L)
+{
+    lconn *c = (lconn *)lua_touserdata(L, 1);
+    if (c)
+        end_checkout(c, POOL_COLLECTED);
+    return 0;
+}
+
+static int escape(lua_State *L,
+                  char *(*fn)(pq_conn *, const char *, size_t, pq_error *))
+{
+    lconn *c = lconn_check(L, 1);
+    size_t len;
+    const char *s = luaL_checklstring(L, 2, &len);
+    pq_error err;
+    pq_conn *conn = pool_begin_use(c->p, c->slot, c->ticket, &err);
+    char *out;
+
+    if (!conn) {
+        if (strcmp(err.code, PQ_CODE_SHUTDOWN) != 0)
+            return luaL_error(L, "pgpool: connection released");
+        return lresult_push_error(L, &err);
+    }
+    out = fn(conn, s, len, &err);
+    pool_end_use(c->p, c->slot, NULL, 0, 0);
+    if (!out)
+        return lresult_push_error(L, &err);
+    lua_pushstring(L, out);
+    pq_freemem(out);
+    return 1;
+}
+
+static int lconn_escape_literal(lua_State *L)
+{
+    return escape(L, pq_escape_literal);
+}
+
+static int lconn_escape_identifier(lua_State *L)
+{
+    return escape(L, pq_escape_identifier);
+}
+
+static int lconn_backend_pid(lua_State *L)
+{
+    lconn *c = lconn_check(L, 1);
+    pq_error err;
+    pq_conn *conn = pool_begin_use(c->p, c->slot, c->ticket, &err);
+    if (!conn)
+        return luaL_error(L, "pgpool: connection released");
+    lua_pushinteger(L, pq_backend_pid(conn));
+    pool_end_use(c->p, c->slot, NULL, 0, 0);
+    return 1;
+}
+
+static int lconn_tostring(lua_State *L)
+{
+    lconn *c = (lconn *)luaL_checkudata(L, 1, LCONN_MT);
+    if (c->released || !pool_checkout_valid(c->slot, c->ticket))
+        lua_pushstring(L, "pgpool.conn (released)");
+    else
+        lua_pushfstring(L, "pgpool.conn (pool \"%s\")",
+                        pool_get_config(c->p)->name);
+    return 1;
+}
+
+static const luaL_Reg lconn_methods[] = {
+    { "query", lconn_query },
+    { "exec", lconn_exec },
+    { "release", lconn_release },
+    { "discard", lconn_discard },
+    { "escape_literal", lconn_escape_literal },
+    { "escape_identifier", lconn_escape_identifier },
+    { "backend_pid", lconn_backend_pid },
+    { NULL, NULL },
+};
+
+void lconn_open(lua_State *L)
+{
+    luaL_newmetatable(L, LCONN_MT);
+    lua_newtable(L);
+    lua_pushvalue(L, -3);             /* the context */
+    luaL_setfuncs(L, lconn_methods, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, lconn_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushvalue(L, -2);
+    lua_pushcclosure(L, lconn_release, 1);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, lconn_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+}

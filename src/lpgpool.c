@@ -1,0 +1,253 @@
+/*
+ * lpgpool.c - the module table of pgpool.core: configure, pool lookup,
+ * shutdown_all, the null sentinel, bytea, on_log, and the per-state context.
+ *
+ * Options reach configure already checked and completed by the Lua facade
+ * (lua/pgpool.lua validates in one place); here they are only read.
+ *
+ * The shared object pins itself in memory (RTLD_NODELETE): the pools, their
+ * housekeeping thread and the atexit handler live in this library, and must
+ * outlive any lua_close that would otherwise dlclose it.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <string.h>
+
+#include "lpgpool.h"
+
+/* ---- per-state context ------------------------------------------------- */
+
+static int lctx_gc(lua_State *L)
+{
+    lctx *ctx = (lctx *)lua_touserdata(L, 1);
+    if (ctx->log_fn != LUA_NOREF) {
+        ctx->log_fn = LUA_NOREF;
+        pool_log_listeners(-1);
+    }
+    return 0;
+}
+
+void lctx_flush_log(lua_State *L)
+{
+    lctx *ctx = lctx_get(L);
+    char line[512];
+    uint64_t seq;
+    int level;
+
+    if (ctx->log_fn == LUA_NOREF || pool_log_seq() == ctx->log_seq)
+        return;
+    while ((seq = pool_log_read(ctx->log_seq, &level, line, sizeof line))) {
+        ctx->log_seq = seq;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->log_fn);
+        lua_pushstring(L, pool_log_level_names[level]);
+        lua_pushstring(L, line);
+        if (lua_pcall(L, 2, 0, 0) != LUA_OK)
+            lua_pop(L, 1);    /* a failing log function must not break us */
+    }
+}
+
+/* on_log(fn): receive log lines in this Lua state; on_log(nil) stops. While
+ * any state listens, lines are not written to stderr. */
+static int lmodule_on_log(lua_State *L)
+{
+    lctx *ctx = lctx_get(L);
+    if (!lua_isnoneornil(L, 1))
+        luaL_checktype(L, 1, LUA_TFUNCTION);
+    if (ctx->log_fn != LUA_NOREF) {
+        luaL_unref(L, LUA_REGISTRYINDEX, ctx->log_fn);
+        ctx->log_fn = LUA_NOREF;
+        pool_log_listeners(-1);
+    }
+    if (!lua_isnoneornil(L, 1)) {
+        lua_pushvalue(L, 1);
+        ctx->log_fn = luaL_ref(L, LUA_REGISTRYINDEX);
+        ctx->log_seq = pool_log_seq();
+        pool_log_listeners(1);
+    }
+    return 0;
+}
+
+/* ---- configure --------------------------------------------------------- */
+
+static double opt_number(lua_State *L, const char *key)
+{
+    double v;
+    lua_getfield(L, 1, key);
+    v = luaL_checknumber(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static const char *opt_string(lua_State *L, const char *key)
+{
+    const char *v;
+    lua_getfield(L, 1, key);
+    v = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
+    lua_pop(L, 1);   /* the string stays alive in the options table */
+    return v;
+}
+
+static int lmodule_configure(lua_State *L)
+{
+    pool_config cfg;
+    const char *level;
+    char errbuf[256];
+    pool *p;
+    int i;
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    memset(&cfg, 0, sizeof cfg);
+    cfg.name = opt_string(L, "name");
+    cfg.conninfo = opt_string(L, "conninfo");
+    cfg.max = (int)opt_number(L, "max");
+    cfg.min = (int)opt_number(L, "min");
+    cfg.idle_timeout = opt_number(L, "idle_timeout");
+    cfg.acquire_timeout = opt_number(L, "acquire_timeout");
+    cfg.connect_timeout = opt_number(L, "connect_timeout");
+    cfg.query_timeout = opt_number(L, "query_timeout");
+    cfg.max_lifetime = opt_number(L, "max_lifetime");
+    cfg.max_waiting = (int)opt_number(L, "max_waiting");
+    cfg.statement_cache = (int)opt_number(L, "statement_cache");
+    cfg.slow_query = opt_number(L, "slow_query");
+    cfg.leak_timeout = opt_number(L, "leak_timeout");
+    level = opt_string(L, "log_level");
+    cfg.log_level = -1;
+    for (i = 0; level && pool_log_level_names[i]; i++)
+        if (strcmp(level, pool_log_level_names[i]) == 0)
+            cfg.log_level = i;
+    if (!cfg.name || cfg.max < 1 || cfg.min < 0 || cfg.min > cfg.max ||
+        cfg.log_level < 0)
+        return luaL_error(L, "pgpool: configure: invalid options");
+
+    p = pool_configure(&cfg, errbuf, sizeof errbuf);
+    if (!p)
+        return luaL_error(L, "%s", errbuf);
+    lpool_push(L, p);
+    lctx_flush_log(L);
+    return 1;
+}
+
+/* pool(name): the handle of a configured pool, or nil, msg, code. */
+static int lmodule_pool(lua_State *L)
+{
+    const char *name = luaL_optstring(L, 1, "default");
+    int was_shut_down;
+    pool *p = pool_lookup(name, &was_shut_down);
+
+    if (p) {
+        lpool_push(L, p);
+        return 1;
+    }
+    lua_pushnil(L);
+    if (was_shut_down) {
+        lua_pushfstring(L, "pool \"%s\" is shut down", name);
+        lua_pushstring(L, PQ_CODE_SHUTDOWN);
+    } else {
+        lua_pushfstring(L, "pool \"%s\" is not configured", name);
+        lua_pushstring(L, "unknown");
+    }
+    return 3;
+}
+
+/* shutdown_all(timeout): true, or nil and a message when connections were
+ * still in use at the deadline (they are closed anyway). */
+static int lmodule_shutdown_all(lua_State *L)
+{
+    double timeout = luaL_optnumber(L, 1, 10.0);
+    int clean;
+    if (timeout < 0)
+        return luaL_argerror(L, 1, "timeout must be >= 0");
+    clean = pool_shutdown_all(timeout);
+    lctx_flush_log(L);
+    if (clean) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lua_pushnil(L);
+    lua_pushstring(L, "connections still in use at the deadline were closed");
+    return 2;
+}
+
+static void add_name(pool *p, void *ud)
+{
+    lua_State *L = (lua_State *)ud;
+    lua_pushstring(L, pool_get_config(p)->name);
+    lua_rawseti(L, -2, (int)lua_rawlen(L, -2) + 1);
+}
+
+/* pool_names(): the names of the configured pools. */
+static int lmodule_pool_names(lua_State *L)
+{
+    lua_newtable(L);
+    pool_each(add_name, L);
+    return 1;
+}
+
+/* bytea(s): mark a string to be sent as binary bytea. */
+static int lmodule_bytea(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TSTRING);
+    lua_createtable(L, 1, 0);
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, -2, 1);
+    luaL_setmetatable(L, LBYTEA_MT);
+    return 1;
+}
+
+static const luaL_Reg module_fns[] = {
+    { "configure", lmodule_configure },
+    { "pool", lmodule_pool },
+    { "pool_names", lmodule_pool_names },
+    { "shutdown_all", lmodule_shutdown_all },
+    { "bytea", lmodule_bytea },
+    { "on_log", lmodule_on_log },
+    { NULL, NULL },
+};
+
+/* Keep this library loaded for the life of the process (see top). */
+static const char pin_anchor = 0;
+
+static void pin_library(void)
+{
+    Dl_info info;
+    if (dladdr(&pin_anchor, &info) && info.dli_fname)
+        dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE);
+}
+
+__attribute__((visibility("default"))) int luaopen_pgpool_core(lua_State *L);
+
+int luaopen_pgpool_core(lua_State *L)
+{
+    lctx *ctx;
+
+    pin_library();
+    ctx = (lctx *)lua_newuserdata(L, sizeof *ctx);
+    ctx->log_seq = 0;
+    ctx->log_fn = LUA_NOREF;
+    luaL_newmetatable(L, LCTX_MT);
+    lua_pushcfunction(L, lctx_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+
+    lpool_open(L);
+    lconn_open(L);
+    luaL_newmetatable(L, LBYTEA_MT);
+    lua_pop(L, 1);
+
+    lua_newtable(L);                 /* ctx module */
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, module_fns, 1);
+    lua_pushlightuserdata(L, NULL);
+    lua_setfield(L, -2, "null");
+    lua_pushstring(L, LPGPOOL_VERSION);
+    lua_setfield(L, -2, "_VERSION");
+    luaL_getmetatable(L, LPOOL_MT);
+    lua_getfield(L, -1, "__index");
+    lua_setfield(L, -3, "pool_methods");
+    lua_pop(L, 1);
+    luaL_getmetatable(L, LCONN_MT);
+    lua_getfield(L, -1, "__index");
+    lua_setfield(L, -3, "conn_methods");
+    lua_pop(L, 1);
+    return 1;
+}

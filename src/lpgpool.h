@@ -1,0 +1,101 @@
+/*
+ * lpgpool.h - what the Lua binding files (l*.c) share.
+ *
+ * Every C function of the module gets one upvalue: the per-Lua-state context
+ * (lctx), a userdata that keeps this state's log listener. Nothing
+ * per-state is kept in C globals, and no lua_State is stored in a pool.
+ */
+#ifndef PGPOOL_LPGPOOL_H
+#define PGPOOL_LPGPOOL_H
+
+#include <stdint.h>
+
+#include "compat.h"
+#include "pool.h"
+#include "pq.h"
+
+#define LPGPOOL_VERSION  "pgpool 1.0.0"
+#define LPOOL_MT  "pgpool.pool"
+#define LCONN_MT  "pgpool.conn"
+#define LBYTEA_MT "pgpool.bytea"
+#define LCTX_MT   "pgpool.context"
+
+#define LPGPOOL_INTERNAL __attribute__((visibility("hidden")))
+
+/* Per-Lua-state context, upvalue 1 of every module function. */
+typedef struct lctx {
+    uint64_t log_seq;     /* last log line delivered to this state */
+    int log_fn;           /* registry ref of the on_log function, or LUA_NOREF */
+} lctx;
+
+#define lctx_get(L) ((lctx *)lua_touserdata((L), lua_upvalueindex(1)))
+
+/* Deliver pending log lines to this state's on_log function, if any. */
+LPGPOOL_INTERNAL void lctx_flush_log(lua_State *L);
+
+/* Parameters (lparam.c). */
+#define LPARAM_INLINE 16
+typedef struct lparam_set {
+    int n;
+    const char **values;
+    int *lengths, *formats;
+    unsigned *types;
+    char (*numbers)[40];     /* text of number parameters */
+    const char *values_inline[LPARAM_INLINE];
+    int lengths_inline[LPARAM_INLINE], formats_inline[LPARAM_INLINE];
+    unsigned types_inline[LPARAM_INLINE];
+    char numbers_inline[LPARAM_INLINE][40];
+} lparam_set;
+
+/* Encode stack values first..first+n-1; raises on a bad parameter. May push
+ * values (array literals) that must stay on the stack until the statement
+ * has run. */
+LPGPOOL_INTERNAL void lparam_encode(lua_State *L, int first, int n,
+                                    lparam_set *ps);
+
+/* Pool handles (lpool.c). lpool_push takes over one reference of p. */
+/* lpool_open and lconn_open expect the context on the stack top and leave the
+ * stack as they found it. */
+LPGPOOL_INTERNAL void lpool_open(lua_State *L);
+LPGPOOL_INTERNAL void lpool_push(lua_State *L, pool *p);
+LPGPOOL_INTERNAL pool *lpool_check(lua_State *L, int idx);
+
+/* Connection handles (lconn.c). */
+LPGPOOL_INTERNAL void lconn_open(lua_State *L);
+LPGPOOL_INTERNAL void lconn_push(lua_State *L, pool *p, pool_slot *slot,
+                                 uint64_t ticket);
+
+/* Run sql on the checkout (slot, ticket): with ps, as one statement with
+ * those parameters (*res set on success); with ps NULL, as a script. No Lua
+ * calls. Returns 1 on success, 0 with err on a runtime failure, -1 when the
+ * checkout was already released (a misuse the caller raises for). */
+LPGPOOL_INTERNAL int lconn_execute(pool *p, pool_slot *slot, uint64_t ticket,
+                                   const char *sql, const lparam_set *ps,
+                                   pq_result **res, pq_error *err);
+
+/* Results and errors (lresult.c). lresult_push raises (after freeing r) on
+ * a malformed value; it always frees r. */
+LPGPOOL_INTERNAL void lresult_push(lua_State *L, pq_result *r);
+LPGPOOL_INTERNAL int lresult_push_error(lua_State *L, const pq_error *err);
+
+/* Arrays (larray.c). larray_element_type: the element type of a known array
+ * type, or 0. larray_push: decode a PostgreSQL array literal into a Lua
+ * array (pushes 1 value and returns 1), or push nothing and return 0 when
+ * the literal is malformed. larray_encode: push the array literal of the Lua
+ * array at idx; raises naming parameter param_no on a value it cannot send. */
+LPGPOOL_INTERNAL unsigned larray_element_type(unsigned array_oid);
+LPGPOOL_INTERNAL int larray_push(lua_State *L, const char *text, size_t len,
+                                 unsigned elem_oid);
+LPGPOOL_INTERNAL void larray_encode(lua_State *L, int idx, int param_no);
+
+/* Text of the number at idx as PostgreSQL reads it back exactly (lparam.c):
+ * integers in decimal, floats in the shortest exact form, Infinity, NaN. */
+LPGPOOL_INTERNAL void lparam_format_number(lua_State *L, int idx,
+                                           char buf[40]);
+
+/* Push one text-format value of type oid (lresult.c; used by arrays too).
+ * Returns 0, pushing nothing, when an array value is malformed. */
+LPGPOOL_INTERNAL int lresult_push_value(lua_State *L, unsigned oid,
+                                        const char *v, size_t len);
+
+#endif

@@ -1,0 +1,231 @@
+/*
+ * lpool.c - the pool handle: a userdata holding one reference to a pool.
+ *
+ * Methods: acquire, query, exec, stats, shutdown, name, is_shut_down. The
+ * facade (lua/pgpool.lua) adds transaction, with, health and metrics to the
+ * same method table.
+ */
+#include <string.h>
+
+#include "lpgpool.h"
+
+typedef struct lpool {
+    pool *p;
+} lpool;
+
+pool *lpool_check(lua_State *L, int idx)
+{
+    return ((lpool *)luaL_checkudata(L, idx, LPOOL_MT))->p;
+}
+
+void lpool_push(lua_State *L, pool *p)
+{
+    lpool *h = (lpool *)lua_newuserdata(L, sizeof *h);
+    h->p = p;
+    luaL_setmetatable(L, LPOOL_MT);
+}
+
+static int lpool_gc(lua_State *L)
+{
+    lpool *h = (lpool *)luaL_checkudata(L, 1, LPOOL_MT);
+    if (h->p) {
+        pool_unref(h->p);
+        h->p = NULL;
+    }
+    return 0;
+}
+
+static int lpool_tostring(lua_State *L)
+{
+    pool *p = lpool_check(L, 1);
+    lua_pushfstring(L, "pgpool.pool \"%s\"", pool_get_config(p)->name);
+    return 1;
+}
+
+/* A timeout argument: nil (the default), seconds, or { timeout = s }. */
+static double timeout_arg(lua_State *L, int idx, const char *fname,
+                          double fallback)
+{
+    double timeout = fallback;
+
+    if (lua_isnoneornil(L, idx))
+        return fallback;
+    if (lua_type(L, idx) == LUA_TNUMBER) {
+        timeout = lua_tonumber(L, idx);
+    } else {
+        luaL_checktype(L, idx, LUA_TTABLE);
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            const char *key = lua_type(L, -2) == LUA_TSTRING
+                                  ? lua_tostring(L, -2) : NULL;
+            if (!key || strcmp(key, "timeout") != 0)
+                return luaL_error(L, "pgpool: %s: unknown option '%s'", fname,
+                                  key ? key : luaL_typename(L, -2)), 0.0;
+            if (lua_type(L, -1) != LUA_TNUMBER)
+                return luaL_error(L, "pgpool: %s: option 'timeout' must be a "
+                                  "number", fname), 0.0;
+            timeout = lua_tonumber(L, -1);
+            lua_pop(L, 1);
+        }
+    }
+    if (!(timeout >= 0))
+        luaL_error(L, "pgpool: %s: option 'timeout' must be >= 0", fname);
+    return timeout;
+}
+
+static int lpool_acquire(lua_State *L)
+{
+    pool *p = lpool_check(L, 1);
+    double timeout = timeout_arg(L, 2, "acquire",
+                                 pool_get_config(p)->acquire_timeout);
+    pool_slot *slot;
+    uint64_t ticket;
+    pq_error err;
+
+    if (!pool_acquire(p, timeout, &slot, &ticket, &err)) {
+        lctx_flush_log(L);
+        return lresult_push_error(L, &err);
+    }
+    lconn_push(L, p, slot, ticket);
+    if (pool_get_config(p)->leak_timeout > 0) {
+        luaL_traceback(L, L, NULL, 1);
+        pool_set_origin(slot, ticket, lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    lctx_flush_log(L);
+    return 1;
+}
+
+/* query(sql, ...) and exec(script): acquire, run, release in one call. The
+ * parameters are checked before anything is acquired, so a bad one raises
+ * with nothing checked out. */
+static int run_once(lua_State *L, int exec)
+{
+    pool *p = lpool_check(L, 1);
+    const char *sql = luaL_checkstring(L, 2);
+    lparam_set ps;
+    pool_slot *slot;
+    uint64_t ticket;
+    pq_error err;
+    pq_result *res = NULL;
+    int ok;
+
+    if (exec) {
+        ps.n = 0;
+        if (lua_gettop(L) > 2)
+            return luaL_error(L, "pgpool: exec takes no parameters");
+    } else {
+        lparam_encode(L, 3, lua_gettop(L) - 2, &ps);
+    }
+    if (!pool_acquire(p, pool_get_config(p)->acquire_timeout, &slot, &ticket,
+                      &err)) {
+        lctx_flush_log(L);
+        return lresult_push_error(L, &err);
+    }
+    ok = lconn_execute(p, slot, ticket, sql, exec ? NULL : &ps, &res, &err);
+    pool_release(p, slot, ticket, POOL_RELEASE);
+    lctx_flush_log(L);
+    if (!ok)
+        return lresult_push_error(L, &err);
+    if (exec) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lresult_push(L, res);   /* frees res */
+    return 1;
+}
+
+static int lpool_query(lua_State *L)
+{
+    return run_once(L, 0);
+}
+
+static int lpool_exec(lua_State *L)
+{
+    return run_once(L, 1);
+}
+
+#define SET_INT(field) \
+    (lua_pushinteger(L, (lua_Integer)st.field), lua_setfield(L, -2, #field))
+#define SET_NUM(field) \
+    (lua_pushnumber(L, st.field), lua_setfield(L, -2, #field))
+
+static int lpool_stats(lua_State *L)
+{
+    pool *p = lpool_check(L, 1);
+    pool_stats st;
+
+    pool_get_stats(p, &st);
+    lua_createtable(L, 0, 40);
+    lua_pushstring(L, st.name);
+    lua_setfield(L, -2, "name");
+    SET_INT(pid); SET_INT(max); SET_INT(min);
+    SET_INT(total); SET_INT(idle); SET_INT(in_use); SET_INT(connecting);
+    SET_INT(waiting);
+    SET_INT(acquired); SET_INT(released); SET_INT(created); SET_INT(closed);
+    SET_INT(timeouts); SET_INT(connect_errors); SET_INT(leaked);
+    SET_INT(queries); SET_INT(query_errors); SET_INT(slow_queries);
+    SET_INT(rollbacks); SET_INT(closed_idle); SET_INT(closed_lifetime);
+    SET_INT(closed_broken); SET_INT(closed_discarded);
+    SET_INT(shutdown_rejects); SET_INT(full_rejects);
+    SET_INT(connect_failures);
+    SET_NUM(wait_time_total); SET_NUM(wait_time_max);
+    SET_NUM(query_time_total);
+    lua_pushboolean(L, st.closing);
+    lua_setfield(L, -2, "shut_down");
+    lctx_flush_log(L);
+    return 1;
+}
+
+static int lpool_shutdown(lua_State *L)
+{
+    pool *p = lpool_check(L, 1);
+    double timeout = timeout_arg(L, 2, "shutdown", 10.0);
+    int clean = pool_shutdown(p, timeout);
+
+    lctx_flush_log(L);
+    if (clean) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lua_pushnil(L);
+    lua_pushstring(L, "connections still in use at the deadline were closed");
+    return 2;
+}
+
+static int lpool_name(lua_State *L)
+{
+    lua_pushstring(L, pool_get_config(lpool_check(L, 1))->name);
+    return 1;
+}
+
+static int lpool_is_shut_down(lua_State *L)
+{
+    lua_pushboolean(L, pool_is_closing(lpool_check(L, 1)));
+    return 1;
+}
+
+static const luaL_Reg lpool_methods[] = {
+    { "acquire", lpool_acquire },
+    { "query", lpool_query },
+    { "exec", lpool_exec },
+    { "stats", lpool_stats },
+    { "shutdown", lpool_shutdown },
+    { "name", lpool_name },
+    { "is_shut_down", lpool_is_shut_down },
+    { NULL, NULL },
+};
+
+void lpool_open(lua_State *L)
+{
+    luaL_newmetatable(L, LPOOL_MT);
+    lua_newtable(L);
+    lua_pushvalue(L, -3);             /* the context */
+    luaL_setfuncs(L, lpool_methods, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, lpool_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, lpool_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+}

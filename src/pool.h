@@ -1,0 +1,121 @@
+/*
+ * pool.h - the process-wide connection pools.
+ *
+ * pool.c owns every piece of process-wide state: the registry of named pools,
+ * each pool's slots, waiters and counters, the housekeeping thread, the log
+ * ring, fork and exit handling. It knows nothing of Lua.
+ *
+ * A pool has `max` slots. A slot is EMPTY, CONNECTING, IDLE or IN_USE, so
+ * total = idle + in_use + connecting <= max always. Acquirers that find no
+ * idle connection and no free slot wait in FIFO order; a released connection
+ * (or the capacity freed by closing one) goes straight to the oldest waiter.
+ *
+ * A checkout is named by (slot, ticket): the ticket changes on every
+ * checkout, release, fork and shutdown revoke, so a stale handle is detected
+ * and never touches a connection it no longer owns.
+ */
+#ifndef PGPOOL_POOL_H
+#define PGPOOL_POOL_H
+
+#include <stdint.h>
+
+#include "pq.h"
+
+typedef struct pool pool;
+typedef struct pool_slot pool_slot;
+
+enum pool_log_level {
+    POOL_LOG_DEBUG, POOL_LOG_INFO, POOL_LOG_WARN, POOL_LOG_ERROR, POOL_LOG_OFF
+};
+extern const char *const pool_log_level_names[];  /* "debug" .. "off" */
+
+typedef struct pool_config {
+    const char *name;
+    const char *conninfo;     /* NULL: libpq environment */
+    int max, min;
+    double idle_timeout, acquire_timeout, connect_timeout, query_timeout;
+    double max_lifetime, slow_query, leak_timeout;
+    int max_waiting, statement_cache;
+    int log_level;            /* enum pool_log_level */
+} pool_config;
+
+typedef struct pool_stats {
+    char name[128];
+    int pid, max, min;
+    int total, idle, in_use, connecting, waiting;
+    uint64_t acquired, released, created, closed, timeouts, connect_errors;
+    uint64_t leaked, queries, query_errors, slow_queries, rollbacks;
+    uint64_t closed_idle, closed_lifetime, closed_broken, closed_discarded;
+    uint64_t shutdown_rejects, full_rejects;
+    int connect_failures;     /* consecutive failed attempts, 0 after success */
+    double wait_time_total, wait_time_max, query_time_total;
+    int closing;              /* shutdown started */
+} pool_stats;
+
+/* How a checkout ends. */
+enum pool_release_how {
+    POOL_RELEASE,     /* release/__close: roll back if needed, return */
+    POOL_DISCARD,     /* close it instead of returning it */
+    POOL_COLLECTED    /* __gc: no network I/O here; counted as leaked */
+};
+
+/* Create the pool cfg->name, or return the existing one when its options are
+ * equal. Returns a new reference, or NULL with a message in errbuf. */
+pool *pool_configure(const pool_config *cfg, char *errbuf, size_t errlen);
+
+/* A new reference to the configured pool name, or NULL; *was_shut_down tells
+ * whether a pool of that name existed and was shut down. */
+pool *pool_lookup(const char *name, int *was_shut_down);
+
+void pool_ref(pool *p);
+void pool_unref(pool *p);
+
+const pool_config *pool_get_config(const pool *p);
+int pool_is_closing(pool *p);
+
+/* Check out a healthy idle connection, waiting up to timeout seconds.
+ * 1 and (*slot, *ticket) on success; 0 and err otherwise. */
+int pool_acquire(pool *p, double timeout, pool_slot **slot, uint64_t *ticket,
+                 pq_error *err);
+
+/* End the checkout (slot, ticket); a stale ticket is ignored. Returns 1 if
+ * it ended a live checkout. */
+int pool_release(pool *p, pool_slot *slot, uint64_t ticket,
+                 enum pool_release_how how);
+
+/* Around each statement on a checked-out connection: begin returns the
+ * connection (NULL and err when the checkout is stale or was revoked by
+ * shutdown); end reports the statement for the counters and the slow-query
+ * log (sql NULL: the connection was used for something else, not counted). */
+pq_conn *pool_begin_use(pool *p, pool_slot *slot, uint64_t ticket,
+                        pq_error *err);
+void pool_end_use(pool *p, pool_slot *slot, const char *sql, double started,
+                  int failed);
+
+/* Whether (slot, ticket) is still a live checkout. */
+int pool_checkout_valid(pool_slot *slot, uint64_t ticket);
+
+/* Remember where a checkout was made (for leak_timeout warnings). */
+void pool_set_origin(pool_slot *slot, uint64_t ticket, const char *origin);
+
+/* Stop acquires, wake waiters, close idle connections, wait up to timeout
+ * for the busy ones, close the rest. 1 when all closed within timeout. */
+int pool_shutdown(pool *p, double timeout);
+int pool_shutdown_all(double timeout);
+
+void pool_get_stats(pool *p, pool_stats *out);
+
+/* Names of the configured pools, for metrics: calls fn for each. */
+void pool_each(void (*fn)(pool *p, void *ud), void *ud);
+
+/* Logging: lines go to stderr unless a listener is registered; every line is
+ * also kept in a small ring that listeners read by sequence number. */
+void pool_log(pool *p, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void pool_log_listeners(int delta);
+uint64_t pool_log_seq(void);
+/* Copy the line after sequence `after` into buf; returns its sequence, or 0
+ * when there is none newer. Lines lost to ring overflow are skipped. */
+uint64_t pool_log_read(uint64_t after, int *level, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,566 @@
+/*
+ * pq.c - the only file that calls libpq.
+ *
+ * Owns: opening a connection without blocking past a deadline, the liveness
+ * check, rollback, statement execution with an optional server-side cancel,
+ * and the translation of libpq failures into pq_error.
+ *
+ * Invariants:
+ *  - every PGresult is PQclear'ed on every path (or handed out as pq_result);
+ *  - every PGconn ends in PQfinish, except in a forked child (pq_abandon);
+ *  - a message never contains the connection's password.
+ *
+ * Locking: none. One thread uses a pq_conn at a time (pool.c ensures it).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "pq.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+struct pq_conn {
+    PGconn *pg;
+    PGcancel *cancel;
+    int backend_pid;
+};
+
+const char *const pq_field_names[PQ_FIELD_COUNT] = {
+    "severity", "detail", "hint", "position",
+    "schema", "table", "column", "constraint", "sqlstate",
+};
+
+static const int pq_field_codes[PQ_FIELD_COUNT] = {
+    PG_DIAG_SEVERITY, PG_DIAG_MESSAGE_DETAIL, PG_DIAG_MESSAGE_HINT,
+    PG_DIAG_STATEMENT_POSITION, PG_DIAG_SCHEMA_NAME, PG_DIAG_TABLE_NAME,
+    PG_DIAG_COLUMN_NAME, PG_DIAG_CONSTRAINT_NAME, PG_DIAG_SQLSTATE,
+};
+
+double pq_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- errors ------------------------------------------------------------ */
+
+static void copy_text(char *dst, size_t size, const char *src)
+{
+    size_t n = src ? strlen(src) : 0;
+    if (n >= size)
+        n = size - 1;
+    if (n)
+        memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+/* Drop a trailing newline and a leading "ERROR:  " / "FATAL:  " severity. */
+static void tidy_message(char *msg)
+{
+    static const char *const prefixes[] = {
+        "ERROR:", "FATAL:", "PANIC:", "WARNING:", NULL,
+    };
+    size_t n;
+    int i;
+
+    for (i = 0; prefixes[i]; i++) {
+        size_t plen = strlen(prefixes[i]);
+        if (strncmp(msg, prefixes[i], plen) == 0) {
+            const char *rest = msg + plen;
+            while (*rest == ' ')
+                rest++;
+            memmove(msg, rest, strlen(rest) + 1);
+            break;
+        }
+    }
+    n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+        msg[--n] = '\0';
+}
+
+/* Replace every occurrence of secret in msg (of buffer size) with "***". */
+static void redact(char *msg, size_t size, const char *secret)
+{
+    size_t slen = secret ? strlen(secret) : 0;
+    char *from = msg, *hit;
+
+    if (!slen)
+        return;
+    while ((hit = strstr(from, secret)) != NULL) {
+        if (strlen(msg) + 1 - slen + 3 > size)
+            break;
+        memmove(hit + 3, hit + slen, strlen(hit + slen) + 1);
+        memcpy(hit, "***", 3);
+        from = hit + 3;
+    }
+}
+
+int pq_error_set(pq_error *err, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    int i;
+
+    copy_text(err->code, sizeof err->code, code);
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+    if (!err->message[0])
+        copy_text(err->message, sizeof err->message, code);
+    for (i = 0; i < PQ_FIELD_COUNT; i++)
+        err->fields[i][0] = '\0';
+    return 0;
+}
+
+/* Fill err from the connection's last failure (no result available). */
+static void error_from_conn(pq_error *err, PGconn *pg, const char *code)
+{
+    char *msg = pg ? PQerrorMessage(pg) : NULL;
+    pq_error_set(err, code, "%s", msg && *msg ? msg : "connection failed");
+    tidy_message(err->message);
+    if (!err->message[0])
+        copy_text(err->message, sizeof err->message, "connection lost");
+    if (pg)
+        redact(err->message, sizeof err->message, PQpass(pg));
+}
+
+/* Fill err from an error result; code is the SQLSTATE when there is one. */
+static void error_from_result(pq_error *err, PGconn *pg, const PGresult *res)
+{
+    const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    int i;
+
+    if (primary && *primary) {
+        pq_error_set(err, PQ_CODE_CLOSED, "%s", primary);
+    } else {
+        const char *msg = PQresultErrorMessage(res);
+        if (!msg || !*msg)
+            msg = PQerrorMessage(pg);
+        pq_error_set(err, PQ_CODE_CLOSED, "%s",
+                     msg && *msg ? msg : "server closed the connection");
+        tidy_message(err->message);
+        if (!err->message[0])
+            copy_text(err->message, sizeof err->message,
+                      "server closed the connection");
+    }
+    if (sqlstate && *sqlstate)
+        copy_text(err->code, sizeof err->code, sqlstate);
+    else if (PQstatus(pg) != CONNECTION_BAD)
+        copy_text(err->code, sizeof err->code, PQ_CODE_CLOSED);
+    for (i = 0; i < PQ_FIELD_COUNT; i++)
+        copy_text(err->fields[i], sizeof err->fields[i],
+                  PQresultErrorField(res, pq_field_codes[i]));
+    redact(err->message, sizeof err->message, PQpass(pg));
+}
+
+/* ---- connecting -------------------------------------------------------- */
+
+/* Wait until fd is ready for events or the deadline passes. 1 ready, 0 time
+ * out, -1 error. deadline <= 0 waits without limit. */
+static int wait_fd(int fd, short events, double deadline)
+{
+    for (;;) {
+        struct pollfd pfd;
+        int timeout_ms = -1, rc;
+
+        if (deadline > 0) {
+            double left = deadline - pq_now();
+            if (left <= 0)
+                return 0;
+            timeout_ms = (int)(left * 1000.0) + 1;
+        }
+        pfd.fd = fd;
+        pfd.events = events;
+        pfd.revents = 0;
+        rc = poll(&pfd, 1, timeout_ms);
+        if (rc > 0)
+            return 1;
+        if (rc == 0) {
+            if (deadline > 0 && pq_now() >= deadline)
+                return 0;
+            continue;
+        }
+        if (errno != EINTR)
+            return -1;
+    }
+}
+
+pq_conn *pq_connect(const char *conninfo, double deadline, pq_error *err)
+{
+    const char *keywords[] = { "dbname", "fallback_application_name", NULL };
+    const char *values[] = { conninfo && *conninfo ? conninfo : NULL,
+                             "pgpool", NULL };
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    PGconn *pg;
+    pq_conn *c;
+
+    /* With no conninfo, skip the dbname slot so the PG* environment rules. */
+    pg = values[0] ? PQconnectStartParams(keywords, values, 1)
+                   : PQconnectStartParams(keywords + 1, values + 1, 0);
+    if (!pg) {
+        pq_error_set(err, PQ_CODE_CONNECT, "out of memory");
+        return NULL;
+    }
+    if (PQstatus(pg) == CONNECTION_BAD) {
+        error_from_conn(err, pg, PQ_CODE_CONNECT);
+        PQfinish(pg);
+        return NULL;
+    }
+    while (st != PGRES_POLLING_OK) {
+        int ready;
+        if (st == PGRES_POLLING_FAILED) {
+            error_from_conn(err, pg, PQ_CODE_CONNECT);
+            PQfinish(pg);
+            return NULL;
+        }
+        ready = wait_fd(PQsocket(pg),
+                        st == PGRES_POLLING_READING ? POLLIN : POLLOUT,
+                        deadline);
+        if (ready == 0) {
+            pq_error_set(err, PQ_CODE_CONNECT,
+                         "could not connect: timed out");
+            PQfinish(pg);
+            return NULL;
+        }
+        st = PQconnectPoll(pg);
+    }
+    c = calloc(1, sizeof *c);
+    if (!c) {
+        PQfinish(pg);
+        pq_error_set(err, PQ_CODE_CONNECT, "out of memory");
+        return NULL;
+    }
+    c->pg = pg;
+    c->cancel = PQgetCancel(pg);
+    c->backend_pid = PQbackendPID(pg);
+    return c;
+}
+
+void pq_close(pq_conn *c)
+{
+    if (!c)
+        return;
+    if (c->cancel)
+        PQfreeCancel(c->cancel);
+    PQfinish(c->pg);
+    free(c);
+}
+
+void pq_abandon(pq_conn *c)
+{
+    int fd;
+    if (!c)
+        return;
+    fd = PQsocket(c->pg);
+    if (fd >= 0)
+        close(fd);
+    /* The PGconn and PGcancel are leaked on purpose: freeing them would make
+     * libpq write a Terminate on the parent's session. */
+    free(c);
+}
+
+int pq_backend_pid(const pq_conn *c)
+{
+    return c->backend_pid;
+}
+
+/* ---- state ------------------------------------------------------------- */
+
+static void drop_notifications(PGconn *pg)
+{
+    PGnotify *n;
+    while ((n = PQnotifies(pg)) != NULL)
+        PQfreemem(n);
+}
+
+int pq_is_alive(pq_conn *c)
+{
+    struct pollfd pfd;
+    int rc;
+
+    if (PQstatus(c->pg) != CONNECTION_OK)
+        return 0;
+    pfd.fd = PQsocket(c->pg);
+    pfd.events = POLLIN;
+    pfd.revents = 0;
+    do {
+        rc = poll(&pfd, 1, 0);
+    } while (rc < 0 && errno == EINTR);
+    if (rc < 0)
+        return 0;
+    if (rc > 0) {
+        /* Something arrived on an idle connection: a notice, a notification,
+         * a FATAL before the server hung up, or EOF. */
+        if (!PQconsumeInput(c->pg))
+            return 0;
+        drop_notifications(c->pg);
+        if (PQstatus(c->pg) != CONNECTION_OK || PQisBusy(c->pg))
+            return 0;
+    }
+    return PQtransactionStatus(c->pg) == PQTRANS_IDLE ||
+           PQtransactionStatus(c->pg) == PQTRANS_INTRANS ||
+           PQtransactionStatus(c->pg) == PQTRANS_INERROR;
+}
+
+enum pq_txn pq_txn_status(pq_conn *c)
+{
+    if (PQstatus(c->pg) != CONNECTION_OK)
+        return PQ_TXN_BROKEN;
+    switch (PQtransactionStatus(c->pg)) {
+    case PQTRANS_IDLE:
+        return PQ_TXN_IDLE;
+    case PQTRANS_INTRANS:
+    case PQTRANS_INERROR:
+        return PQ_TXN_INBLOCK;
+    case PQTRANS_ACTIVE:
+        return PQ_TXN_BUSY;
+    default:
+        return PQ_TXN_BROKEN;
+    }
+}
+
+/* ---- statements -------------------------------------------------------- */
+
+/* Ask the server to cancel the running statement. */
+static void send_cancel(pq_conn *c)
+{
+    char buf[256];
+    if (c->cancel)
+        PQcancel(c->cancel, buf, sizeof buf);
+}
+
+/*
+ * Read every result of the statement just sent. Keeps the first error (or
+ * the last success) and frees the rest. When deadline passes, sends a
+ * cancel once and keeps reading; *timed_out tells the caller.
+ */
+static PGresult *collect_results(pq_conn *c, double deadline, int *timed_out,
+                                 pq_error *err)
+{
+    PGresult *kept = NULL, *res;
+    int cancelled = 0;
+
+    *timed_out = 0;
+    for (;;) {
+        while (PQisBusy(c->pg)) {
+            int ready = wait_fd(PQsocket(c->pg), POLLIN,
+                                cancelled ? 0 : deadline);
+            if (ready == 0) {
+                send_cancel(c);
+                cancelled = 1;
+                *timed_out = 1;
+                continue;
+            }
+            if (ready < 0 || !PQconsumeInput(c->pg)) {
+                PQclear(kept);
+                error_from_conn(err, c->pg, PQ_CODE_CLOSED);
+                return NULL;
+            }
+        }
+        res = PQgetResult(c->pg);
+        if (!res)
+            break;
+        if (kept && PQresultStatus(kept) == PGRES_FATAL_ERROR) {
+            PQclear(res);
+        } else {
+            PQclear(kept);
+            kept = res;
+        }
+        if (PQstatus(c->pg) == CONNECTION_BAD)
+            break;
+    }
+    if (!kept)
+        error_from_conn(err, c->pg, PQ_CODE_CLOSED);
+    return kept;
+}
+
+/* Turn a finished PGresult into success (returned) or err (NULL). */
+static pq_result *check_result(pq_conn *c, PGresult *res, int timed_out,
+                               double timeout, pq_error *err)
+{
+    switch (PQresultStatus(res)) {
+    case PGRES_TUPLES_OK:
+    case PGRES_COMMAND_OK:
+    case PGRES_EMPTY_QUERY:
+    case PGRES_SINGLE_TUPLE:
+        return (pq_result *)res;
+    case PGRES_COPY_IN:
+    case PGRES_COPY_OUT:
+    case PGRES_COPY_BOTH:
+        PQclear(res);
+        pq_error_set(err, PQ_CODE_BUSY, "COPY is not supported by query");
+        return NULL;
+    default:
+        error_from_result(err, c->pg, res);
+        PQclear(res);
+        if (timed_out && strcmp(err->code, "57014") == 0) {
+            char msg[sizeof err->message];
+            copy_text(msg, sizeof msg, err->message);
+            snprintf(err->message, sizeof err->message,
+                     "query timeout after %g s (%.900s)", timeout, msg);
+            copy_text(err->code, sizeof err->code, PQ_CODE_TIMEOUT);
+        }
+        return NULL;
+    }
+}
+
+pq_result *pq_query(pq_conn *c, const char *sql, int n,
+                    const char *const *values, const int *lengths,
+                    const int *formats, const unsigned *types,
+                    double timeout, pq_error *err)
+{
+    PGresult *res;
+    int timed_out = 0;
+
+    if (timeout <= 0) {
+        /* The plain path: exactly what a direct libpq user would call. */
+        res = PQexecParams(c->pg, sql, n, (const Oid *)types, values, lengths,
+                           formats, 0);
+        if (!res) {
+            error_from_conn(err, c->pg, PQ_CODE_CLOSED);
+            return NULL;
+        }
+    } else {
+        if (!PQsendQueryParams(c->pg, sql, n, (const Oid *)types, values,
+                               lengths, formats, 0)) {
+            error_from_conn(err, c->pg, PQ_CODE_CLOSED);
+            return NULL;
+        }
+        res = collect_results(c, pq_now() + timeout, &timed_out, err);
+        if (!res)
+            return NULL;
+    }
+    return check_result(c, res, timed_out, timeout, err);
+}
+
+int pq_exec(pq_conn *c, const char *script, double timeout, pq_error *err)
+{
+    PGresult *res;
+    pq_result *ok;
+    int timed_out = 0;
+
+    if (!PQsendQuery(c->pg, script)) {
+        error_from_conn(err, c->pg, PQ_CODE_CLOSED);
+        return 0;
+    }
+    res = collect_results(c, timeout > 0 ? pq_now() + timeout : 0,
+                          &timed_out, err);
+    if (!res)
+        return 0;
+    ok = check_result(c, res, timed_out, timeout, err);
+    if (!ok)
+        return 0;
+    PQclear((PGresult *)ok);
+    return 1;
+}
+
+int pq_rollback(pq_conn *c, double deadline)
+{
+    PGresult *res;
+    int timed_out;
+    pq_error err;
+
+    if (!PQsendQuery(c->pg, "ROLLBACK"))
+        return 0;
+    res = collect_results(c, deadline, &timed_out, &err);
+    if (!res)
+        return 0;
+    PQclear(res);
+    return !timed_out && pq_txn_status(c) == PQ_TXN_IDLE;
+}
+
+/* ---- results ----------------------------------------------------------- */
+
+void pq_result_free(pq_result *r)
+{
+    PQclear((PGresult *)r);
+}
+
+enum pq_status pq_result_status(const pq_result *r)
+{
+    switch (PQresultStatus((const PGresult *)r)) {
+    case PGRES_TUPLES_OK:
+    case PGRES_SINGLE_TUPLE:
+        return PQ_ROWS;
+    case PGRES_EMPTY_QUERY:
+        return PQ_EMPTY;
+    default:
+        return PQ_COMMAND;
+    }
+}
+
+int pq_result_rows(const pq_result *r)
+{
+    return PQntuples((const PGresult *)r);
+}
+
+int pq_result_cols(const pq_result *r)
+{
+    return PQnfields((const PGresult *)r);
+}
+
+const char *pq_result_colname(const pq_result *r, int col)
+{
+    return PQfname((const PGresult *)r, col);
+}
+
+unsigned pq_result_coltype(const pq_result *r, int col)
+{
+    return PQftype((const PGresult *)r, col);
+}
+
+const char *pq_result_value(const pq_result *r, int row, int col, size_t *len)
+{
+    const PGresult *res = (const PGresult *)r;
+    if (PQgetisnull(res, row, col))
+        return NULL;
+    *len = (size_t)PQgetlength(res, row, col);
+    return PQgetvalue(res, row, col);
+}
+
+const char *pq_result_command(pq_result *r)
+{
+    return PQcmdStatus((PGresult *)r);
+}
+
+const char *pq_result_affected(pq_result *r)
+{
+    return PQcmdTuples((PGresult *)r);
+}
+
+/* ---- quoting ----------------------------------------------------------- */
+
+static char *escape_with(char *(*fn)(PGconn *, const char *, size_t),
+                         pq_conn *c, const char *s, size_t len, pq_error *err)
+{
+    char *out = fn(c->pg, s, len);
+    if (!out) {
+        error_from_conn(err, c->pg, "22021");
+        copy_text(err->code, sizeof err->code, "22021");
+    }
+    return out;
+}
+
+char *pq_escape_literal(pq_conn *c, const char *s, size_t len, pq_error *err)
+{
+    return escape_with(PQescapeLiteral, c, s, len, err);
+}
+
+char *pq_escape_identifier(pq_conn *c, const char *s, size_t len,
+                           pq_error *err)
+{
+    return escape_with(PQescapeIdentifier, c, s, len, err);
+}
+
+void pq_freemem(void *p)
+{
+    PQfreemem(p);
+}

@@ -1,0 +1,117 @@
+/*
+ * pq.h - the one path into libpq.
+ *
+ * pq.c is the only file that includes libpq-fe.h. It opens connections
+ * (non-blocking, with a deadline), checks liveness without a round trip,
+ * rolls back, runs statements (with an optional server-side cancel after a
+ * timeout), and turns libpq's failures into a pq_error: a readable message
+ * without the "ERROR:" prefix or any password, a code (SQLSTATE or a fixed
+ * word) and the server's error fields.
+ *
+ * Locking: none here. A pq_conn is used by one thread at a time; pool.c
+ * guarantees that (a connection is owned by the pool or by one checkout).
+ */
+#ifndef PGPOOL_PQ_H
+#define PGPOOL_PQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct pq_conn pq_conn;
+typedef struct pq_result pq_result;   /* a PGresult, opaque above pq.c */
+
+/* Fixed error codes used where the server sent no SQLSTATE. */
+#define PQ_CODE_TIMEOUT  "timeout"
+#define PQ_CODE_CONNECT  "connect"
+#define PQ_CODE_CLOSED   "closed"
+#define PQ_CODE_SHUTDOWN "shutdown"
+#define PQ_CODE_BUSY     "busy"
+#define PQ_CODE_FULL     "full"
+
+/* Index of each optional server error field in pq_error.fields. */
+enum pq_field {
+    PQ_FIELD_SEVERITY, PQ_FIELD_DETAIL, PQ_FIELD_HINT, PQ_FIELD_POSITION,
+    PQ_FIELD_SCHEMA, PQ_FIELD_TABLE, PQ_FIELD_COLUMN, PQ_FIELD_CONSTRAINT,
+    PQ_FIELD_SQLSTATE,
+    PQ_FIELD_COUNT
+};
+extern const char *const pq_field_names[PQ_FIELD_COUNT];
+
+typedef struct pq_error {
+    char code[16];                 /* SQLSTATE or one of PQ_CODE_* */
+    char message[1024];            /* never empty once set */
+    char fields[PQ_FIELD_COUNT][256];
+} pq_error;
+
+/* Set err to a fixed-word failure; fmt is printf-like. Returns 0. */
+int pq_error_set(pq_error *err, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Transaction state of a connection, as far as the pool cares. */
+enum pq_txn {
+    PQ_TXN_IDLE,      /* ready, outside a transaction */
+    PQ_TXN_INBLOCK,   /* inside a transaction block (ok or failed) */
+    PQ_TXN_BUSY,      /* a command in flight or results not read */
+    PQ_TXN_BROKEN     /* connection lost or state unknown */
+};
+
+/* Result status seen by the bindings. */
+enum pq_status { PQ_ROWS, PQ_COMMAND, PQ_EMPTY, PQ_COPY };
+
+/* Connect to conninfo (URI or key=value; NULL or "" uses the PG* environment),
+ * adding fallback_application_name=pgpool. Gives up at the absolute
+ * monotonic time deadline. NULL and err on failure. */
+pq_conn *pq_connect(const char *conninfo, double deadline, pq_error *err);
+
+/* Close cleanly (Terminate is sent). */
+void pq_close(pq_conn *c);
+
+/* In a forked child: free nothing libpq owns, send nothing, close the socket
+ * descriptor only (the parent's copy keeps the session). */
+void pq_abandon(pq_conn *c);
+
+int pq_backend_pid(const pq_conn *c);
+
+/* Cheap liveness check, no round trip: reads what the server sent while the
+ * connection sat idle (a FATAL from pg_terminate_backend, EOF). 1 if usable. */
+int pq_is_alive(pq_conn *c);
+
+enum pq_txn pq_txn_status(pq_conn *c);
+
+/* ROLLBACK; 1 when the connection ends up idle and usable. */
+int pq_rollback(pq_conn *c, double deadline);
+
+/* Run sql with n text parameters (values[i] NULL = SQL NULL; formats[i] 1 and
+ * types[i] 17 for binary bytea). timeout > 0 cancels the statement server-side
+ * once it runs longer. Returns a result to free with pq_result_free, or NULL
+ * and err. */
+pq_result *pq_query(pq_conn *c, const char *sql, int n,
+                    const char *const *values, const int *lengths,
+                    const int *formats, const unsigned *types,
+                    double timeout, pq_error *err);
+
+/* Run a script of several statements (simple protocol). 1 on success. */
+int pq_exec(pq_conn *c, const char *script, double timeout, pq_error *err);
+
+/* Result accessors (the bindings never see libpq). */
+void pq_result_free(pq_result *r);
+enum pq_status pq_result_status(const pq_result *r);
+int pq_result_rows(const pq_result *r);
+int pq_result_cols(const pq_result *r);
+const char *pq_result_colname(const pq_result *r, int col);
+unsigned pq_result_coltype(const pq_result *r, int col);
+/* NULL for SQL NULL; *len set to the value's length. */
+const char *pq_result_value(const pq_result *r, int row, int col, size_t *len);
+const char *pq_result_command(pq_result *r);   /* "INSERT 0 1" */
+const char *pq_result_affected(pq_result *r);  /* "1" or "" */
+
+/* Quoting helpers; the returned string is freed with pq_freemem. NULL and err
+ * on failure (invalid encoding). */
+char *pq_escape_literal(pq_conn *c, const char *s, size_t len, pq_error *err);
+char *pq_escape_identifier(pq_conn *c, const char *s, size_t len, pq_error *err);
+void pq_freemem(void *p);
+
+/* Monotonic clock in seconds. */
+double pq_now(void);
+
+#endif
