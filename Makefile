@@ -17,8 +17,10 @@ MODULE     := $(BUILD)/pgpool/core.so
 # Lua headers per ABI (Debian layout); LUA_INCDIR overrides.
 ifeq ($(LUA),luajit)
 LUA_INCDIR ?= /usr/include/luajit-2.1
+LUA_LIB    ?= -lluajit-5.1
 else
 LUA_INCDIR ?= /usr/include/$(LUA)
+LUA_LIB    ?= -l$(LUA)
 endif
 PG_INCDIR  ?= $(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
 PG_LIBDIR  ?= $(shell pg_config --libdir 2>/dev/null || echo /usr/lib/x86_64-linux-gnu)
@@ -40,9 +42,9 @@ DEBS_BUILD := gcc make pkg-config libpq-dev lua5.4 liblua5.4-dev luajit2 libluaj
 DEBS_TEST  := $(DEBS_BUILD) lua-busted lua-luv postgresql-15
 DEBS_DEMO  := $(DEBS_TEST)
 
-.PHONY: all build test demo deps deps-test bench clean lint
+.PHONY: all build tsan test demo deps deps-test bench clean
 
-all: $(MODULE)
+all: $(MODULE) $(BUILD)/lthreads $(BUILD)/lfork.so
 
 $(BUILD)/%.o: src/%.c $(HEADERS) | $(BUILD)/pgpool
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
@@ -53,11 +55,23 @@ $(MODULE): $(OBJECTS)
 $(BUILD)/pgpool:
 	mkdir -p $@
 
+# Test tool: one script in N Lua states on N threads of one process.
+$(BUILD)/lthreads: spec/support/lthreads.c | $(BUILD)/pgpool
+	$(CC) -std=c99 $(WARNINGS) $(CFLAGS) -I$(LUA_INCDIR) $< -o $@ $(LUA_LIB) -lpthread -lm -ldl
+
+# Test-only fork() for spec/fork_spec.lua.
+$(BUILD)/lfork.so: spec/support/lfork.c | $(BUILD)/pgpool
+	$(CC) -std=c99 -shared -fPIC $(WARNINGS) $(CFLAGS) -I$(LUA_INCDIR) $< -o $@
+
+# The module and lthreads under ThreadSanitizer, for spec/threads_spec.lua.
+tsan:
+	@$(MAKE) --no-print-directory LUA=lua5.4 BUILD=build/tsan CFLAGS="-O1 -g -fsanitize=thread" all
+
 # One module per ABI named in RUNTIMES.
 build:
 	@for rt in $(RUNTIMES); do $(MAKE) --no-print-directory LUA=$$rt all || exit 1; done
 
-test: deps-test build
+test: deps-test build tsan
 	@spec/support/with-pg.sh env RUNTIMES="$(RUNTIMES)" spec/support/run-specs.sh $(SPECS)
 
 demo: deps build
