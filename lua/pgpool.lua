@@ -25,6 +25,7 @@ local pgpool = {
 }
 
 local pool_methods = core.pool_methods
+local conn_methods = core.conn_methods
 
 -- Options ----------------------------------------------------------------
 
@@ -242,6 +243,43 @@ function pool_methods.with(pool, fn, opts)
   conn:release()
   if not results[1] then error(results[2], 0) end
   return unpack(results, 2, results.n)
+end
+
+-- pipeline ---------------------------------------------------------------------
+
+-- conn:pipeline(function(p) p:query(sql, ...) ... end, { isolate = true })
+-- sends every statement in one go and returns their results in order; each
+-- entry is a result, or { error = msg, code = code, info = {...} }.
+function conn_methods.pipeline(conn, fn, opts)
+  if type(fn) ~= "function" then
+    error("pgpool.pipeline: argument 'fn' must be a function, got " .. type(fn), 2)
+  end
+  local isolate = false
+  if opts ~= nil then
+    if type(opts) ~= "table" then
+      error("pgpool.pipeline: options must be a table, got " .. type(opts), 2)
+    end
+    for key, value in pairs(opts) do
+      if key ~= "isolate" then
+        error(format("pgpool.pipeline: unknown option '%s'", tostring(key)), 2)
+      end
+      if type(value) ~= "boolean" then
+        error("pgpool.pipeline: option 'isolate' must be a boolean", 2)
+      end
+      isolate = value
+    end
+  end
+  local batch = {}
+  local builder = {}
+  function builder.query(_, sql, ...)
+    if type(sql) ~= "string" then
+      error("pgpool.pipeline: query: argument 'sql' must be a string, got " .. type(sql), 2)
+    end
+    batch[#batch + 1] = { n = select("#", ...), sql, ... }
+    return #batch
+  end
+  fn(builder)
+  return conn:run_pipeline(batch, isolate)
 end
 
 -- health / metrics -----------------------------------------------------------

@@ -6,6 +6,7 @@
  * method but release/discard raises "pgpool: connection released". __gc
  * never raises and does no network I/O (pool.c defers the rollback or close).
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "lpgpool.h"
@@ -39,21 +40,22 @@ static lconn *lconn_check(lua_State *L, int idx)
 int lconn_execute(pool *p, pool_slot *slot, uint64_t ticket, const char *sql,
                   const lparam_set *ps, pq_result **res, pq_error *err)
 {
-    double timeout = pool_get_config(p)->query_timeout, started;
+    const pool_config *cfg = pool_get_config(p);
     pq_conn *conn = pool_begin_use(p, slot, ticket, err);
+    double started;
     int ok;
 
     if (!conn)
         return strcmp(err->code, PQ_CODE_SHUTDOWN) == 0 ? 0 : -1;
     started = pq_now();
     if (ps) {
-        *res = pq_query(conn, sql, ps->n, ps->values, ps->lengths,
-                        ps->formats, ps->types, timeout, err);
+        *res = pq_query(conn, sql, &ps->pq, cfg->query_timeout,
+                        cfg->statement_cache, err);
         ok = *res != NULL;
     } else {
-        ok = pq_exec(conn, sql, timeout, err);
+        ok = pq_exec(conn, sql, cfg->query_timeout, err);
     }
-    pool_end_use(p, slot, sql, started, !ok);
+    pool_end_use(p, slot, sql, started, 1, !ok);
     return ok;
 }
 
@@ -131,6 +133,125 @@ static int lconn_gc(lua_State *L)
     return 0;
 }
 
+/* Pipeline storage: a userdata whose __gc frees what is left of the items
+ * when the call raises halfway. */
+typedef struct batch {
+    int count;
+    pq_batch_item *items;
+    lparam_set *sets;
+} batch;
+
+static int batch_gc(lua_State *L)
+{
+    batch *b = (batch *)lua_touserdata(L, 1);
+    if (b->items) {
+        pq_batch_clear(b->items, b->count);
+        free(b->items);
+        free(b->sets);
+        b->items = NULL;
+        b->sets = NULL;
+    }
+    return 0;
+}
+
+static batch *batch_new(lua_State *L, int count)
+{
+    batch *b = (batch *)lua_newuserdata(L, sizeof *b);
+    b->count = 0;
+    b->items = calloc((size_t)count + 1, sizeof *b->items);
+    b->sets = calloc((size_t)count + 1, sizeof *b->sets);
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, batch_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    if (!b->items || !b->sets)
+        luaL_error(L, "pgpool: out of memory");
+    b->count = count;
+    return b;
+}
+
+/* run_pipeline(list, sync_each): list[i] = { sql, n = #params, params... }
+ * as built by the facade's conn:pipeline. Returns an array with, for each
+ * statement, its result or { error = msg, code = code, info = {...} }; or
+ * nil, msg, code, info when the connection failed. */
+static int lconn_run_pipeline(lua_State *L)
+{
+    lconn *c = lconn_check(L, 1);
+    int sync_each = lua_toboolean(L, 3);
+    int count, i, anchors, failed = 0, ok;
+    const pool_config *cfg = pool_get_config(c->p);
+    pq_error err;
+    pq_conn *conn;
+    double started;
+    batch *b;
+
+    luaL_checktype(L, 2, LUA_TTABLE);
+    count = (int)lua_rawlen(L, 2);
+    lua_settop(L, 3);
+    b = batch_new(L, count);              /* 4 */
+    lua_newtable(L);                      /* 5: keeps encoded values alive */
+    anchors = 0;
+    for (i = 0; i < count; i++) {
+        int n, k, item;
+        lua_rawgeti(L, 2, i + 1);
+        item = lua_gettop(L);
+        if (!lua_istable(L, item))
+            return luaL_error(L, "pgpool: pipeline: item %d is not a table",
+                              i + 1);
+        lua_rawgeti(L, item, 1);
+        b->items[i].sql = luaL_checkstring(L, -1);  /* anchored by the item */
+        lua_pop(L, 1);
+        lua_getfield(L, item, "n");
+        n = (int)luaL_optinteger(L, -1, 0);
+        lua_pop(L, 1);
+        luaL_checkstack(L, n + 8, "pgpool: too many parameters");
+        for (k = 1; k <= n; k++)
+            lua_rawgeti(L, item, k + 1);
+        lparam_encode(L, item + 1, n, &b->sets[i]);
+        b->items[i].params = b->sets[i].pq;
+        /* Park whatever encoding pushed; the item itself stays anchored
+         * by the list. */
+        while (lua_gettop(L) > item)
+            lua_rawseti(L, 5, ++anchors);
+        lua_pop(L, 1);
+    }
+
+    conn = pool_begin_use(c->p, c->slot, c->ticket, &err);
+    if (!conn) {
+        if (strcmp(err.code, PQ_CODE_SHUTDOWN) != 0)
+            return luaL_error(L, "pgpool: connection released");
+        return lresult_push_error(L, &err);
+    }
+    started = pq_now();
+    ok = pq_pipeline(conn, b->items, count, sync_each, cfg->query_timeout,
+                     &err);
+    for (i = 0; i < count; i++)
+        failed += b->items[i].err != NULL || (!ok && !b->items[i].res);
+    pool_end_use(c->p, c->slot, b->items[0].sql ? b->items[0].sql : "",
+                 started, count, failed);
+    lctx_flush_log(L);
+    if (!ok) {
+        pq_batch_clear(b->items, count);
+        return lresult_push_error(L, &err);
+    }
+    lua_createtable(L, count, 0);
+    for (i = 0; i < count; i++) {
+        pq_result *res = b->items[i].res;
+        if (res) {
+            b->items[i].res = NULL;      /* lresult_push frees it */
+            lresult_push(L, res);
+        } else if (b->items[i].err) {
+            lresult_push_error_table(L, b->items[i].err);
+        } else {
+            pq_error none;
+            pq_error_set(&none, PQ_CODE_CLOSED, "no result received");
+            lresult_push_error_table(L, &none);
+        }
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
 static int escape(lua_State *L,
                   char *(*fn)(pq_conn *, const char *, size_t, pq_error *))
 {
@@ -147,7 +268,7 @@ static int escape(lua_State *L,
         return lresult_push_error(L, &err);
     }
     out = fn(conn, s, len, &err);
-    pool_end_use(c->p, c->slot, NULL, 0, 0);
+    pool_end_use(c->p, c->slot, NULL, 0, 0, 0);
     if (!out)
         return lresult_push_error(L, &err);
     lua_pushstring(L, out);
@@ -173,7 +294,7 @@ static int lconn_backend_pid(lua_State *L)
     if (!conn)
         return luaL_error(L, "pgpool: connection released");
     lua_pushinteger(L, pq_backend_pid(conn));
-    pool_end_use(c->p, c->slot, NULL, 0, 0);
+    pool_end_use(c->p, c->slot, NULL, 0, 0, 0);
     return 1;
 }
 
@@ -196,6 +317,7 @@ static const luaL_Reg lconn_methods[] = {
     { "escape_literal", lconn_escape_literal },
     { "escape_identifier", lconn_escape_identifier },
     { "backend_pid", lconn_backend_pid },
+    { "run_pipeline", lconn_run_pipeline },
     { NULL, NULL },
 };
 

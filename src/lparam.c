@@ -148,4 +148,9 @@ void lparam_encode(lua_State *L, int first, int n, lparam_set *ps)
                        luaL_typename(L, idx));
         }
     }
+    ps->pq.n = n;
+    ps->pq.values = ps->values;
+    ps->pq.lengths = ps->lengths;
+    ps->pq.formats = ps->formats;
+    ps->pq.types = ps->types;
 }

@@ -36,6 +36,7 @@ LPGPOOL_INTERNAL void lctx_flush_log(lua_State *L);
 /* Parameters (lparam.c). */
 #define LPARAM_INLINE 16
 typedef struct lparam_set {
+    pq_params pq;            /* the view pq_query takes; set by lparam_encode */
     int n;
     const char **values;
     int *lengths, *formats;
@@ -77,6 +78,9 @@ LPGPOOL_INTERNAL int lconn_execute(pool *p, pool_slot *slot, uint64_t ticket,
  * a malformed value; it always frees r. */
 LPGPOOL_INTERNAL void lresult_push(lua_State *L, pq_result *r);
 LPGPOOL_INTERNAL int lresult_push_error(lua_State *L, const pq_error *err);
+/* The error as one table { error = msg, code = code, info = {...} }. */
+LPGPOOL_INTERNAL void lresult_push_error_table(lua_State *L,
+                                               const pq_error *err);
 
 /* Arrays (larray.c). larray_element_type: the element type of a known array
  * type, or 0. larray_push: decode a PostgreSQL array literal into a Lua

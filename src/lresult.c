@@ -200,12 +200,10 @@ void lresult_push(lua_State *L, pq_result *r)
     pq_result_free(r);
 }
 
-int lresult_push_error(lua_State *L, const pq_error *err)
+/* The server's error fields as a table. */
+static void push_info(lua_State *L, const pq_error *err)
 {
     int i;
-    lua_pushnil(L);
-    lua_pushstring(L, err->message[0] ? err->message : err->code);
-    lua_pushstring(L, err->code);
     lua_createtable(L, 0, 4);
     for (i = 0; i < PQ_FIELD_COUNT; i++) {
         if (!err->fields[i][0])
@@ -216,5 +214,24 @@ int lresult_push_error(lua_State *L, const pq_error *err)
             lua_pushstring(L, err->fields[i]);
         lua_setfield(L, -2, pq_field_names[i]);
     }
+}
+
+int lresult_push_error(lua_State *L, const pq_error *err)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, err->message[0] ? err->message : err->code);
+    lua_pushstring(L, err->code);
+    push_info(L, err);
     return 4;
+}
+
+void lresult_push_error_table(lua_State *L, const pq_error *err)
+{
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, err->message[0] ? err->message : err->code);
+    lua_setfield(L, -2, "error");
+    lua_pushstring(L, err->code);
+    lua_setfield(L, -2, "code");
+    push_info(L, err);
+    lua_setfield(L, -2, "info");
 }

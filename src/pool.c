@@ -872,7 +872,7 @@ pq_conn *pool_begin_use(pool *p, pool_slot *s, uint64_t ticket, pq_error *err)
 }
 
 void pool_end_use(pool *p, pool_slot *s, const char *sql, double started,
-                  int failed)
+                  int queries, int failed)
 {
     double took = sql ? now() - started : 0;
     int slow = sql && p->cfg.slow_query > 0 && took >= p->cfg.slow_query;
@@ -881,8 +881,8 @@ void pool_end_use(pool *p, pool_slot *s, const char *sql, double started,
     pthread_mutex_lock(&p->mu);
     s->busy = 0;
     if (sql) {
-        p->counters.queries++;
-        p->counters.query_errors += (uint64_t)(failed != 0);
+        p->counters.queries += (uint64_t)queries;
+        p->counters.query_errors += (uint64_t)failed;
         p->counters.slow_queries += (uint64_t)slow;
         p->counters.query_time_total += took;
     }

@@ -86,11 +86,12 @@ int pool_release(pool *p, pool_slot *slot, uint64_t ticket,
 /* Around each statement on a checked-out connection: begin returns the
  * connection (NULL and err when the checkout is stale or was revoked by
  * shutdown); end reports the statement for the counters and the slow-query
- * log (sql NULL: the connection was used for something else, not counted). */
+ * log (sql NULL: the connection was used for something else, not counted);
+ * queries and failed count the statements run and failed. */
 pq_conn *pool_begin_use(pool *p, pool_slot *slot, uint64_t ticket,
                         pq_error *err);
 void pool_end_use(pool *p, pool_slot *slot, const char *sql, double started,
-                  int failed);
+                  int queries, int failed);
 
 /* Whether (slot, ticket) is still a live checkout. */
 int pool_checkout_valid(pool_slot *slot, uint64_t ticket);

@@ -26,10 +26,27 @@
 
 #include <libpq-fe.h>
 
+/* A named prepared statement in the connection's cache (statement_cache).
+ * Keyed by the SQL text and which parameters are binary bytea. */
+typedef struct pq_stmt {
+    uint64_t hash;
+    char *key;                   /* sql, NUL, one byte per parameter type */
+    size_t key_len;
+    char name[32];
+    struct pq_stmt *chain;       /* hash bucket */
+    struct pq_stmt *newer, *older;   /* LRU list */
+} pq_stmt;
+
+#define STMT_BUCKETS 256
+
 struct pq_conn {
     PGconn *pg;
     PGcancel *cancel;
     int backend_pid;
+    int n_stmts;
+    uint64_t stmt_serial;
+    pq_stmt *newest, *oldest;
+    pq_stmt *buckets[STMT_BUCKETS];
 };
 
 const char *const pq_field_names[PQ_FIELD_COUNT] = {
@@ -244,10 +261,25 @@ pq_conn *pq_connect(const char *conninfo, double deadline, pq_error *err)
     return c;
 }
 
+static void stmt_free_all(pq_conn *c)
+{
+    pq_stmt *st = c->newest;
+    while (st) {
+        pq_stmt *older = st->older;
+        free(st->key);
+        free(st);
+        st = older;
+    }
+    c->newest = c->oldest = NULL;
+    c->n_stmts = 0;
+    memset(c->buckets, 0, sizeof c->buckets);
+}
+
 void pq_close(pq_conn *c)
 {
     if (!c)
         return;
+    stmt_free_all(c);
     if (c->cancel)
         PQfreeCancel(c->cancel);
     PQfinish(c->pg);
@@ -264,6 +296,7 @@ void pq_abandon(pq_conn *c)
         close(fd);
     /* The PGconn and PGcancel are leaked on purpose: freeing them would make
      * libpq write a Terminate on the parent's session. */
+    stmt_free_all(c);
     free(c);
 }
 
@@ -412,33 +445,210 @@ static pq_result *check_result(pq_conn *c, PGresult *res, int timed_out,
     }
 }
 
-pq_result *pq_query(pq_conn *c, const char *sql, int n,
-                    const char *const *values, const int *lengths,
-                    const int *formats, const unsigned *types,
-                    double timeout, pq_error *err)
+/* Run one statement, unnamed (name NULL) or prepared, and read its result. */
+static PGresult *run_statement(pq_conn *c, const char *name, const char *sql,
+                               const pq_params *pp, double timeout,
+                               int *timed_out, pq_error *err)
 {
     PGresult *res;
-    int timed_out = 0;
+    int sent;
 
+    *timed_out = 0;
     if (timeout <= 0) {
         /* The plain path: exactly what a direct libpq user would call. */
-        res = PQexecParams(c->pg, sql, n, (const Oid *)types, values, lengths,
-                           formats, 0);
-        if (!res) {
+        res = name ? PQexecPrepared(c->pg, name, pp->n, pp->values,
+                                    pp->lengths, pp->formats, 0)
+                   : PQexecParams(c->pg, sql, pp->n, (const Oid *)pp->types,
+                                  pp->values, pp->lengths, pp->formats, 0);
+        if (!res)
             error_from_conn(err, c->pg, PQ_CODE_CLOSED);
-            return NULL;
+        return res;
+    }
+    sent = name ? PQsendQueryPrepared(c->pg, name, pp->n, pp->values,
+                                      pp->lengths, pp->formats, 0)
+                : PQsendQueryParams(c->pg, sql, pp->n, (const Oid *)pp->types,
+                                    pp->values, pp->lengths, pp->formats, 0);
+    if (!sent) {
+        error_from_conn(err, c->pg, PQ_CODE_CLOSED);
+        return NULL;
+    }
+    return collect_results(c, pq_now() + timeout, timed_out, err);
+}
+
+/* ---- statement cache --------------------------------------------------- */
+
+static uint64_t fnv1a(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+/* The cache key: the SQL, a NUL, then 'b' or '-' per parameter. */
+static char *stmt_key(const char *sql, const pq_params *pp, size_t *len)
+{
+    size_t sql_len = strlen(sql);
+    char *key = malloc(sql_len + 1 + (size_t)pp->n);
+    int i;
+    if (!key)
+        return NULL;
+    memcpy(key, sql, sql_len + 1);
+    for (i = 0; i < pp->n; i++)
+        key[sql_len + 1 + (size_t)i] = pp->types && pp->types[i] ? 'b' : '-';
+    *len = sql_len + 1 + (size_t)pp->n;
+    return key;
+}
+
+static void stmt_unlink(pq_conn *c, pq_stmt *st)
+{
+    pq_stmt **link = &c->buckets[st->hash % STMT_BUCKETS];
+    while (*link != st)
+        link = &(*link)->chain;
+    *link = st->chain;
+    if (st->newer)
+        st->newer->older = st->older;
+    else
+        c->newest = st->older;
+    if (st->older)
+        st->older->newer = st->newer;
+    else
+        c->oldest = st->newer;
+    c->n_stmts--;
+}
+
+static void stmt_push_newest(pq_conn *c, pq_stmt *st)
+{
+    st->newer = NULL;
+    st->older = c->newest;
+    if (c->newest)
+        c->newest->newer = st;
+    else
+        c->oldest = st;
+    c->newest = st;
+}
+
+/* Forget a statement; deallocate it on the server when still possible. */
+static void stmt_drop(pq_conn *c, pq_stmt *st, int deallocate)
+{
+    stmt_unlink(c, st);
+    if (deallocate && PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "DEALLOCATE %s", st->name);
+        PQclear(PQexec(c->pg, sql));
+    }
+    free(st->key);
+    free(st);
+}
+
+/* The cached statement for sql, prepared now if needed; NULL and err when
+ * preparing failed. */
+static pq_stmt *stmt_get(pq_conn *c, const char *sql, const pq_params *pp,
+                         int cache_size, double timeout, pq_error *err)
+{
+    size_t len;
+    char *key = stmt_key(sql, pp, &len);
+    uint64_t hash;
+    pq_stmt *st;
+    PGresult *res;
+    int timed_out;
+
+    if (!key) {
+        pq_error_set(err, PQ_CODE_BUSY, "out of memory");
+        return NULL;
+    }
+    hash = fnv1a(key, len);
+    for (st = c->buckets[hash % STMT_BUCKETS]; st; st = st->chain) {
+        if (st->hash == hash && st->key_len == len &&
+            memcmp(st->key, key, len) == 0) {
+            free(key);
+            if (c->newest != st) {       /* most recently used first */
+                if (st->newer)
+                    st->newer->older = st->older;
+                if (st->older)
+                    st->older->newer = st->newer;
+                else
+                    c->oldest = st->newer;
+                stmt_push_newest(c, st);
+            }
+            return st;
         }
-    } else {
-        if (!PQsendQueryParams(c->pg, sql, n, (const Oid *)types, values,
-                               lengths, formats, 0)) {
+    }
+    while (c->n_stmts >= cache_size && c->oldest)
+        stmt_drop(c, c->oldest, 1);
+    st = calloc(1, sizeof *st);
+    if (!st) {
+        free(key);
+        pq_error_set(err, PQ_CODE_BUSY, "out of memory");
+        return NULL;
+    }
+    snprintf(st->name, sizeof st->name, "pgpool_%llu",
+             (unsigned long long)++c->stmt_serial);
+    if (timeout <= 0) {
+        res = PQprepare(c->pg, st->name, sql, pp->n, (const Oid *)pp->types);
+        if (!res)
             error_from_conn(err, c->pg, PQ_CODE_CLOSED);
-            return NULL;
-        }
+        timed_out = 0;
+    } else if (PQsendPrepare(c->pg, st->name, sql, pp->n,
+                             (const Oid *)pp->types)) {
         res = collect_results(c, pq_now() + timeout, &timed_out, err);
+    } else {
+        error_from_conn(err, c->pg, PQ_CODE_CLOSED);
+        res = NULL;
+    }
+    if (!res || !check_result(c, res, timed_out, timeout, err)) {
+        free(key);
+        free(st);
+        return NULL;
+    }
+    PQclear(res);
+    st->key = key;
+    st->key_len = len;
+    st->hash = hash;
+    st->chain = c->buckets[hash % STMT_BUCKETS];
+    c->buckets[hash % STMT_BUCKETS] = st;
+    stmt_push_newest(c, st);
+    c->n_stmts++;
+    return st;
+}
+
+/* The server no longer has the statement, or its plan went stale. */
+static int stmt_is_stale(const pq_error *err)
+{
+    return strcmp(err->code, "0A000") == 0 || strcmp(err->code, "26000") == 0;
+}
+
+pq_result *pq_query(pq_conn *c, const char *sql, const pq_params *params,
+                    double timeout, int cache_size, pq_error *err)
+{
+    PGresult *res;
+    pq_result *ok;
+    pq_stmt *st = NULL;
+    int timed_out, attempt;
+
+    for (attempt = 0; attempt < 2; attempt++) {
+        if (cache_size > 0) {
+            st = stmt_get(c, sql, params, cache_size, timeout, err);
+            if (!st)
+                return NULL;
+        }
+        res = run_statement(c, st ? st->name : NULL, sql, params, timeout,
+                            &timed_out, err);
         if (!res)
             return NULL;
+        ok = check_result(c, res, timed_out, timeout, err);
+        if (ok || !st || !stmt_is_stale(err))
+            return ok;
+        /* Stale or missing: forget it and, outside a transaction block
+         * (where the failed statement aborted nothing), prepare it again. */
+        stmt_drop(c, st, strcmp(err->code, "0A000") == 0);
+        if (PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+            return NULL;
     }
-    return check_result(c, res, timed_out, timeout, err);
+    return NULL;
 }
 
 int pq_exec(pq_conn *c, const char *script, double timeout, pq_error *err)
@@ -460,6 +670,139 @@ int pq_exec(pq_conn *c, const char *script, double timeout, pq_error *err)
         return 0;
     PQclear((PGresult *)ok);
     return 1;
+}
+
+/* ---- pipelines --------------------------------------------------------- */
+
+static void item_fail(pq_batch_item *item, PGconn *pg, const PGresult *res,
+                      const char *code, const char *message)
+{
+    if (item->err)
+        return;
+    item->err = malloc(sizeof *item->err);
+    if (!item->err)
+        return;
+    if (res)
+        error_from_result(item->err, pg, res);
+    else
+        pq_error_set(item->err, code, "%s", message);
+}
+
+/* Send what libpq has buffered, reading meanwhile so that neither side
+ * blocks on a full socket. 1 once everything is sent. */
+static int flush_all(pq_conn *c, double deadline)
+{
+    int pending;
+    while ((pending = PQflush(c->pg)) == 1) {
+        int ready = wait_fd(PQsocket(c->pg), POLLIN | POLLOUT, deadline);
+        if (ready <= 0 || !PQconsumeInput(c->pg))
+            return 0;
+    }
+    return pending == 0;
+}
+
+int pq_pipeline(pq_conn *c, pq_batch_item *items, int count, int sync_each,
+                double timeout, pq_error *err)
+{
+    double deadline = timeout > 0 ? pq_now() + timeout : 0;
+    int i, syncs = 0, syncs_seen = 0, current = 0, got_result = 0;
+    int cancelled = 0, ok = 1;
+
+    if (count == 0)
+        return 1;
+    if (!PQenterPipelineMode(c->pg) || PQsetnonblocking(c->pg, 1) != 0) {
+        error_from_conn(err, c->pg, PQ_CODE_BUSY);
+        PQexitPipelineMode(c->pg);
+        return 0;
+    }
+    for (i = 0; i < count && ok; i++) {
+        const pq_params *pp = &items[i].params;
+        ok = PQsendQueryParams(c->pg, items[i].sql, pp->n,
+                               (const Oid *)pp->types, pp->values, pp->lengths,
+                               pp->formats, 0);
+        if (ok && (sync_each || i == count - 1)) {
+            ok = PQpipelineSync(c->pg);
+            syncs++;
+        }
+    }
+    if (!ok || !flush_all(c, deadline)) {
+        error_from_conn(err, c->pg, PQ_CODE_CLOSED);
+        return 0;
+    }
+    while (syncs_seen < syncs) {
+        PGresult *res;
+        while (PQisBusy(c->pg)) {
+            int ready = wait_fd(PQsocket(c->pg), POLLIN,
+                                cancelled ? 0 : deadline);
+            if (ready == 0) {
+                send_cancel(c);
+                cancelled = 1;
+                continue;
+            }
+            if (ready < 0 || !PQconsumeInput(c->pg)) {
+                error_from_conn(err, c->pg, PQ_CODE_CLOSED);
+                return 0;
+            }
+        }
+        res = PQgetResult(c->pg);
+        if (!res) {              /* the end of one statement's results */
+            if (got_result && current < count)
+                current++;
+            got_result = 0;
+            continue;
+        }
+        switch (PQresultStatus(res)) {
+        case PGRES_PIPELINE_SYNC:
+            syncs_seen++;
+            PQclear(res);
+            break;
+        case PGRES_PIPELINE_ABORTED:
+            if (current < count)
+                item_fail(&items[current], c->pg, NULL, "aborted",
+                          "not run: an earlier statement of the pipeline "
+                          "failed");
+            got_result = 1;
+            PQclear(res);
+            break;
+        case PGRES_TUPLES_OK:
+        case PGRES_COMMAND_OK:
+        case PGRES_EMPTY_QUERY:
+            if (current < count && !items[current].res && !items[current].err)
+                items[current].res = (pq_result *)res;
+            else
+                PQclear(res);
+            got_result = 1;
+            break;
+        default:
+            if (current < count)
+                item_fail(&items[current], c->pg, res, PQ_CODE_CLOSED, "");
+            got_result = 1;
+            PQclear(res);
+            if (PQstatus(c->pg) == CONNECTION_BAD) {
+                error_from_conn(err, c->pg, PQ_CODE_CLOSED);
+                return 0;
+            }
+        }
+    }
+    PQexitPipelineMode(c->pg);
+    PQsetnonblocking(c->pg, 0);
+    if (cancelled)
+        for (i = 0; i < count; i++)
+            if (items[i].err && strcmp(items[i].err->code, "57014") == 0)
+                copy_text(items[i].err->code, sizeof items[i].err->code,
+                          PQ_CODE_TIMEOUT);
+    return 1;
+}
+
+void pq_batch_clear(pq_batch_item *items, int count)
+{
+    int i;
+    for (i = 0; i < count; i++) {
+        PQclear((PGresult *)items[i].res);
+        free(items[i].err);
+        items[i].res = NULL;
+        items[i].err = NULL;
+    }
 }
 
 int pq_rollback(pq_conn *c, double deadline)

@@ -81,14 +81,41 @@ enum pq_txn pq_txn_status(pq_conn *c);
 /* ROLLBACK; 1 when the connection ends up idle and usable. */
 int pq_rollback(pq_conn *c, double deadline);
 
-/* Run sql with n text parameters (values[i] NULL = SQL NULL; formats[i] 1 and
- * types[i] 17 for binary bytea). timeout > 0 cancels the statement server-side
- * once it runs longer. Returns a result to free with pq_result_free, or NULL
- * and err. */
-pq_result *pq_query(pq_conn *c, const char *sql, int n,
-                    const char *const *values, const int *lengths,
-                    const int *formats, const unsigned *types,
-                    double timeout, pq_error *err);
+/* Statement parameters: values[i] NULL is SQL NULL; formats[i] 1 with
+ * types[i] 17 sends binary bytea; types[i] 0 lets the server infer. */
+typedef struct pq_params {
+    int n;
+    const char *const *values;
+    const int *lengths, *formats;
+    const unsigned *types;
+} pq_params;
+
+/* Run sql with its parameters. timeout > 0 cancels the statement
+ * server-side once it runs longer (code "timeout"). cache_size > 0 runs it
+ * as a named prepared statement kept in the connection's LRU of that size
+ * (re-prepared once when the server reports it stale or missing). Returns a
+ * result to free with pq_result_free, or NULL and err. */
+pq_result *pq_query(pq_conn *c, const char *sql, const pq_params *params,
+                    double timeout, int cache_size, pq_error *err);
+
+/* One statement of a pipeline; res or err is set by pq_pipeline. */
+typedef struct pq_batch_item {
+    const char *sql;
+    pq_params params;
+    pq_result *res;
+    pq_error *err;      /* allocated on failure; freed by pq_batch_clear */
+} pq_batch_item;
+
+/* Send every item in one go (libpq pipeline mode) and read the results in
+ * order. sync_each: a sync after every statement, so each runs in its own
+ * implicit transaction and an error affects only its statement; otherwise
+ * one sync at the end: the batch is one implicit transaction, an error
+ * aborts the rest (code "aborted") and rolls back the earlier ones unless an
+ * explicit BEGIN was sent. Returns 1 when every result was read (items may
+ * still have failed), 0 and err when the connection failed. */
+int pq_pipeline(pq_conn *c, pq_batch_item *items, int count, int sync_each,
+                double timeout, pq_error *err);
+void pq_batch_clear(pq_batch_item *items, int count);
 
 /* Run a script of several statements (simple protocol). 1 on success. */
 int pq_exec(pq_conn *c, const char *script, double timeout, pq_error *err);
