@@ -8,7 +8,7 @@
 local core = require("pgpool.core")
 
 local error, type, pairs, ipairs, select, tostring = error, type, pairs, ipairs, select, tostring
-local pcall, xpcall, setmetatable = pcall, xpcall, setmetatable
+local pcall, xpcall, setmetatable, rawget = pcall, xpcall, setmetatable, rawget
 local concat, sort = table.concat, table.sort
 local floor, huge = math.floor, math.huge
 local format = string.format
@@ -107,8 +107,18 @@ end
 
 -- Pools --------------------------------------------------------------------
 
+-- In nginx's init phase (the master process) nothing may connect: the
+-- housekeeping (and the min top-up) starts in each worker on first use.
+local function in_nginx_master()
+  local ngx = rawget(_G, "ngx")
+  return type(ngx) == "table" and type(ngx.get_phase) == "function"
+    and ngx.get_phase() == "init"
+end
+
 function pgpool.configure(opts)
-  return core.configure(normalize(opts))
+  local cfg = normalize(opts)
+  cfg.defer_housekeeping = in_nginx_master()
+  return core.configure(cfg)
 end
 
 pgpool.pool = core.pool

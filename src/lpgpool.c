@@ -119,7 +119,10 @@ static int lmodule_configure(lua_State *L)
         cfg.log_level < 0)
         return luaL_error(L, "pgpool: configure: invalid options");
 
-    p = pool_configure(&cfg, errbuf, sizeof errbuf);
+    lua_getfield(L, 1, "defer_housekeeping");
+    i = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    p = pool_configure(&cfg, !i, errbuf, sizeof errbuf);
     if (!p)
         return luaL_error(L, "%s", errbuf);
     lpool_push(L, p);

@@ -494,7 +494,8 @@ static pool *find_registered(const char *name)
     return NULL;
 }
 
-pool *pool_configure(const pool_config *cfg, char *errbuf, size_t errlen)
+pool *pool_configure(const pool_config *cfg, int start_now, char *errbuf,
+                     size_t errlen)
 {
     pool *p;
 
@@ -529,9 +530,11 @@ pool *pool_configure(const pool_config *cfg, char *errbuf, size_t errlen)
 
     pool_log(p, POOL_LOG_INFO, "pool initialized (max %d, min %d)", cfg->max,
              cfg->min);
-    housekeeper_ensure();
-    if (cfg->min > 0)
-        pthread_cond_signal(&hk_cond);
+    if (start_now) {
+        housekeeper_ensure();
+        if (cfg->min > 0)
+            pthread_cond_signal(&hk_cond);
+    }
     return p;
 }
 
@@ -550,6 +553,8 @@ pool *pool_lookup(const char *name, int *was_shut_down)
         if (strcmp(shut_down_names[i], name) == 0)
             *was_shut_down = 1;
     pthread_mutex_unlock(&registry_mu);
+    if (p)
+        housekeeper_ensure();
     return p;
 }
 

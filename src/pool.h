@@ -60,11 +60,16 @@ enum pool_release_how {
 };
 
 /* Create the pool cfg->name, or return the existing one when its options are
- * equal. Returns a new reference, or NULL with a message in errbuf. */
-pool *pool_configure(const pool_config *cfg, char *errbuf, size_t errlen);
+ * equal. Returns a new reference, or NULL with a message in errbuf.
+ * start_now 0 leaves the housekeeping thread (and the min top-up) to the
+ * first pool use: for nginx's master, which must open no connection and
+ * whose workers are forked afterwards. */
+pool *pool_configure(const pool_config *cfg, int start_now, char *errbuf,
+                     size_t errlen);
 
 /* A new reference to the configured pool name, or NULL; *was_shut_down tells
- * whether a pool of that name existed and was shut down. */
+ * whether a pool of that name existed and was shut down. Starts the
+ * housekeeping of this process if it was deferred. */
 pool *pool_lookup(const char *name, int *was_shut_down);
 
 void pool_ref(pool *p);
