@@ -94,6 +94,7 @@ static int shut_down_count;
 static pthread_cond_t hk_cond;
 static int hk_running;             /* atomic: housekeeper thread started */
 static int hk_stop;
+static uint64_t hk_wake_us;        /* atomic: when it next wakes (µs) */
 static pthread_once_t process_once = PTHREAD_ONCE_INIT;
 
 static uint64_t ticket_counter;    /* atomic */
@@ -313,6 +314,11 @@ static void slot_return(pool *p, pool_slot *s, double t)
     } else {
         s->idle_since = t;
         idle_push(p, s);
+        /* A short idle_timeout may fall before the housekeeper's next tick. */
+        if (p->cfg.idle_timeout > 0 &&
+            (t + p->cfg.idle_timeout) * 1e6 <
+                (double)__atomic_load_n(&hk_wake_us, __ATOMIC_RELAXED))
+            pthread_cond_signal(&hk_cond);
     }
 }
 
@@ -1256,6 +1262,7 @@ static void *housekeeper_main(void *arg)
         if (next < now() + HK_MIN_SLEEP)
             next = now() + HK_MIN_SLEEP;
         until = abs_time(next);
+        __atomic_store_n(&hk_wake_us, (uint64_t)(next * 1e6), __ATOMIC_RELAXED);
         pthread_mutex_lock(&registry_mu);
         if (!hk_stop)
             pthread_cond_timedwait(&hk_cond, &registry_mu, &until);

@@ -43,6 +43,7 @@ struct pq_conn {
     PGconn *pg;
     PGcancel *cancel;
     int backend_pid;
+    int fatal_seen;              /* the server sent a FATAL while idle */
     int n_stmts;
     uint64_t stmt_serial;
     pq_stmt *newest, *oldest;
@@ -210,6 +211,82 @@ static int wait_fd(int fd, short events, double deadline)
     }
 }
 
+/* Notices: libpq hands an ErrorResponse that arrives on an idle connection
+ * (the FATAL of pg_terminate_backend, say) to the notice receiver. Remember
+ * a FATAL; drop the rest rather than print them on stderr. */
+static void on_notice(void *arg, const PGresult *res)
+{
+    pq_conn *c = (pq_conn *)arg;
+    const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    if (severity && (strcmp(severity, "FATAL") == 0 ||
+                     strcmp(severity, "PANIC") == 0))
+        c->fatal_seen = 1;
+}
+
+/* The password in a conninfo string, found by hand so that it can be kept out
+ * of messages even when libpq cannot parse the string: "user:PASSWORD@" of
+ * a URI, or "password=VALUE" (quoted or not) of key=value. */
+static void conninfo_password(const char *conninfo, char *buf, size_t size)
+{
+    const char *p, *end;
+    size_t n;
+
+    buf[0] = '\0';
+    if (!conninfo)
+        return;
+    p = strstr(conninfo, "://");
+    if (p) {
+        const char *at, *slash, *colon;
+        p += 3;
+        at = strchr(p, '@');
+        slash = strchr(p, '/');
+        if (!at || (slash && slash < at))
+            return;
+        colon = memchr(p, ':', (size_t)(at - p));
+        if (!colon)
+            return;
+        p = colon + 1;
+        end = at;
+    } else {
+        p = strstr(conninfo, "password");
+        if (!p)
+            return;
+        p += 8;
+        while (*p == ' ')
+            p++;
+        if (*p != '=')
+            return;
+        p++;
+        while (*p == ' ')
+            p++;
+        if (*p == '\'') {
+            p++;
+            end = strchr(p, '\'');
+            if (!end)
+                end = p + strlen(p);
+        } else {
+            end = p;
+            while (*end && *end != ' ')
+                end++;
+        }
+    }
+    n = (size_t)(end - p);
+    if (n >= size)
+        n = size - 1;
+    memcpy(buf, p, n);
+    buf[n] = '\0';
+}
+
+/* A failed attempt: the message, without the password, then PQfinish. */
+static void connect_failed(pq_error *err, PGconn *pg, const char *conninfo)
+{
+    char password[256];
+    error_from_conn(err, pg, PQ_CODE_CONNECT);
+    conninfo_password(conninfo, password, sizeof password);
+    redact(err->message, sizeof err->message, password);
+    PQfinish(pg);
+}
+
 pq_conn *pq_connect(const char *conninfo, double deadline, pq_error *err)
 {
     const char *keywords[] = { "dbname", "fallback_application_name", NULL };
@@ -227,15 +304,13 @@ pq_conn *pq_connect(const char *conninfo, double deadline, pq_error *err)
         return NULL;
     }
     if (PQstatus(pg) == CONNECTION_BAD) {
-        error_from_conn(err, pg, PQ_CODE_CONNECT);
-        PQfinish(pg);
+        connect_failed(err, pg, conninfo);
         return NULL;
     }
     while (st != PGRES_POLLING_OK) {
         int ready;
         if (st == PGRES_POLLING_FAILED) {
-            error_from_conn(err, pg, PQ_CODE_CONNECT);
-            PQfinish(pg);
+            connect_failed(err, pg, conninfo);
             return NULL;
         }
         ready = wait_fd(PQsocket(pg),
@@ -258,6 +333,7 @@ pq_conn *pq_connect(const char *conninfo, double deadline, pq_error *err)
     c->pg = pg;
     c->cancel = PQgetCancel(pg);
     c->backend_pid = PQbackendPID(pg);
+    PQsetNoticeReceiver(pg, on_notice, c);
     return c;
 }
 
@@ -316,31 +392,34 @@ static void drop_notifications(PGconn *pg)
 
 int pq_is_alive(pq_conn *c)
 {
-    struct pollfd pfd;
-    int rc;
+    int reads;
 
-    if (PQstatus(c->pg) != CONNECTION_OK)
-        return 0;
-    pfd.fd = PQsocket(c->pg);
-    pfd.events = POLLIN;
-    pfd.revents = 0;
-    do {
-        rc = poll(&pfd, 1, 0);
-    } while (rc < 0 && errno == EINTR);
-    if (rc < 0)
-        return 0;
-    if (rc > 0) {
-        /* Something arrived on an idle connection: a notice, a notification,
-         * a FATAL before the server hung up, or EOF. */
+    /* Read whatever arrived while the connection sat idle: a notice, a
+     * notification, the FATAL of a terminated backend and then EOF. libpq
+     * notices EOF only on a read that returns nothing, hence the loop. */
+    for (reads = 0; reads < 4; reads++) {
+        struct pollfd pfd;
+        int rc;
+
+        if (PQstatus(c->pg) != CONNECTION_OK || c->fatal_seen)
+            return 0;
+        pfd.fd = PQsocket(c->pg);
+        pfd.events = POLLIN;
+        pfd.revents = 0;
+        do {
+            rc = poll(&pfd, 1, 0);
+        } while (rc < 0 && errno == EINTR);
+        if (rc < 0)
+            return 0;
+        if (rc == 0)
+            break;
         if (!PQconsumeInput(c->pg))
             return 0;
         drop_notifications(c->pg);
-        if (PQstatus(c->pg) != CONNECTION_OK || PQisBusy(c->pg))
+        if (PQisBusy(c->pg))
             return 0;
     }
-    return PQtransactionStatus(c->pg) == PQTRANS_IDLE ||
-           PQtransactionStatus(c->pg) == PQTRANS_INTRANS ||
-           PQtransactionStatus(c->pg) == PQTRANS_INERROR;
+    return PQstatus(c->pg) == CONNECTION_OK && !c->fatal_seen;
 }
 
 enum pq_txn pq_txn_status(pq_conn *c)
