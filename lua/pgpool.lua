@@ -372,7 +372,7 @@ local function on_default(method)
   end
 end
 
-for _, method in ipairs{ "acquire", "query", "exec", "stats", "transaction", "with", "health" } do
+for _, method in ipairs{ "acquire", "query", "exec", "stats", "history", "transaction", "with", "health" } do
   pgpool[method] = on_default(method)
 end
 

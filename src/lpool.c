@@ -5,6 +5,7 @@
  * facade (lua/pgpool.lua) adds transaction, with, health and metrics to the
  * same method table.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "lpgpool.h"
@@ -177,6 +178,32 @@ static int lpool_stats(lua_State *L)
     return 1;
 }
 
+/* history(): per-second samples of the gauges, oldest first. */
+static int lpool_history(lua_State *L)
+{
+    pool *p = lpool_check(L, 1);
+    pool_sample *samples = malloc(sizeof *samples * POOL_HISTORY);
+    int n, i;
+
+    if (!samples)
+        return luaL_error(L, "pgpool: out of memory");
+    n = pool_history(p, samples);
+    lua_createtable(L, n, 0);
+    for (i = 0; i < n; i++) {
+        lua_createtable(L, 0, 6);
+        lua_pushinteger(L, (lua_Integer)samples[i].time);
+        lua_setfield(L, -2, "time");
+#define SAMPLE(field) \
+        (lua_pushinteger(L, samples[i].field), lua_setfield(L, -2, #field))
+        SAMPLE(total); SAMPLE(idle); SAMPLE(in_use); SAMPLE(connecting);
+        SAMPLE(waiting);
+#undef SAMPLE
+        lua_rawseti(L, -2, i + 1);
+    }
+    free(samples);
+    return 1;
+}
+
 static int lpool_shutdown(lua_State *L)
 {
     pool *p = lpool_check(L, 1);
@@ -210,6 +237,7 @@ static const luaL_Reg lpool_methods[] = {
     { "query", lpool_query },
     { "exec", lpool_exec },
     { "stats", lpool_stats },
+    { "history", lpool_history },
     { "shutdown", lpool_shutdown },
     { "name", lpool_name },
     { "is_shut_down", lpool_is_shut_down },

@@ -79,6 +79,8 @@ struct pool {
     double reconnect_after;   /* min top-up backs off after a failure */
     uint64_t rng;
     pool_stats counters;      /* the cumulative fields */
+    pool_sample history[POOL_HISTORY];   /* a ring, one sample a second */
+    int history_next, history_count;
     pool *next_all;           /* every live pool, for fork and exit */
     pool *next_registered;
 };
@@ -1084,22 +1086,64 @@ void pool_get_stats(pool *p, pool_stats *out)
     pthread_mutex_unlock(&p->mu);
 }
 
+int pool_history(pool *p, pool_sample *out)
+{
+    int i, n, first;
+    pthread_mutex_lock(&p->mu);
+    n = p->history_count;
+    first = (p->history_next - n + POOL_HISTORY) % POOL_HISTORY;
+    for (i = 0; i < n; i++)
+        out[i] = p->history[(first + i) % POOL_HISTORY];
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
 /* ---- housekeeping ------------------------------------------------------ */
 
-#define HK_MAX_SLEEP 1.0
+/* Record this second's gauges, once per wall-clock second (mutex held). */
+static void sample_history(pool *p, int64_t wall)
+{
+    pool_sample *last = p->history_count
+        ? &p->history[(p->history_next + POOL_HISTORY - 1) % POOL_HISTORY]
+        : NULL;
+    pool_sample *s;
+
+    if (last && last->time == wall)
+        return;
+    s = &p->history[p->history_next];
+    s->time = wall;
+    s->total = total(p);
+    s->idle = p->n_idle;
+    s->in_use = p->n_in_use;
+    s->connecting = p->n_connecting;
+    s->waiting = p->n_waiting;
+    p->history_next = (p->history_next + 1) % POOL_HISTORY;
+    if (p->history_count < POOL_HISTORY)
+        p->history_count++;
+}
+
+/* Seconds until just past the next wall-clock second. */
+static double until_next_second(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return 1.0 - (double)ts.tv_nsec * 1e-9 + 0.002;
+}
+
+#define HK_MAX_SLEEP 1.0      /* at least one pass a second (history) */
 #define HK_MIN_SLEEP 0.005
 
 /* One pass over p: close idle connections past idle_timeout (above min) or
  * past their lifetime, close retired ones, warn about leaks, top up min.
  * Returns the time of the next thing to do. */
-static double housekeep(pool *p, double t)
+static double housekeep(pool *p, double t, int64_t wall)
 {
     pq_conn **doomed = NULL;
     const char **why = NULL;
     pool_slot **opening = NULL;
     char **leaks = NULL;
     int n_doomed = 0, n_opening = 0, n_leaks = 0, i, spare;
-    double next = t + HK_MAX_SLEEP;
+    double next = t + until_next_second();
     retired *ret;
     pool_slot *s, *older;
 
@@ -1117,6 +1161,7 @@ static double housekeep(pool *p, double t)
         pthread_mutex_unlock(&p->mu);
         goto close_retired;
     }
+    sample_history(p, wall);
     spare = total(p) - p->cfg.min;
     for (s = p->idle_tail; s; s = older) {    /* oldest idle first */
         const char *reason = NULL;
@@ -1239,6 +1284,7 @@ static void *housekeeper_main(void *arg)
     pthread_mutex_lock(&registry_mu);
     while (!hk_stop) {
         double t = now(), next = t + HK_MAX_SLEEP;
+        int64_t wall = (int64_t)time(NULL);
         int n = 0, i;
         pool *p, **list;
         struct timespec until;
@@ -1253,7 +1299,7 @@ static void *housekeeper_main(void *arg)
         }
         pthread_mutex_unlock(&registry_mu);
         for (i = 0; i < n; i++) {
-            double due = housekeep(list[i], t);
+            double due = housekeep(list[i], t, wall);
             if (due < next)
                 next = due;
             pool_unref(list[i]);

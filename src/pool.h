@@ -52,6 +52,13 @@ typedef struct pool_stats {
     int closing;              /* shutdown started */
 } pool_stats;
 
+/* One per-second sample of the gauges (pool_history). */
+typedef struct pool_sample {
+    int64_t time;             /* wall clock, seconds since the epoch */
+    int total, idle, in_use, connecting, waiting;
+} pool_sample;
+#define POOL_HISTORY 900      /* 15 minutes */
+
 /* How a checkout ends. */
 enum pool_release_how {
     POOL_RELEASE,     /* release/__close: roll back if needed, return */
@@ -110,6 +117,10 @@ int pool_shutdown(pool *p, double timeout);
 int pool_shutdown_all(double timeout);
 
 void pool_get_stats(pool *p, pool_stats *out);
+
+/* The per-second samples taken by the housekeeper, oldest first, into out
+ * (room for POOL_HISTORY); returns how many. */
+int pool_history(pool *p, pool_sample *out);
 
 /* Names of the configured pools, for metrics: calls fn for each. */
 void pool_each(void (*fn)(pool *p, void *ud), void *ud);
