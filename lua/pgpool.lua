@@ -22,6 +22,7 @@ local pgpool = {
   null = core.null,
   bytea = core.bytea,
   on_log = core.on_log,
+  close_on_signals = core.close_on_signals,
 }
 
 local pool_methods = core.pool_methods

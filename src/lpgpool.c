@@ -197,7 +197,18 @@ static int lmodule_bytea(lua_State *L)
     return 1;
 }
 
+/* close_on_signals(): SIGTERM and SIGINT close idle connections cleanly,
+ * then end the process as the signal would have. */
+static int lmodule_close_on_signals(lua_State *L)
+{
+    if (!pool_close_on_signals())
+        return luaL_error(L, "pgpool: close_on_signals: cannot install");
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static const luaL_Reg module_fns[] = {
+    { "close_on_signals", lmodule_close_on_signals },
     { "configure", lmodule_configure },
     { "pool", lmodule_pool },
     { "pool_names", lmodule_pool_names },

@@ -17,6 +17,9 @@
  *  - a pool is freed when its reference count drops to zero; the registry,
  *    every Lua handle and the housekeeper while it works hold references.
  *
+ * Signals (close_on_signals, opt-in): the handler only posts a semaphore;
+ * a thread of ours does the closing, then re-raises with the default action.
+ *
  * Fork: the pthread_atfork handlers hold every mutex across fork(); in the
  * child every pool is emptied, its connections abandoned (socket closed,
  * nothing sent), every checkout invalidated, and the housekeeper restarts
@@ -27,6 +30,8 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1420,6 +1425,80 @@ static void close_at_exit(void)
         free(conns);
     }
     pthread_mutex_unlock(&registry_mu);
+}
+
+/* ---- close_on_signals ---------------------------------------------------- */
+
+static sem_t signal_sem;
+static volatile sig_atomic_t signal_caught;
+static pid_t signal_owner;          /* the process whose thread waits */
+static pthread_mutex_t signal_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void on_signal(int sig)
+{
+    if (getpid() != signal_owner) {
+        /* A forked child has no closer thread: just die as usual. */
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    signal_caught = sig;
+    sem_post(&signal_sem);
+}
+
+static void *signal_main(void *arg)
+{
+    pool **list;
+    int sig, n, i;
+    (void)arg;
+
+    while (sem_wait(&signal_sem) != 0) {
+    }
+    sig = signal_caught;
+    list = registered_pools(&n);
+    for (i = 0; i < n; i++) {
+        pool *p = list[i];
+        pq_conn **conns = calloc((size_t)p->cfg.max, sizeof *conns);
+        int closing = 0;
+        pthread_mutex_lock(&p->mu);
+        if (conns) {
+            p->closing = 1;
+            closing = take_idle(p, conns);
+        }
+        pthread_mutex_unlock(&p->mu);
+        close_all(p, conns, closing, "signal");
+        free(conns);
+    }
+    signal(sig, SIG_DFL);
+    kill(getpid(), sig);
+    return NULL;
+}
+
+int pool_close_on_signals(void)
+{
+    static int installed;
+    struct sigaction sa;
+    pthread_t thread;
+    int ok = 1;
+
+    pthread_once(&process_once, process_init);
+    pthread_mutex_lock(&signal_mu);
+    if (installed != (int)getpid()) {
+        ok = sem_init(&signal_sem, 0, 0) == 0 &&
+             pthread_create(&thread, NULL, signal_main, NULL) == 0;
+        if (ok) {
+            pthread_detach(thread);
+            signal_owner = getpid();
+            memset(&sa, 0, sizeof sa);
+            sa.sa_handler = on_signal;
+            sigemptyset(&sa.sa_mask);
+            sigaction(SIGTERM, &sa, NULL);
+            sigaction(SIGINT, &sa, NULL);
+            installed = (int)getpid();
+        }
+    }
+    pthread_mutex_unlock(&signal_mu);
+    return ok;
 }
 
 static void process_init(void)

@@ -125,6 +125,11 @@ int pool_history(pool *p, pool_sample *out);
 /* Names of the configured pools, for metrics: calls fn for each. */
 void pool_each(void (*fn)(pool *p, void *ud), void *ud);
 
+/* SIGTERM and SIGINT close every idle connection cleanly (a Terminate each),
+ * then end the process as the signal would have. Not for nginx, which has
+ * its own handlers. 1 on success. */
+int pool_close_on_signals(void);
+
 /* Logging: lines go to stderr unless a listener is registered; every line is
  * also kept in a small ring that listeners read by sequence number. */
 void pool_log(pool *p, int level, const char *fmt, ...)
