@@ -66,7 +66,7 @@ static inline void compat_traceback(lua_State *L, lua_State *L1, const char *msg
     lua_getglobal(L, "debug");
     lua_getfield(L, -1, "traceback");
     lua_remove(L, -2);
-    lua_pushstring(L, msg);
+    lua_pushstring(L, msg ? msg : "");   /* LuaJIT returns a nil message as is */
     lua_pushinteger(L, level);
     if (lua_pcall(L, 2, 1, 0) != 0 || !lua_isstring(L, -1)) {
         lua_pop(L, 1);

@@ -40,8 +40,10 @@ void lparam_format_number(lua_State *L, int idx, char buf[40])
         strcpy(buf, "NaN");
     } else if (isinf(d)) {
         strcpy(buf, d > 0 ? "Infinity" : "-Infinity");
-    } else if (d == floor(d) && fabs(d) < 1e18) {
-        snprintf(buf, 40, "%.0f", (double)d);     /* "-0" for -0.0 */
+    } else if (d == floor(d) && fabs(d) < 1e21) {
+        /* Whole numbers in plain digits, as int8 parameters need them
+         * (LuaJIT has no integer subtype); "-0" for -0.0. */
+        snprintf(buf, 40, "%.0f", (double)d);
     } else {
         for (prec = 15; prec <= 17; prec++) {
             snprintf(buf, 40, "%.*g", prec, (double)d);

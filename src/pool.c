@@ -654,6 +654,39 @@ static pool_slot *wait_in_line(pool *p, double timeout, double deadline,
     return NULL;
 }
 
+/* Close the connection of a slot we own and keep the slot, now CONNECTING,
+ * for a new connection. No mutex held. */
+static void drop_for_reconnect(pool *p, pool_slot *s, const char *reason)
+{
+    pq_conn *conn;
+    pthread_mutex_lock(&p->mu);
+    conn = s->conn;
+    s->conn = NULL;
+    s->state = SLOT_CONNECTING;
+    p->n_in_use--;
+    p->n_connecting++;
+    count_close(p, reason);
+    pthread_mutex_unlock(&p->mu);
+    close_conn(p, conn, reason, POOL_LOG_INFO);
+}
+
+/* Why the connection of a slot we own cannot be handed out, or NULL: past
+ * its lifetime, closed by the server, or stuck in a transaction. A
+ * connection returned by __gc inside a transaction is rolled back here. */
+static const char *unusable_reason(pool_slot *s)
+{
+    if (now() >= s->expires_at)
+        return "lifetime over";
+    if (!pq_is_alive(s->conn))
+        return "broken";
+    if (s->needs_rollback) {
+        s->needs_rollback = 0;
+        if (!pq_rollback(s->conn, now() + 5.0))
+            return "broken";
+    }
+    return pq_txn_status(s->conn) == PQ_TXN_IDLE ? NULL : "broken";
+}
+
 /* We own s (IN_USE with a connection, or CONNECTING without). Make it a
  * healthy idle connection or give the capacity back. No mutex held. */
 static int make_ready(pool *p, pool_slot *s, double deadline, pq_error *err)
@@ -662,23 +695,10 @@ static int make_ready(pool *p, pool_slot *s, double deadline, pq_error *err)
     double t, connect_deadline;
 
     if (s->conn) {
-        int ok = pq_is_alive(s->conn);
-        if (ok && s->needs_rollback) {
-            ok = pq_rollback(s->conn, now() + 5.0);
-            s->needs_rollback = 0;
-        }
-        if (ok && pq_txn_status(s->conn) == PQ_TXN_IDLE)
+        const char *reason = unusable_reason(s);
+        if (!reason)
             return 1;
-        /* Dead or unusable: close it and connect afresh in the same slot. */
-        pthread_mutex_lock(&p->mu);
-        conn = s->conn;
-        s->conn = NULL;
-        s->state = SLOT_CONNECTING;
-        p->n_in_use--;
-        p->n_connecting++;
-        count_close(p, "broken");
-        pthread_mutex_unlock(&p->mu);
-        close_conn(p, conn, "broken", POOL_LOG_INFO);
+        drop_for_reconnect(p, s, reason);
     }
 
     t = now();

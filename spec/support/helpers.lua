@@ -101,4 +101,93 @@ function helpers.count_backends(app)
   return tonumber(n)
 end
 
+-- Length of the server log now; pass it to helpers.server_log_since later.
+function helpers.server_log_size()
+  return #helpers.server_log()
+end
+
+-- What the server logged after `offset` bytes (from helpers.server_log_size).
+function helpers.server_log_since(offset)
+  return helpers.server_log():sub(offset + 1)
+end
+
+-- The interpreter running these specs: "lua5.4" or "luajit"
+-- (PGPOOL_TEST_RUNTIME, set by run-specs.sh; guessed from _VERSION otherwise).
+function helpers.runtime()
+  local rt = os.getenv('PGPOOL_TEST_RUNTIME')
+  if rt and rt ~= '' then return rt end
+  if rawget(_G, 'jit') then return 'luajit' end
+  return 'lua' .. _VERSION:match('%d+%.%d+')
+end
+
+-- Run the Lua source `code` in a child process under the current runtime,
+-- with this process's package.path and package.cpath. opts.env: variables
+-- to set ({NAME = value}); opts.unset: names to remove from the environment.
+-- Returns stdout, stderr, exit status (a number).
+function helpers.run_lua(code, opts)
+  opts = opts or {}
+  local script = os.tmpname()
+  local errfile = os.tmpname()
+  local f = assert(io.open(script, 'w'))
+  f:write(('package.path = %q\npackage.cpath = %q\n'):format(package.path, package.cpath))
+  f:write(code)
+  f:close()
+  local parts = { 'env' }
+  for _, name in ipairs(opts.unset or {}) do parts[#parts + 1] = '-u ' .. shquote(name) end
+  for name, value in pairs(opts.env or {}) do parts[#parts + 1] = shquote(name .. '=' .. value) end
+  parts[#parts + 1] = shquote(helpers.runtime())
+  parts[#parts + 1] = shquote(script)
+  parts[#parts + 1] = '2>' .. shquote(errfile) .. ' </dev/null'
+  local p = assert(io.popen(table.concat(parts, ' ') .. '; echo "$?"', 'r'))
+  local out = p:read('*a')
+  p:close()
+  local stderr = read_file(errfile)
+  os.remove(script)
+  os.remove(errfile)
+  local body, rc = out:match('^(.-)(%d+)\n$')
+  return body, stderr, tonumber(rc)
+end
+
+-- Start fn in a new OS thread with its own Lua state (luv). fn must not use
+-- upvalues; it receives package.path, package.cpath, then the extra
+-- arguments (strings, numbers, booleans). Returns the luv thread (join it),
+-- or nil when luv threads are unavailable in this runtime.
+function helpers.start_thread(fn, ...)
+  if not (uv and uv.new_thread) then return nil end
+  return uv.new_thread(fn, package.path, package.cpath, ...)
+end
+
+function helpers.has_threads()
+  return uv ~= nil and uv.new_thread ~= nil
+end
+
+-- A fresh temporary file name (the file is removed; threads write it).
+function helpers.tmpname()
+  local name = os.tmpname()
+  os.remove(name)
+  return name
+end
+
+helpers.read_file = read_file
+
+-- Collect pgpool's log lines in this Lua state instead of stderr. Returns the
+-- list; each entry is { level = ..., message = ... }. Stop with
+-- pgpool.on_log(nil).
+function helpers.capture_log(pgpool)
+  local lines = {}
+  pgpool.on_log(function(level, message)
+    lines[#lines + 1] = { level = level, message = message }
+  end)
+  return lines
+end
+
+-- The captured lines whose message contains `text` (plain match).
+function helpers.log_lines(lines, text)
+  local found = {}
+  for _, l in ipairs(lines) do
+    if l.message:find(text, 1, true) then found[#found + 1] = l end
+  end
+  return found
+end
+
 return helpers
