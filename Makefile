@@ -6,6 +6,7 @@
 #   make demo       replay the incident: naive connections vs. pgpool
 #   make deps       install the Debian packages the above need (as root)
 #   make bench      the side-by-side benchmark
+#   make rock       what LuaRocks runs (rockspec/pgpool-scm-1.rockspec)
 #   make clean
 
 LUA        ?= lua5.4
@@ -28,6 +29,7 @@ PG_LIBDIR  ?= $(shell pg_config --libdir 2>/dev/null || echo /usr/lib/x86_64-lin
 WARNINGS   := -Wall -Wextra -pedantic -Wshadow -Wmissing-prototypes \
               -Wstrict-prototypes -Wpointer-arith -Wcast-qual
 CFLAGS     ?= -O2 -g
+LIBFLAG    ?= -shared
 ALL_CFLAGS := -std=c99 -fPIC -fvisibility=hidden $(WARNINGS) $(CFLAGS) \
               -I$(LUA_INCDIR) -I$(PG_INCDIR)
 LDLIBS     := -L$(PG_LIBDIR) -lpq -lpthread -ldl
@@ -39,18 +41,20 @@ OBJECTS    := $(SOURCES:src/%.c=$(BUILD)/%.o)
 
 # Debian packages: to build, to test, and for the demo.
 DEBS_BUILD := gcc make pkg-config libpq-dev lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev
-DEBS_TEST  := $(DEBS_BUILD) lua-busted lua-luv postgresql-15
+DEBS_TEST  := $(DEBS_BUILD) lua-busted lua-luv postgresql-15 luarocks
 DEBS_DEMO  := $(DEBS_TEST)
 
-.PHONY: all build tsan test demo deps deps-test bench clean
+.PHONY: all module build tsan rock test demo deps deps-test bench clean
 
-all: $(MODULE) $(BUILD)/lthreads $(BUILD)/lfork.so
+all: module $(BUILD)/lthreads $(BUILD)/lfork.so
+
+module: $(MODULE)
 
 $(BUILD)/%.o: src/%.c $(HEADERS) | $(BUILD)/pgpool
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(MODULE): $(OBJECTS)
-	$(CC) -shared $(CFLAGS) -o $@ $(OBJECTS) $(LDLIBS)
+	$(CC) $(LIBFLAG) $(CFLAGS) -o $@ $(OBJECTS) $(LDLIBS)
 
 $(BUILD)/pgpool:
 	mkdir -p $@
@@ -70,6 +74,13 @@ tsan:
 # One module per ABI named in RUNTIMES.
 build:
 	@for rt in $(RUNTIMES); do $(MAKE) --no-print-directory LUA=$$rt all || exit 1; done
+
+# LuaRocks' build step (build.type "make" in the rockspec): it passes its CC,
+# CFLAGS, LIBFLAG and LUA_INCDIR and installs build/luarocks/pgpool/core.so.
+# Always from scratch: the one directory serves whichever Lua LuaRocks targets.
+rock:
+	rm -rf build/luarocks
+	@$(MAKE) --no-print-directory BUILD=build/luarocks module
 
 test: deps-test build tsan
 	@spec/support/with-pg.sh env RUNTIMES="$(RUNTIMES)" spec/support/run-specs.sh $(SPECS)

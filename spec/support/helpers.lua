@@ -58,6 +58,18 @@ end
 local function shquote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
+helpers.shquote = shquote
+
+-- Run a /bin/sh command line; returns its exit status (a number) and its
+-- stdout and stderr together. The status is appended as the last output
+-- line: io.popen():close() does not report it on LuaJIT.
+function helpers.run(cmd)
+  local p = assert(io.popen('(' .. cmd .. ') </dev/null 2>&1; echo "$?"', 'r'))
+  local out = p:read('*a')
+  p:close()
+  local body, rc = out:match('^(.-)\n?(%d+)\n$')
+  return tonumber(rc), body or out
+end
 
 local function read_file(path)
   local f = io.open(path, 'r')

@@ -1,0 +1,149 @@
+-- The LuaRocks rock (rockspec/pgpool-scm-1.rockspec), checked for the ABI of
+-- the runtime running this spec: lua5.4 installs for Lua 5.4, luajit for 5.1.
+-- Each build runs `luarocks make` in a temporary copy of the repository (so no
+-- build artefact lands in the checkout) into an empty temporary tree, and the
+-- installed rock is then loaded by a fresh interpreter that sees that tree
+-- and nothing else.
+local helpers = require 'spec.support.helpers'
+
+local shquote, run = helpers.shquote, helpers.run
+
+local ROCKSPEC = 'rockspec/pgpool-scm-1.rockspec'
+
+-- This runtime: its interpreter, the Lua version LuaRocks builds for, and
+-- the ways of building we document for it (each one is built and checked).
+local runtime = os.getenv('PGPOOL_TEST_RUNTIME')
+if not runtime or runtime == '' then
+  runtime = jit and 'luajit' or ('lua' .. _VERSION:match('%d+%.%d+'))
+end
+
+local lua_version, builds
+if runtime == 'luajit' then
+  lua_version = '5.1'
+  builds = {
+    { name = "LuaJIT's headers (LUA_INCDIR from pkg-config)",
+      args = 'LUA_INCDIR="$(pkg-config --variable=includedir luajit)"' },
+    { name = 'no extra variables (the Lua 5.1 headers, same ABI)', args = '' },
+  }
+else
+  lua_version = assert(runtime:match('^lua(%d+%.%d+)$'), 'unknown runtime ' .. runtime)
+  builds = { { name = 'no extra variables', args = '' } }
+end
+
+local function must_run(cmd)
+  local rc, out = run(cmd)
+  assert(rc == 0, ('command failed (exit %s): %s\n%s'):format(tostring(rc), cmd, out))
+  return out
+end
+
+local function write_file(path, text)
+  local f = assert(io.open(path, 'w'))
+  f:write(text)
+  f:close()
+end
+
+-- The rockspec as a table (rockspecs are Lua assignments).
+local function load_rockspec(path)
+  local env = {}
+  local chunk = assert(loadfile(path, 't', env))
+  if setfenv then setfenv(chunk, env) end
+  chunk()
+  return env
+end
+
+-- What a fresh interpreter prints: the version, where both modules came
+-- from, and the answer of a real query to the test server.
+local PROBE = [[
+local pgpool = require("pgpool")
+print(pgpool._VERSION)
+print(package.searchpath("pgpool", package.path))
+print(package.searchpath("pgpool.core", package.cpath))
+print(pgpool.configure{conninfo = os.getenv("PGPOOL_TEST_DSN")}:query("select 1+1 as x")[1].x)
+]]
+
+describe('the LuaRocks rock under ' .. runtime .. ' (Lua ' .. lua_version .. ' ABI)', function()
+  local root, tmp
+
+  lazy_setup(function()
+    root = must_run('pwd')
+    tmp = must_run('mktemp -d "${TMPDIR:-/tmp}/pgpool-rock.XXXXXX"')
+    must_run(('mkdir %s/src && tar -C %s --exclude=./build --exclude=./.git -cf - . | tar -C %s/src -xf -')
+      :format(shquote(tmp), shquote(root), shquote(tmp)))
+    write_file(tmp .. '/probe.lua', PROBE)
+  end)
+
+  lazy_teardown(function()
+    if tmp and tmp:match('/pgpool%-rock%.') then run('rm -rf ' .. shquote(tmp)) end
+  end)
+
+  it('passes luarocks lint', function()
+    must_run('luarocks lint ' .. ROCKSPEC)
+  end)
+
+  it('installs every Lua module under lua/ (the rockspec lists them)', function()
+    local listed = load_rockspec(ROCKSPEC).build.install.lua
+    local files = must_run('cd lua && find . -name "*.lua" | sort')
+    local count = 0
+    for file in files:gmatch('[^\n]+') do
+      local module = file:gsub('^%./', ''):gsub('%.lua$', ''):gsub('/init$', ''):gsub('/', '.')
+      assert.are.equal('lua/' .. file:gsub('^%./', ''), listed[module],
+        'build.install.lua in the rockspec does not install module ' .. module)
+      count = count + 1
+    end
+    local entries = 0
+    for _ in pairs(listed) do entries = entries + 1 end
+    assert.are.equal(count, entries, 'build.install.lua names a file that is not under lua/')
+  end)
+
+  for i, build in ipairs(builds) do
+    describe('built with ' .. build.name, function()
+      local tree, log, installed
+
+      lazy_setup(function()
+        tree = ('%s/tree%d'):format(tmp, i)
+        local rc
+        rc, log = run(('cd %s/src && luarocks --tree %s --lua-version %s make %s %s')
+          :format(shquote(tmp), shquote(tree), lua_version, ROCKSPEC, build.args))
+        installed = (rc == 0)
+      end)
+
+      it('installs with `luarocks make` into an empty tree', function()
+        assert(installed, 'luarocks make failed:\n' .. log)
+        assert.matches('pgpool scm%-1 is now installed', log)
+      end)
+
+      it('exports only luaopen_pgpool_core from the installed core.so', function()
+        assert(installed, 'not installed (see the install test)')
+        local so = ('%s/lib/lua/%s/pgpool/core.so'):format(tree, lua_version)
+        local exported = {}
+        for kind, name in must_run('nm -D --defined-only ' .. shquote(so)):gmatch('%x+ (%u) ([%w_]+)') do
+          if not name:match('^_') then exported[#exported + 1] = name .. ' (' .. kind .. ')' end
+        end
+        assert.are.same({ 'luaopen_pgpool_core (T)' }, exported)
+      end)
+
+      it('serves a fresh ' .. runtime .. ' from that tree alone: _VERSION and a real query', function()
+        assert(installed, 'not installed (see the install test)')
+        local lua_path = ('%s/share/lua/%s/?.lua;%s/share/lua/%s/?/init.lua')
+          :format(tree, lua_version, tree, lua_version)
+        local lua_cpath = ('%s/lib/lua/%s/?.so'):format(tree, lua_version)
+        local suffix = lua_version:gsub('%.', '_')
+        -- No ";;" in the paths: the system's and the checkout's modules stay out.
+        -- stdout only: pgpool logs to stderr.
+        local rc, out = run(('cd %s && env -u LUA_INIT -u LUA_INIT_%s LUA_PATH=%s LUA_PATH_%s=%s LUA_CPATH=%s LUA_CPATH_%s=%s %s probe.lua 2>probe.err')
+          :format(shquote(tmp), suffix, shquote(lua_path), suffix, shquote(lua_path),
+                  shquote(lua_cpath), suffix, shquote(lua_cpath), runtime))
+        local _, stderr = run('cat ' .. shquote(tmp .. '/probe.err'))
+        assert.are.equal(0, rc, 'probe failed:\n' .. out .. '\n' .. stderr)
+        local lines = {}
+        for line in out:gmatch('[^\n]+') do lines[#lines + 1] = line end
+        assert.are.same({
+          require('pgpool')._VERSION,
+          ('%s/share/lua/%s/pgpool.lua'):format(tree, lua_version),
+          ('%s/lib/lua/%s/pgpool/core.so'):format(tree, lua_version),
+          '2',
+        }, lines, 'stderr:\n' .. stderr)
+      end)
+    end)
+  end
+end)
