@@ -41,7 +41,8 @@ OBJECTS    := $(SOURCES:src/%.c=$(BUILD)/%.o)
 
 # Debian packages: to build, to test, and for the demo.
 DEBS_BUILD := gcc make pkg-config libpq-dev lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev
-DEBS_TEST  := $(DEBS_BUILD) lua-busted lua-luv postgresql-15 luarocks
+DEBS_TEST  := $(DEBS_BUILD) lua-busted lua-luv postgresql-15 luarocks \
+              liblua5.1-0-dev liblua5.3-dev lua5.1 lua5.3
 DEBS_DEMO  := $(DEBS_TEST)
 
 .PHONY: all module build tsan rock test demo deps deps-test bench clean
