@@ -1,0 +1,64 @@
+-- replicas: read-only pools beside a pool, used by acquire{ read_only = true }.
+local helpers = require("spec.support.helpers")
+local pgpool = require("pgpool")
+
+local function app_name(conn)
+  return assert(conn:query("select current_setting('application_name') as a"))[1].a
+end
+
+describe("replicas", function()
+  after_each(function() pgpool.shutdown_all{ timeout = 1 } end)
+
+  it("serves read_only acquires from the replicas in turn and the rest from the primary", function()
+    local pool = pgpool.configure{
+      name = "rw", conninfo = helpers.dsn(), log_level = "off",
+      replicas = { helpers.dsn() .. " application_name=replica_a", helpers.dsn() .. " application_name=replica_b" },
+    }
+    local seen = {}
+    for _ = 1, 4 do
+      local conn = assert(pool:acquire{ read_only = true, timeout = 2 })
+      seen[#seen + 1] = app_name(conn)
+      conn:release()
+    end
+    table.sort(seen)
+    assert.are.same({ "replica_a", "replica_a", "replica_b", "replica_b" }, seen)
+    local primary = assert(pool:acquire{ read_only = false })
+    assert.are.equal("pgpool", app_name(primary))
+    primary:release()
+    assert.are.equal(2, pgpool.pool("rw/replica-1"):stats().acquired)
+    assert.are.equal(2, pgpool.pool("rw/replica-2"):stats().acquired)
+  end)
+
+  it("skips a replica that cannot connect, and falls back to the primary when none can", function()
+    local pool = pgpool.configure{
+      name = "rw-bad", conninfo = helpers.dsn(), log_level = "off", connect_timeout = 1,
+      replicas = { "host=127.0.0.1 port=1 dbname=nope" },
+    }
+    local conn = assert(pool:acquire{ read_only = true })
+    assert.are.equal("pgpool", app_name(conn))
+    conn:release()
+    assert.are.equal(1, pgpool.pool("rw-bad/replica-1"):stats().connect_errors)
+  end)
+
+  it("shuts the replicas down with their pool", function()
+    local pool = pgpool.configure{
+      name = "rw-down", conninfo = helpers.dsn(), log_level = "off",
+      replicas = { helpers.dsn() .. " application_name=replica_c" },
+    }
+    assert(pool:acquire{ read_only = true }):release()
+    assert.is_true(pool:shutdown{ timeout = 1 })
+    local _, _, code = pgpool.pool("rw-down/replica-1")
+    assert.are.equal("shutdown", code)
+  end)
+
+  it("rejects replicas that are not a list of conninfo strings, naming the option", function()
+    for _, bad in ipairs{ "host=x", { 1 }, { a = "host=x" } } do
+      local ok, err = pcall(pgpool.configure, { name = "rw-x", replicas = bad })
+      assert.is_false(ok)
+      assert.matches("replicas", err)
+    end
+    assert.has_error(function()
+      pgpool.configure{ name = "rw-y", conninfo = helpers.dsn(), log_level = "off" }:acquire{ read_only = 1 }
+    end, nil)
+  end)
+end)
