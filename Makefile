@@ -3,7 +3,8 @@
 #   make            build build/lua5.4/pgpool/core.so (LUA=luajit|lua5.1|lua5.3 for others)
 #   make test       build for Lua 5.4 and LuaJIT, start a throwaway PostgreSQL,
 #                   run the busted specs under both, print one summary line
-#   make demo       replay the incident: naive connections vs. pgpool
+#   make demo       replay the incident: naive connections vs. pgpool (plain Lua,
+#                   then OpenResty: examples/demo.sh)
 #   make deps       install the Debian packages the above need (as root)
 #   make bench      the side-by-side benchmark
 #   make rock       what LuaRocks runs (rockspec/pgpool-scm-1.rockspec)
@@ -42,7 +43,8 @@ OBJECTS    := $(SOURCES:src/%.c=$(BUILD)/%.o)
 # Debian packages: to build, to test, and for the demo.
 DEBS_BUILD := gcc make pkg-config libpq-dev lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev
 DEBS_TEST  := $(DEBS_BUILD) lua-busted lua-luv postgresql-15 luarocks \
-              liblua5.1-0-dev liblua5.3-dev lua5.1 lua5.3
+              liblua5.1-0-dev liblua5.3-dev lua5.1 lua5.3 \
+              nginx-light libnginx-mod-http-lua apache2-utils curl
 DEBS_DEMO  := $(DEBS_TEST)
 
 .PHONY: all module build tsan rock test demo deps deps-test bench clean
@@ -86,9 +88,9 @@ rock:
 test: deps-test build tsan
 	@spec/support/with-pg.sh env RUNTIMES="$(RUNTIMES)" spec/support/run-specs.sh $(SPECS)
 
+# Plain Lua first, then OpenResty (skipped with a note when nginx is missing).
 demo: deps build
-	@PGPOOL_TEST_MAX_CONNECTIONS=30 spec/support/with-pg.sh env LUA_PATH="lua/?.lua;lua/?/init.lua;;" \
-	  LUA_CPATH="build/lua5.4/?.so;;" lua5.4 examples/demo.lua
+	@PGPOOL_TEST_MAX_CONNECTIONS=30 spec/support/with-pg.sh sh examples/demo.sh
 
 # Install missing Debian packages (as root), or say what to install.
 deps:

@@ -1,0 +1,297 @@
+-- The pgpool OpenResty example: one pool per nginx worker, configured once in
+-- the master (init_by_lua), used from request handlers directly (blocking the
+-- worker while the query runs) or through ngx.run_worker_thread (the event
+-- loop stays free), and closed in exit_worker_by_lua.
+--
+--   /health        select 1, then the pool's figures as JSON
+--   /query?id=N    a parameterised query, called directly (blocks the worker)
+--   /thread?id=N   the same query in the "pgpool" thread pool
+--   /sleep?s=0.2   select pg_sleep($1) in the thread pool (&direct=1: directly)
+--   /ping          no database work
+--   /stats         pgpool.stats() of every worker, and their sum
+--   /naive?id=N    the broken pattern, for comparison: a new connection per
+--                  request, never closed, until the server runs out of slots
+--
+-- Environment (pass it with nginx's `env` directive): PGPOOL_URL (conninfo),
+-- PGPOOL_MAX (connections per worker, default 10).
+
+local pgpool = require("pgpool")
+
+local ngx = ngx
+local tonumber, tostring, type, pairs, ipairs = tonumber, tostring, type, pairs, ipairs
+local getenv = os.getenv
+local concat = table.concat
+local max = math.max
+local format = string.format
+
+local app = {}
+
+local QUERY = "select $1::int as id, pg_backend_pid() as backend, null::text as note"
+
+-- JSON ------------------------------------------------------------------------
+
+-- lua-cjson where it is installed (OpenResty bundles it; Debian: lua-cjson),
+-- else the small encoder below. pgpool.null is cjson.null: both are the NULL
+-- light userdata, so SQL NULLs come out as JSON null either way.
+local encode_json
+do
+  local ok, cjson = pcall(require, "cjson.safe")
+  if ok then
+    cjson.encode_empty_table_as_object(false)
+    encode_json = cjson.encode
+  else
+    local ESCAPES = { ['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f',
+                      ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t' }
+    local function escape(s)
+      return (s:gsub('[%c"\\]', function(c)
+        return ESCAPES[c] or format("\\u%04x", c:byte())
+      end))
+    end
+    local function encode(v, out)
+      local t = type(v)
+      if v == nil or v == pgpool.null then
+        out[#out + 1] = "null"
+      elseif t == "boolean" then
+        out[#out + 1] = tostring(v)
+      elseif t == "number" then
+        if v ~= v or v == math.huge or v == -math.huge then
+          out[#out + 1] = "null"
+        elseif v == math.floor(v) and v >= -2^53 and v <= 2^53 then
+          out[#out + 1] = format("%d", v)
+        else
+          out[#out + 1] = format("%.17g", v)
+        end
+      elseif t == "string" then
+        out[#out + 1] = '"' .. escape(v) .. '"'
+      elseif t == "table" then
+        local n = #v
+        if n > 0 or next(v) == nil then          -- an array (extra keys are dropped)
+          out[#out + 1] = "["
+          for i = 1, n do
+            if i > 1 then out[#out + 1] = "," end
+            encode(v[i], out)
+          end
+          out[#out + 1] = "]"
+        else
+          local keys = {}
+          for k in pairs(v) do keys[#keys + 1] = tostring(k) end
+          table.sort(keys)
+          out[#out + 1] = "{"
+          for i, k in ipairs(keys) do
+            if i > 1 then out[#out + 1] = "," end
+            out[#out + 1] = '"' .. escape(k) .. '":'
+            encode(v[k], out)
+          end
+          out[#out + 1] = "}"
+        end
+      else
+        out[#out + 1] = '"' .. escape(tostring(v)) .. '"'
+      end
+    end
+    encode_json = function(v)
+      local out = {}
+      encode(v, out)
+      return concat(out)
+    end
+  end
+end
+app.encode_json = encode_json
+
+local function reply(status, body)
+  ngx.status = status
+  ngx.say(encode_json(body))
+end
+
+local function fail(status, msg, code)
+  ngx.log(ngx.ERR, "pgpool example: ", msg)
+  reply(status, { error = msg, code = code })
+end
+
+-- A query result as plain JSON-friendly data: the rows, and the command tag.
+local function rows_of(res)
+  local rows = {}
+  for i = 1, #res do rows[i] = res[i] end
+  return rows
+end
+
+local function id_arg()
+  return tonumber(ngx.var.arg_id) or 1
+end
+
+-- Phases ------------------------------------------------------------------------
+
+local POOL_OPTIONS = {
+  conninfo        = getenv("PGPOOL_URL"),
+  max             = tonumber(getenv("PGPOOL_MAX") or "") or 10,
+  acquire_timeout = 5,
+  log_level       = "info",
+}
+
+-- init_by_lua, in the master. The pool is process-wide C state: the forked
+-- workers inherit its configuration and start with no connection, so each
+-- worker holds at most `max`; the server sees at most max × worker_processes.
+-- The master itself never connects (keep min = 0 here). On a reload (HUP)
+-- this runs again in the same master: the shutdown lets changed options
+-- take effect (the running workers keep their own copies until they exit).
+function app.init()
+  pgpool.shutdown()
+  pgpool.configure(POOL_OPTIONS)
+end
+
+local LOG_LEVELS = { debug = ngx.DEBUG, info = ngx.NOTICE, warn = ngx.WARN, error = ngx.ERR }
+
+-- The figures each worker publishes in the shared dict, for /stats.
+local STATS_FIELDS = { "max", "total", "idle", "in_use", "connecting", "waiting", "acquired",
+                       "released", "created", "closed", "timeouts", "connect_errors", "queries",
+                       "query_errors", "wait_time_total", "wait_time_max" }
+
+local function stats_key(worker, field)
+  return format("worker%d:%s", worker, field)
+end
+
+local function publish_stats(premature)
+  if premature then return end
+  local dict = ngx.shared.pgpool_stats
+  local id = ngx.worker.id()
+  -- after a reload, an old worker with the same id may still be finishing
+  if dict:get(stats_key(id, "pid")) ~= ngx.worker.pid() then return end
+  local st = pgpool.stats()
+  for _, field in ipairs(STATS_FIELDS) do dict:set(stats_key(id, field), st[field]) end
+  -- peak_total: the highest `total` seen at these 0.1 s samples
+  local peak = dict:get(stats_key(id, "peak_total")) or 0
+  if st.total > peak then dict:set(stats_key(id, "peak_total"), st.total) end
+end
+
+-- init_worker_by_lua: pgpool's log lines go to nginx's error log, and every
+-- 0.1 s this worker publishes its pool figures for /stats.
+function app.init_worker()
+  pgpool.on_log(function(level, message)
+    ngx.log(LOG_LEVELS[level] or ngx.NOTICE, message)
+  end)
+  local dict, id = ngx.shared.pgpool_stats, ngx.worker.id()
+  dict:set(stats_key(id, "pid"), ngx.worker.pid())   -- this worker now owns the slot
+  dict:delete(stats_key(id, "peak_total"))
+  publish_stats(false)
+  local ok, err = ngx.timer.every(0.1, publish_stats)
+  if not ok then ngx.log(ngx.ERR, "pgpool example: no stats timer: ", err) end
+end
+
+local naive_held = {}   -- the connections of the broken pattern (see below)
+
+-- exit_worker_by_lua: wait up to 5 s for queries in flight, close everything.
+function app.exit_worker()
+  -- The broken pattern's connections are never released, so shutdown would
+  -- wait the whole timeout for them: drop them first.
+  for i = 1, #naive_held do naive_held[i]:discard() end
+  local ok, msg = pgpool.shutdown_all{ timeout = 5 }
+  if not ok then ngx.log(ngx.WARN, "pgpool example: shutdown: ", msg) end
+end
+
+-- Handlers --------------------------------------------------------------------
+
+function app.health()
+  local res, msg, code = pgpool.query("select 1 as ok")
+  local st = pgpool.stats()
+  local pool = {
+    total = st.total, idle = st.idle, in_use = st.in_use, waiting = st.waiting,
+    max = st.max, utilization = (st.in_use + st.connecting) / st.max,
+  }
+  if not res then
+    return reply(503, { database = { connected = false, error = msg, code = code, pool = pool } })
+  end
+  reply(200, { database = { connected = true, pool = pool } })
+end
+
+-- Direct call: the worker's event loop waits while the query runs. Fine for
+-- short queries; use the thread pool for anything that may take a while.
+function app.query()
+  local res, msg, code = pgpool.query(QUERY, id_arg())
+  if not res then return fail(500, msg, code) end
+  reply(200, { via = "direct", worker = ngx.worker.id(), rows = rows_of(res) })
+end
+
+-- The thread's VM runs require("pgpool").query(QUERY, id): the same process,
+-- hence the same pool. Arguments and results are copied between the VMs.
+local function in_thread(sql, ...)
+  local ok, res, msg, code = ngx.run_worker_thread("pgpool", "pgpool", "query", sql, ...)
+  if not ok then return nil, "run_worker_thread: " .. tostring(res), "thread" end
+  return res, msg, code
+end
+
+function app.thread()
+  local res, msg, code = in_thread(QUERY, id_arg())
+  if not res then return fail(500, msg, code) end
+  reply(200, { via = "thread", worker = ngx.worker.id(), rows = rows_of(res) })
+end
+
+-- /sleep?s=0.2 in a thread; /sleep?s=0.2&direct=1 directly, to show what
+-- that does to the worker's other requests.
+function app.sleep()
+  local seconds = tonumber(ngx.var.arg_s) or 0.2
+  local started = ngx.now()
+  local sql = "select pg_sleep($1) as slept"
+  local res, msg, code
+  if ngx.var.arg_direct == "1" then
+    res, msg, code = pgpool.query(sql, seconds)
+  else
+    res, msg, code = in_thread(sql, seconds)
+  end
+  if not res then return fail(500, msg, code) end
+  ngx.update_time()
+  reply(200, { slept = seconds, took = ngx.now() - started, worker = ngx.worker.id() })
+end
+
+function app.ping()
+  reply(200, { pong = true, worker = ngx.worker.id() })
+end
+
+-- Every worker's figures and their sum (wait_time_max: the largest).
+function app.stats()
+  publish_stats(false)
+  local dict = ngx.shared.pgpool_stats
+  local workers, sum = {}, { peak_total = 0 }
+  for _, field in ipairs(STATS_FIELDS) do sum[field] = 0 end
+  for id = 0, ngx.worker.count() - 1 do
+    local pid = dict:get(stats_key(id, "pid"))
+    if pid then
+      local w = { worker = id, pid = pid, peak_total = dict:get(stats_key(id, "peak_total")) or 0 }
+      for _, field in ipairs(STATS_FIELDS) do w[field] = dict:get(stats_key(id, field)) or 0 end
+      for field, value in pairs(w) do
+        if field == "wait_time_max" then
+          sum[field] = max(sum[field], value)
+        elseif sum[field] then
+          sum[field] = sum[field] + value
+        end
+      end
+      workers[#workers + 1] = w
+    end
+  end
+  reply(200, { workers = workers, sum = sum })
+end
+
+-- The broken pattern --------------------------------------------------------------
+
+-- Every request opens its own connection (a new, uniquely named pool of one)
+-- and never closes it: the references kept in naive_held hold them open.
+-- This is what ran the server out of connections in the incident; do not
+-- copy it.
+
+function app.naive()
+  local name = format("naive-%d-%d", ngx.worker.pid(), #naive_held + 1)
+  local pool = pgpool.configure{
+    name = name, conninfo = POOL_OPTIONS.conninfo, max = 1,
+    acquire_timeout = 5, log_level = "off",
+  }
+  local conn, msg, code = pool:acquire()
+  if not conn then
+    pool:shutdown()
+    return fail(500, msg, code)
+  end
+  naive_held[#naive_held + 1] = conn
+  local res
+  res, msg, code = conn:query(QUERY, id_arg())
+  if not res then return fail(500, msg, code) end
+  reply(200, { via = "naive", worker = ngx.worker.id(), open = #naive_held, rows = rows_of(res) })
+end
+
+return app

@@ -1,0 +1,232 @@
+-- The OpenResty example (examples/openresty) against the throwaway server:
+-- nginx + lua-nginx-module with pgpool configured in init_by_lua.
+--
+-- nginx always loads the LuaJIT build of pgpool, whatever runtime busted runs
+-- on, so these checks run once, under lua5.4, and are pending under the other
+-- runtimes.
+local helpers = require 'spec.support.helpers'
+package.path = 'examples/openresty/?.lua;' .. package.path
+local harness = require 'harness'
+
+local RUN_UNDER = 'lua5.4'
+local runtime = os.getenv('PGPOOL_TEST_RUNTIME') or RUN_UNDER
+
+-- JSON decoding just good enough for the example's flat answers: pulls a
+-- field's scalar value out of a body.
+local function field(body, name)
+  local v = body:match('"' .. name .. '":([^,}%]]+)')
+  if v == nil then return nil end
+  if v == 'true' then return true elseif v == 'false' then return false
+  elseif v == 'null' then return 'null' end
+  return tonumber(v) or v:match('^"(.*)"$')
+end
+
+-- Server-side count of pgpool's backends (application_name = pgpool); nil
+-- while the server has no slot left for psql.
+local function backends()
+  local ok, n = pcall(helpers.count_backends, 'pgpool')
+  return ok and n or nil
+end
+
+if runtime ~= RUN_UNDER then
+  describe('OpenResty example', function()
+    pending('runs under ' .. RUN_UNDER .. ' only (nginx uses the LuaJIT build either way)')
+  end)
+  return
+end
+
+describe('OpenResty example', function()
+  local available, missing = harness.available()
+
+  it('has nginx, lua-nginx-module, ab and curl (make deps-test installs them)', function()
+    assert(available, 'missing: ' .. tostring(missing))
+  end)
+  if not available then return end
+
+  describe('with 2 workers, max 10 per worker, over the Unix socket', function()
+    local WORKERS, MAX = 2, 10
+    local srv, log_start
+
+    setup(function()
+      log_start = #helpers.server_log()        -- other specs share the server log
+      srv = harness.start{ url = helpers.dsn(), workers = WORKERS, max = MAX, threads = 16 }
+    end)
+
+    teardown(function()
+      if srv then srv:stop() end
+      helpers.wait_until(function() return backends() == 0 end, 10)
+    end)
+
+    it('opens no connection before the first request (init_by_lua only configures)', function()
+      assert.are.equal(0, backends())
+    end)
+
+    it('answers /ping without the database', function()
+      local status, body = srv:get('/ping')
+      assert.are.equal(200, status)
+      assert.is_true(field(body, 'pong'))
+    end)
+
+    it('reports the pool on /health after select 1', function()
+      local status, body = srv:get('/health')
+      assert.are.equal(200, status, body)
+      assert.matches('^{"database":{', body)
+      assert.is_true(field(body, 'connected'))
+      for _, name in ipairs{ 'total', 'idle', 'waiting', 'utilization' } do
+        assert.is_number(field(body, name), name .. ' in ' .. body)
+      end
+      assert.is_true(field(body, 'total') >= 1)
+      assert.are.equal(MAX, field(body, 'max'))
+    end)
+
+    it('runs a parameterised query directly on /query', function()
+      local status, body = srv:get('/query?id=42')
+      assert.are.equal(200, status, body)
+      assert.are.equal('direct', field(body, 'via'))
+      assert.are.equal(42, field(body, 'id'))
+      assert.are.equal('null', field(body, 'note'))
+    end)
+
+    it('runs it through ngx.run_worker_thread on /thread, SQL NULL included', function()
+      local status, body = srv:get('/thread?id=43')
+      assert.are.equal(200, status, body)
+      assert.are.equal('thread', field(body, 'via'))
+      assert.are.equal(43, field(body, 'id'))
+      -- pgpool.null (a NULL light userdata) crosses the thread boundary intact:
+      -- the app's encoder writes null only for pgpool.null.
+      assert.are.equal('null', field(body, 'note'))
+    end)
+
+    it('gives each worker the pool configured in the master, and /stats sums them', function()
+      local status, body = srv:get('/stats')
+      assert.are.equal(200, status, body)
+      local workers = select(2, body:gsub('"worker":', ''))
+      assert.are.equal(WORKERS, workers, body)
+      local sum = body:match('"sum":(%b{})')
+      assert.are.equal(WORKERS * MAX, field(sum, 'max'))
+    end)
+
+    local function load(path)
+      local monitor = harness.monitor(helpers.dsn())
+      local ok, r = pcall(srv.ab, srv, path, 1000, 50, monitor.count, 0.01)
+      monitor.close()
+      assert(ok, r)
+      assert.are.equal(1000, r.complete, r.output)
+      assert.are.equal(0, r.failed, r.output)
+      assert.are.equal(0, r.non_2xx, r.output)
+      assert.is_true(r.samples >= 3, 'sampled pg_stat_activity ' .. r.samples .. ' times')
+      assert.is_true(r.peak <= WORKERS * MAX,
+        ('peak %d pgpool backends > %d workers x max %d'):format(r.peak, WORKERS, MAX))
+      return r
+    end
+
+    it('serves ab -n 1000 -c 50 on /health: 0 failed, at most workers x max backends', function()
+      load('/health')
+    end)
+
+    it('serves ab -n 1000 -c 50 on /thread: 0 failed, at most workers x max backends', function()
+      local r = load('/thread?id=1')
+      -- 16 threads per worker against max 10: the cap is what held
+      assert.is_true(r.peak >= 2, 'peak ' .. r.peak)
+    end)
+
+    it('logged no "too many clients" and no Lua error', function()
+      local log = srv:error_log()
+      assert.is_nil(log:find('too many clients', 1, true), log)
+      assert.is_nil(log:find('[error]', 1, true), log)
+      assert.is_nil(log:find('[alert]', 1, true), log)
+    end)
+
+    it('closes every connection on a graceful stop (exit_worker_by_lua)', function()
+      assert.is_true(backends() > 0)
+      srv:stop()
+      assert.is_true(helpers.wait_until(function() return backends() == 0 end, 5))
+      local log = helpers.server_log():sub(log_start + 1)
+      assert.is_nil(log:find('unexpected EOF', 1, true), log)
+    end)
+  end)
+
+  describe('with 1 worker', function()
+    local srv
+
+    setup(function()
+      srv = harness.start{ url = helpers.dsn(), workers = 1, max = 4, threads = 4 }
+    end)
+
+    teardown(function()
+      if srv then srv:stop() end
+      helpers.wait_until(function() return backends() == 0 end, 10)
+    end)
+
+    it('runs thread VMs on the pool the master configured, not a second one', function()
+      local _, direct = srv:get('/query?id=1')
+      local _, threaded = srv:get('/thread?id=2')
+      local _, again = srv:get('/query?id=3')
+      assert.is_number(field(direct, 'backend'), direct)
+      -- one idle connection, reused by the main VM and the thread's VM alike
+      assert.are.equal(field(direct, 'backend'), field(threaded, 'backend'))
+      assert.are.equal(field(direct, 'backend'), field(again, 'backend'))
+      local _, stats = srv:get('/stats')
+      local sum = stats:match('"sum":(%b{})')
+      assert.are.equal(1, field(sum, 'created'), stats)
+      assert.are.equal(3, field(sum, 'acquired'), stats)
+      assert.are.equal(4, field(sum, 'max'), stats)
+    end)
+
+    it('answers /ping within 0.2 s while /sleep?s=0.5 runs in a worker thread', function()
+      local sleeping = srv:get_async('/sleep?s=0.5')
+      assert.is_true(helpers.wait_until(function()
+        return helpers.psql("select count(*) from pg_stat_activity where state = 'active' and query like 'select pg_sleep%'") == '1'
+      end, 3), '/sleep never reached the server')
+      local status, body, seconds = srv:get('/ping')
+      assert.are.equal(200, status, body)
+      assert.is_true(seconds < 0.2, ('/ping took %.3f s'):format(seconds))
+      local sleep_status, sleep_body, sleep_seconds = sleeping:wait()
+      assert.are.equal(200, sleep_status, sleep_body)
+      assert.is_true(sleep_seconds >= 0.5, ('/sleep took %.3f s'):format(sleep_seconds))
+    end)
+
+    it('stalls /ping while a direct call (no thread) runs a slow query: the documented caveat', function()
+      local sleeping = srv:get_async('/sleep?s=0.5&direct=1')
+      assert.is_true(helpers.wait_until(function()
+        return helpers.psql("select count(*) from pg_stat_activity where state = 'active' and query like 'select pg_sleep%'") == '1'
+      end, 3), '/sleep never reached the server')
+      local status, _, seconds = srv:get('/ping')
+      assert.are.equal(200, status)
+      assert.is_true(seconds >= 0.25, ('/ping took %.3f s'):format(seconds))
+      assert.are.equal(200, (sleeping:wait()))
+    end)
+  end)
+
+  describe('the naive endpoint (a new connection per request, never closed)', function()
+    local srv, monitor
+
+    setup(function()
+      -- taken first: the server will have no slot left for psql
+      monitor = harness.monitor(helpers.dsn())
+      srv = harness.start{ url = helpers.dsn(), workers = 1 }
+    end)
+
+    teardown(function()
+      if srv then srv:stop() end
+      if monitor then monitor.close() end
+      helpers.wait_until(function() return backends() == 0 end, 10)
+    end)
+
+    it('fails with the server\'s "too many clients already" once max_connections is used up', function()
+      local limit = tonumber(helpers.psql('show max_connections'))
+      local status, body
+      local ok = 0
+      for _ = 1, limit + 5 do
+        status, body = srv:get('/naive?id=1')
+        if status ~= 200 then break end
+        ok = ok + 1
+      end
+      assert.are.equal(500, status, body)
+      assert.matches('too many clients already', body)
+      assert.is_true(ok >= 10 and ok < limit, ok .. ' naive requests succeeded')
+      assert.are.equal(ok, monitor.count())
+      assert.is_true(srv:count_in_log('too many clients already') >= 1)
+    end)
+  end)
+end)
