@@ -489,6 +489,8 @@ describe('housekeeping', function()
   it('opens min connections in the background without any acquire', function()
     local pool = pgpool.configure(opts('min', { min = 2, max = 4 }))
     assert.is_true(backends_become(2, 2), 'min connections were not opened')
+    -- the server sees a backend a moment before the pool counts it
+    assert.is_true(helpers.wait_until(function() return pool:stats().created == 2 end, 2))
     local st = pool:stats()
     assert.are.equal(2, st.created)
     assert.are.equal(2, st.idle)

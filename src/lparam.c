@@ -15,6 +15,7 @@
  * Pointers in the set point into Lua strings that stay on the stack (or in
  * their parent table) until the statement has run.
  */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,7 +46,9 @@ void lparam_format_number(lua_State *L, int idx, char buf[40])
          * (LuaJIT has no integer subtype); "-0" for -0.0. */
         snprintf(buf, 40, "%.0f", (double)d);
     } else {
-        for (prec = 15; prec <= 17; prec++) {
+        /* 15 digits always read back the same decimal; subnormals have
+         * fewer significant digits, so start lower for them. */
+        for (prec = fabs(d) < DBL_MIN ? 1 : 15; prec <= 17; prec++) {
             snprintf(buf, 40, "%.*g", prec, (double)d);
             if (strtod(buf, NULL) == d)
                 break;

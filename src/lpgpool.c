@@ -207,7 +207,25 @@ static int lmodule_close_on_signals(lua_State *L)
     return 1;
 }
 
+/* _decode_array(text, array_oid): the array parser on its own, for the
+ * specs (the server only ever sends well-formed literals). The value, or
+ * nil and "malformed". */
+static int lmodule_decode_array(lua_State *L)
+{
+    size_t len;
+    const char *text = luaL_checklstring(L, 1, &len);
+    unsigned elem = larray_element_type((unsigned)luaL_checkinteger(L, 2));
+    if (!elem)
+        return luaL_argerror(L, 2, "not a known array type");
+    if (larray_push(L, text, len, elem))
+        return 1;
+    lua_pushnil(L);
+    lua_pushstring(L, "malformed");
+    return 2;
+}
+
 static const luaL_Reg module_fns[] = {
+    { "_decode_array", lmodule_decode_array },
     { "close_on_signals", lmodule_close_on_signals },
     { "configure", lmodule_configure },
     { "pool", lmodule_pool },

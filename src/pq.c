@@ -48,6 +48,8 @@ struct pq_conn {
     uint64_t stmt_serial;
     pq_stmt *newest, *oldest;
     pq_stmt *buckets[STMT_BUCKETS];
+    char *to_deallocate;         /* "DEALLOCATE a;DEALLOCATE b;" not yet sent */
+    size_t to_deallocate_len;
 };
 
 const char *const pq_field_names[PQ_FIELD_COUNT] = {
@@ -349,6 +351,9 @@ static void stmt_free_all(pq_conn *c)
     c->newest = c->oldest = NULL;
     c->n_stmts = 0;
     memset(c->buckets, 0, sizeof c->buckets);
+    free(c->to_deallocate);
+    c->to_deallocate = NULL;
+    c->to_deallocate_len = 0;
 }
 
 void pq_close(pq_conn *c)
@@ -610,14 +615,33 @@ static void stmt_push_newest(pq_conn *c, pq_stmt *st)
     c->newest = st;
 }
 
-/* Forget a statement; deallocate it on the server when still possible. */
+/* Send the DEALLOCATEs of dropped statements, in one round trip, once the
+ * connection is outside a transaction block: there a failure (the user ran
+ * DEALLOCATE ALL, say) cannot abort the user's transaction. */
+static void deallocate_dropped(pq_conn *c)
+{
+    if (!c->to_deallocate || PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+        return;
+    PQclear(PQexec(c->pg, c->to_deallocate));
+    free(c->to_deallocate);
+    c->to_deallocate = NULL;
+    c->to_deallocate_len = 0;
+}
+
+/* Forget a statement; with deallocate, also on the server (now or, inside
+ * a transaction block, once it ends). */
 static void stmt_drop(pq_conn *c, pq_stmt *st, int deallocate)
 {
     stmt_unlink(c, st);
-    if (deallocate && PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
+    if (deallocate) {
         char sql[64];
-        snprintf(sql, sizeof sql, "DEALLOCATE %s", st->name);
-        PQclear(PQexec(c->pg, sql));
+        size_t n = (size_t)snprintf(sql, sizeof sql, "DEALLOCATE %s;", st->name);
+        char *grown = realloc(c->to_deallocate, c->to_deallocate_len + n + 1);
+        if (grown) {
+            memcpy(grown + c->to_deallocate_len, sql, n + 1);
+            c->to_deallocate = grown;
+            c->to_deallocate_len += n;
+        }
     }
     free(st->key);
     free(st);
@@ -658,6 +682,7 @@ static pq_stmt *stmt_get(pq_conn *c, const char *sql, const pq_params *pp,
     }
     while (c->n_stmts >= cache_size && c->oldest)
         stmt_drop(c, c->oldest, 1);
+    deallocate_dropped(c);
     st = calloc(1, sizeof *st);
     if (!st) {
         free(key);
@@ -708,6 +733,8 @@ pq_result *pq_query(pq_conn *c, const char *sql, const pq_params *params,
     pq_stmt *st = NULL;
     int timed_out, attempt;
 
+    if (c->to_deallocate)
+        deallocate_dropped(c);
     for (attempt = 0; attempt < 2; attempt++) {
         if (cache_size > 0) {
             st = stmt_get(c, sql, params, cache_size, timeout, err);
