@@ -69,32 +69,45 @@ static void end_checkout(lconn *c, enum pool_release_how how)
     pool_unref(c->p);
 }
 
-static int run(lua_State *L, int exec)
+const char *lconn_statement_args(lua_State *L, int exec, lparam_set *ps)
 {
-    lconn *c = lconn_check(L, 1);
     const char *sql = luaL_checkstring(L, 2);
-    lparam_set ps;
-    pq_result *res = NULL;
-    pq_error err;
-    int rc;
+    if (exec) {
+        if (lua_gettop(L) > 2)
+            luaL_error(L, "pgpool: exec takes no parameters");
+    } else {
+        lparam_encode(L, 3, lua_gettop(L) - 2, ps);
+    }
+    return sql;
+}
 
-    if (exec && lua_gettop(L) > 2)
-        return luaL_error(L, "pgpool: exec takes no parameters");
-    if (!exec)
-        lparam_encode(L, 3, lua_gettop(L) - 2, &ps);
-    rc = lconn_execute(c->p, c->slot, c->ticket, sql, exec ? NULL : &ps, &res,
-                       &err);
-    if (rc < 0)
-        return luaL_error(L, "pgpool: connection released");
+int lconn_push_outcome(lua_State *L, int ok, int exec, pq_result *res,
+                       const pq_error *err)
+{
     lctx_flush_log(L);
-    if (rc == 0)
-        return lresult_push_error(L, &err);
+    if (!ok)
+        return lresult_push_error(L, err);
     if (exec) {
         lua_pushboolean(L, 1);
         return 1;
     }
     lresult_push(L, res);   /* frees res */
     return 1;
+}
+
+static int run(lua_State *L, int exec)
+{
+    lconn *c = lconn_check(L, 1);
+    lparam_set ps;
+    const char *sql = lconn_statement_args(L, exec, &ps);
+    pq_result *res = NULL;
+    pq_error err;
+    int rc = lconn_execute(c->p, c->slot, c->ticket, sql, exec ? NULL : &ps,
+                           &res, &err);
+
+    if (rc < 0)
+        return luaL_error(L, "pgpool: connection released");
+    return lconn_push_outcome(L, rc, exec, res, &err);
 }
 
 static int lconn_query(lua_State *L)

@@ -157,18 +157,9 @@ static int lmodule_pool(lua_State *L)
 static int lmodule_shutdown_all(lua_State *L)
 {
     double timeout = luaL_optnumber(L, 1, 10.0);
-    int clean;
     if (timeout < 0)
         return luaL_argerror(L, 1, "timeout must be >= 0");
-    clean = pool_shutdown_all(timeout);
-    lctx_flush_log(L);
-    if (clean) {
-        lua_pushboolean(L, 1);
-        return 1;
-    }
-    lua_pushnil(L);
-    lua_pushstring(L, "connections still in use at the deadline were closed");
-    return 2;
+    return lpool_push_shutdown_outcome(L, pool_shutdown_all(timeout));
 }
 
 static void add_name(pool *p, void *ud)

@@ -60,6 +60,8 @@ LPGPOOL_INTERNAL void lparam_encode(lua_State *L, int first, int n,
 LPGPOOL_INTERNAL void lpool_open(lua_State *L);
 LPGPOOL_INTERNAL void lpool_push(lua_State *L, pool *p);
 LPGPOOL_INTERNAL pool *lpool_check(lua_State *L, int idx);
+/* true, or nil and a message when connections were still in use. */
+LPGPOOL_INTERNAL int lpool_push_shutdown_outcome(lua_State *L, int clean);
 
 /* Connection handles (lconn.c). */
 LPGPOOL_INTERNAL void lconn_open(lua_State *L);
@@ -73,6 +75,16 @@ LPGPOOL_INTERNAL void lconn_push(lua_State *L, pool *p, pool_slot *slot,
 LPGPOOL_INTERNAL int lconn_execute(pool *p, pool_slot *slot, uint64_t ticket,
                                    const char *sql, const lparam_set *ps,
                                    pq_result **res, pq_error *err);
+
+/* The arguments of query (sql, params... from index 2) or exec (a script,
+ * no parameters): returns the SQL and, for query, encodes ps. Raises on
+ * misuse. */
+LPGPOOL_INTERNAL const char *lconn_statement_args(lua_State *L, int exec,
+                                                  lparam_set *ps);
+/* Push what lconn_execute gave: the result (freed), true for exec, or
+ * nil, msg, code, info. Delivers pending log lines first. */
+LPGPOOL_INTERNAL int lconn_push_outcome(lua_State *L, int ok, int exec,
+                                        pq_result *res, const pq_error *err);
 
 /* Results and errors (lresult.c). lresult_push raises (after freeing r) on
  * a malformed value; it always frees r. */

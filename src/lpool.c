@@ -103,21 +103,14 @@ static int lpool_acquire(lua_State *L)
 static int run_once(lua_State *L, int exec)
 {
     pool *p = lpool_check(L, 1);
-    const char *sql = luaL_checkstring(L, 2);
     lparam_set ps;
+    const char *sql = lconn_statement_args(L, exec, &ps);
     pool_slot *slot;
     uint64_t ticket;
     pq_error err;
     pq_result *res = NULL;
     int ok;
 
-    if (exec) {
-        ps.n = 0;
-        if (lua_gettop(L) > 2)
-            return luaL_error(L, "pgpool: exec takes no parameters");
-    } else {
-        lparam_encode(L, 3, lua_gettop(L) - 2, &ps);
-    }
     if (!pool_acquire(p, pool_get_config(p)->acquire_timeout, &slot, &ticket,
                       &err)) {
         lctx_flush_log(L);
@@ -125,15 +118,7 @@ static int run_once(lua_State *L, int exec)
     }
     ok = lconn_execute(p, slot, ticket, sql, exec ? NULL : &ps, &res, &err);
     pool_release(p, slot, ticket, POOL_RELEASE);
-    lctx_flush_log(L);
-    if (!ok)
-        return lresult_push_error(L, &err);
-    if (exec) {
-        lua_pushboolean(L, 1);
-        return 1;
-    }
-    lresult_push(L, res);   /* frees res */
-    return 1;
+    return lconn_push_outcome(L, ok, exec, res, &err);
 }
 
 static int lpool_query(lua_State *L)
@@ -204,12 +189,8 @@ static int lpool_history(lua_State *L)
     return 1;
 }
 
-static int lpool_shutdown(lua_State *L)
+int lpool_push_shutdown_outcome(lua_State *L, int clean)
 {
-    pool *p = lpool_check(L, 1);
-    double timeout = timeout_arg(L, 2, "shutdown", 10.0);
-    int clean = pool_shutdown(p, timeout);
-
     lctx_flush_log(L);
     if (clean) {
         lua_pushboolean(L, 1);
@@ -218,6 +199,13 @@ static int lpool_shutdown(lua_State *L)
     lua_pushnil(L);
     lua_pushstring(L, "connections still in use at the deadline were closed");
     return 2;
+}
+
+static int lpool_shutdown(lua_State *L)
+{
+    pool *p = lpool_check(L, 1);
+    double timeout = timeout_arg(L, 2, "shutdown", 10.0);
+    return lpool_push_shutdown_outcome(L, pool_shutdown(p, timeout));
 }
 
 static int lpool_name(lua_State *L)

@@ -454,6 +454,39 @@ static void send_cancel(pq_conn *c)
         PQcancel(c->cancel, buf, sizeof buf);
 }
 
+/* How long to wait for the server's answer to a cancel before giving the
+ * connection up as broken. */
+#define CANCEL_GRACE 5.0
+
+/* The deadline of a statement (0: none) and whether it was cancelled. */
+typedef struct deadline_state {
+    double deadline;
+    int cancelled;
+} deadline_state;
+
+/*
+ * Wait until libpq holds a whole result (PQisBusy false). Past the deadline,
+ * send a cancel once and allow CANCEL_GRACE more. Returns 0 when the
+ * connection failed or never answered.
+ */
+static int await_result(pq_conn *c, deadline_state *ds)
+{
+    while (PQisBusy(c->pg)) {
+        int ready = wait_fd(PQsocket(c->pg), POLLIN, ds->deadline);
+        if (ready == 0) {
+            if (ds->cancelled)
+                return 0;
+            send_cancel(c);
+            ds->cancelled = 1;
+            ds->deadline = pq_now() + CANCEL_GRACE;
+            continue;
+        }
+        if (ready < 0 || !PQconsumeInput(c->pg))
+            return 0;
+    }
+    return 1;
+}
+
 /*
  * Read every result of the statement just sent. Keeps the first error (or
  * the last success) and frees the rest. When deadline passes, sends a
@@ -463,24 +496,17 @@ static PGresult *collect_results(pq_conn *c, double deadline, int *timed_out,
                                  pq_error *err)
 {
     PGresult *kept = NULL, *res;
-    int cancelled = 0;
+    deadline_state ds;
 
-    *timed_out = 0;
+    ds.deadline = deadline;
+    ds.cancelled = 0;
     for (;;) {
-        while (PQisBusy(c->pg)) {
-            int ready = wait_fd(PQsocket(c->pg), POLLIN,
-                                cancelled ? 0 : deadline);
-            if (ready == 0) {
-                send_cancel(c);
-                cancelled = 1;
-                *timed_out = 1;
-                continue;
-            }
-            if (ready < 0 || !PQconsumeInput(c->pg)) {
-                PQclear(kept);
-                error_from_conn(err, c->pg, PQ_CODE_CLOSED);
-                return NULL;
-            }
+        int ok = await_result(c, &ds);
+        *timed_out = ds.cancelled;
+        if (!ok) {
+            PQclear(kept);
+            error_from_conn(err, c->pg, PQ_CODE_CLOSED);
+            return NULL;
         }
         res = PQgetResult(c->pg);
         if (!res)
@@ -810,9 +836,11 @@ static int flush_all(pq_conn *c, double deadline)
 int pq_pipeline(pq_conn *c, pq_batch_item *items, int count, int sync_each,
                 double timeout, pq_error *err)
 {
-    double deadline = timeout > 0 ? pq_now() + timeout : 0;
-    int i, syncs = 0, syncs_seen = 0, current = 0, got_result = 0;
-    int cancelled = 0, ok = 1;
+    deadline_state ds;
+    int i, syncs = 0, syncs_seen = 0, current = 0, got_result = 0, ok = 1;
+
+    ds.deadline = timeout > 0 ? pq_now() + timeout : 0;
+    ds.cancelled = 0;
 
     if (count == 0)
         return 1;
@@ -831,24 +859,15 @@ int pq_pipeline(pq_conn *c, pq_batch_item *items, int count, int sync_each,
             syncs++;
         }
     }
-    if (!ok || !flush_all(c, deadline)) {
+    if (!ok || !flush_all(c, ds.deadline)) {
         error_from_conn(err, c->pg, PQ_CODE_CLOSED);
         return 0;
     }
     while (syncs_seen < syncs) {
         PGresult *res;
-        while (PQisBusy(c->pg)) {
-            int ready = wait_fd(PQsocket(c->pg), POLLIN,
-                                cancelled ? 0 : deadline);
-            if (ready == 0) {
-                send_cancel(c);
-                cancelled = 1;
-                continue;
-            }
-            if (ready < 0 || !PQconsumeInput(c->pg)) {
-                error_from_conn(err, c->pg, PQ_CODE_CLOSED);
-                return 0;
-            }
+        if (!await_result(c, &ds)) {
+            error_from_conn(err, c->pg, PQ_CODE_CLOSED);
+            return 0;
         }
         res = PQgetResult(c->pg);
         if (!res) {              /* the end of one statement's results */
@@ -892,7 +911,7 @@ int pq_pipeline(pq_conn *c, pq_batch_item *items, int count, int sync_each,
     }
     PQexitPipelineMode(c->pg);
     PQsetnonblocking(c->pg, 0);
-    if (cancelled)
+    if (ds.cancelled)
         for (i = 0; i < count; i++)
             if (items[i].err && strcmp(items[i].err->code, "57014") == 0)
                 copy_text(items[i].err->code, sizeof items[i].err->code,
