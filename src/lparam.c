@@ -25,6 +25,27 @@
 
 #define OID_BYTEA 17
 
+#if LUA_VERSION_NUM >= 503
+/* Decimal text of an integer, without printf (the hot path). */
+static void format_integer(lua_Integer v, char buf[40])
+{
+    char digits[24];
+    int n = 0, i = 0;
+    /* Work with the negative value: it also holds the minimum integer. */
+    lua_Integer neg = v < 0 ? v : -v;
+
+    do {
+        digits[n++] = (char)('0' - (int)(neg % 10));
+        neg /= 10;
+    } while (neg);
+    if (v < 0)
+        buf[i++] = '-';
+    while (n)
+        buf[i++] = digits[--n];
+    buf[i] = '\0';
+}
+#endif
+
 void lparam_format_number(lua_State *L, int idx, char buf[40])
 {
     lua_Number d;
@@ -32,7 +53,7 @@ void lparam_format_number(lua_State *L, int idx, char buf[40])
 
 #if LUA_VERSION_NUM >= 503
     if (lua_isinteger(L, idx)) {
-        snprintf(buf, 40, LUA_INTEGER_FMT, lua_tointeger(L, idx));
+        format_integer(lua_tointeger(L, idx), buf);
         return;
     }
 #endif

@@ -68,9 +68,24 @@ static void push_bytea(lua_State *L, const char *v, size_t len)
     free(out);
 }
 
+/* Decimal text as the server writes integers ("-123"); stops at the first
+ * non-digit. Faster than strtoll on the hot path, and int8's -2^63 is
+ * handled by accumulating negatively. */
+static long long parse_integer(const char *v)
+{
+    long long n = 0;
+    int negative = *v == '-';
+
+    if (negative || *v == '+')
+        v++;
+    while (*v >= '0' && *v <= '9')
+        n = n * 10 - (*v++ - '0');
+    return negative ? n : -n;
+}
+
 static void push_int8(lua_State *L, const char *v, size_t len)
 {
-    long long n = strtoll(v, NULL, 10);
+    long long n = parse_integer(v);
 #if COMPAT_INT64
     (void)len;
     lua_pushinteger(L, (lua_Integer)n);
@@ -94,7 +109,7 @@ int lresult_push_value(lua_State *L, unsigned oid, const char *v, size_t len)
     case OID_INT2:
     case OID_INT4:
     case OID_OID:
-        lua_pushinteger(L, (lua_Integer)strtoll(v, NULL, 10));
+        lua_pushinteger(L, (lua_Integer)parse_integer(v));
         return 1;
     case OID_INT8:
         push_int8(L, v, len);
@@ -190,7 +205,7 @@ void lresult_push(lua_State *L, pq_result *r)
 
     affected = pq_result_affected(r);
     if (affected && *affected) {
-        lua_pushinteger(L, (lua_Integer)strtoll(affected, NULL, 10));
+        lua_pushinteger(L, (lua_Integer)parse_integer(affected));
         lua_setfield(L, res, "affected");
     }
     push_command(L, pq_result_command(r));
