@@ -45,6 +45,7 @@ local DEFAULTS = {
   slow_query      = 1,
   leak_timeout    = 0,
   log_level       = "info",
+  max_shared      = 0,
 }
 
 -- kind of each option: "string", "count" (integer >= 0), "seconds" (>= 0)
@@ -54,7 +55,7 @@ local OPTION_KINDS = {
   idle_timeout = "seconds", acquire_timeout = "seconds", connect_timeout = "seconds",
   query_timeout = "seconds", max_lifetime = "seconds", slow_query = "seconds",
   leak_timeout = "seconds",
-  replicas = "conninfo list", max_shared = "unsupported",
+  replicas = "conninfo list", max_shared = "count",
 }
 
 local LOG_LEVELS = { debug = true, info = true, warn = true, error = true, off = true }
@@ -67,8 +68,6 @@ local function check_option(key, value)
   local kind = OPTION_KINDS[key]
   if kind == nil then
     error(format("pgpool.configure: unknown option '%s'", tostring(key)), 4)
-  elseif kind == "unsupported" then
-    option_error(key, "is not supported by this version of pgpool")
   elseif kind == "string" then
     if type(value) ~= "string" then option_error(key, "must be a string, got " .. type(value)) end
   elseif kind == "conninfo list" then
@@ -113,6 +112,9 @@ local function normalize(opts)
   if cfg.max < 1 then option_error("max", "must be >= 1") end
   if cfg.min > cfg.max then option_error("min", "must be <= max") end
   if cfg.name == "" then option_error("name", "must not be empty") end
+  if opts.max_shared ~= nil and cfg.max_shared < 1 then
+    option_error("max_shared", "must be >= 1 (or nil for no cross-process cap)")
+  end
   return cfg
 end
 

@@ -108,6 +108,7 @@ static int lmodule_configure(lua_State *L)
     cfg.max_lifetime = opt_number(L, "max_lifetime");
     cfg.max_waiting = (int)opt_number(L, "max_waiting");
     cfg.statement_cache = (int)opt_number(L, "statement_cache");
+    cfg.max_shared = (int)opt_number(L, "max_shared");
     cfg.slow_query = opt_number(L, "slow_query");
     cfg.leak_timeout = opt_number(L, "leak_timeout");
     level = opt_string(L, "log_level");

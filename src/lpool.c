@@ -155,6 +155,10 @@ static int lpool_stats(lua_State *L)
     SET_INT(closed_broken); SET_INT(closed_discarded);
     SET_INT(shutdown_rejects); SET_INT(full_rejects);
     SET_INT(connect_failures);
+    if (st.max_shared > 0) {
+        SET_INT(max_shared);
+        SET_INT(shared_used);
+    }
     SET_NUM(wait_time_total); SET_NUM(wait_time_max);
     SET_NUM(query_time_total);
     lua_pushboolean(L, st.closing);

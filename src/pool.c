@@ -17,6 +17,13 @@
  *  - a pool is freed when its reference count drops to zero; the registry,
  *    every Lua handle and the housekeeper while it works hold references.
  *
+ * max_shared: a region of shared memory, mapped when the pool is configured
+ * and inherited by every process forked afterwards, counts the slots in use
+ * (not EMPTY) of that pool in all those processes; a slot leaves EMPTY only
+ * with a token from it, and gives the token back when it becomes EMPTY
+ * again. Tokens of a process that died are reclaimed. Its mutex is
+ * process-shared and robust, and taken only under the pool's mutex.
+ *
  * Signals (close_on_signals, opt-in): the handler only posts a semaphore;
  * a thread of ours does the closing, then re-raises with the default action.
  *
@@ -32,6 +39,7 @@
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +76,18 @@ typedef struct retired {      /* connections the housekeeper must close */
     struct retired *next;
 } retired;
 
+#define SHARED_HOLDERS 1024
+
+/* The cross-process cap (max_shared), in shared memory. */
+typedef struct shared_cap {
+    pthread_mutex_t mu;
+    int max, used;
+    struct {
+        pid_t pid;
+        int count;
+    } holders[SHARED_HOLDERS];
+} shared_cap;
+
 struct pool {
     pool_config cfg;          /* name and conninfo point to the copies below */
     char *name, *conninfo;
@@ -86,6 +106,7 @@ struct pool {
     pool_stats counters;      /* the cumulative fields */
     pool_sample history[POOL_HISTORY];   /* a ring, one sample a second */
     int history_next, history_count;
+    shared_cap *shared;       /* max_shared > 0 */
     pool *next_all;           /* every live pool, for fork and exit */
     pool *next_registered;
 };
@@ -215,6 +236,87 @@ uint64_t pool_log_read(uint64_t after, int *level, char *buf, size_t len)
     return seq;
 }
 
+/* ---- the cross-process cap (max_shared) -------------------------------- */
+
+static shared_cap *shared_new(int max)
+{
+    pthread_mutexattr_t attr;
+    shared_cap *sc = mmap(NULL, sizeof *sc, PROT_READ | PROT_WRITE,
+                          MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (sc == MAP_FAILED)
+        return NULL;
+    memset(sc, 0, sizeof *sc);
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(&sc->mu, &attr);
+    pthread_mutexattr_destroy(&attr);
+    sc->max = max;
+    return sc;
+}
+
+static void shared_lock(shared_cap *sc)
+{
+    /* A process that died holding the mutex left the counts as they were
+     * between two whole updates: take it over. */
+    if (pthread_mutex_lock(&sc->mu) == EOWNERDEAD)
+        pthread_mutex_consistent(&sc->mu);
+}
+
+/* Give back the tokens of processes that no longer exist. */
+static void shared_reclaim(shared_cap *sc)
+{
+    int i;
+    for (i = 0; i < SHARED_HOLDERS; i++) {
+        if (sc->holders[i].count > 0 && kill(sc->holders[i].pid, 0) != 0 &&
+            errno == ESRCH) {
+            sc->used -= sc->holders[i].count;
+            sc->holders[i].count = 0;
+        }
+    }
+}
+
+/* Take a token for this process; 1 if there was one. */
+static int shared_take(shared_cap *sc)
+{
+    pid_t me = getpid();
+    int i, mine = -1, got = 0;
+
+    shared_lock(sc);
+    if (sc->used >= sc->max)
+        shared_reclaim(sc);
+    for (i = 0; i < SHARED_HOLDERS && mine < 0; i++)
+        if (sc->holders[i].pid == me)
+            mine = i;
+    for (i = 0; i < SHARED_HOLDERS && mine < 0; i++)
+        if (sc->holders[i].count == 0)
+            mine = i;
+    if (sc->used < sc->max && mine >= 0) {
+        sc->holders[mine].pid = me;
+        sc->holders[mine].count++;
+        sc->used++;
+        got = 1;
+    }
+    pthread_mutex_unlock(&sc->mu);
+    return got;
+}
+
+static void shared_give(shared_cap *sc)
+{
+    pid_t me = getpid();
+    int i;
+
+    shared_lock(sc);
+    for (i = 0; i < SHARED_HOLDERS; i++) {
+        if (sc->holders[i].pid == me && sc->holders[i].count > 0) {
+            sc->holders[i].count--;
+            sc->used--;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&sc->mu);
+}
+
 /* ---- slot lists (pool mutex held) -------------------------------------- */
 
 static void idle_push(pool *p, pool_slot *s)
@@ -244,17 +346,23 @@ static void idle_remove(pool *p, pool_slot *s)
     p->n_idle--;
 }
 
-static pool_slot *free_pop(pool *p)
-{
-    pool_slot *s = p->free_head;
-    p->free_head = s->next;
-    s->next = NULL;
-    return s;
-}
-
 static int total(const pool *p)
 {
     return p->n_idle + p->n_in_use + p->n_connecting;
+}
+
+/* Take a free slot into CONNECTING, if there is one (and a token of the
+ * cross-process cap, when it is on); NULL otherwise. */
+static pool_slot *take_free_slot(pool *p)
+{
+    pool_slot *s = p->free_head;
+    if (!s || (p->shared && !shared_take(p->shared)))
+        return NULL;
+    p->free_head = s->next;
+    s->next = NULL;
+    s->state = SLOT_CONNECTING;
+    p->n_connecting++;
+    return s;
 }
 
 static waiter *waiter_pop(pool *p)
@@ -304,6 +412,8 @@ static void slot_vacate(pool *p, pool_slot *s)
         s->next = p->free_head;
         s->prev = NULL;
         p->free_head = s;
+        if (p->shared)
+            shared_give(p->shared);
     }
     pthread_cond_broadcast(&p->drained);
 }
@@ -389,7 +499,7 @@ static int same_config(const pool_config *a, const pool_config *b)
            a->leak_timeout == b->leak_timeout &&
            a->max_waiting == b->max_waiting &&
            a->statement_cache == b->statement_cache &&
-           a->log_level == b->log_level;
+           a->max_shared == b->max_shared && a->log_level == b->log_level;
 }
 
 static pool *pool_new(const pool_config *cfg)
@@ -411,6 +521,16 @@ static pool *pool_new(const pool_config *cfg)
         free(p->conninfo);
         free(p);
         return NULL;
+    }
+    if (cfg->max_shared > 0) {
+        p->shared = shared_new(cfg->max_shared);
+        if (!p->shared) {
+            free(p->slots);
+            free(p->name);
+            free(p->conninfo);
+            free(p);
+            return NULL;
+        }
     }
     pthread_mutex_init(&p->mu, NULL);
     init_monotonic_cond(&p->drained);
@@ -454,6 +574,8 @@ static void pool_free(pool *p)
     }
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->drained);
+    if (p->shared)
+        munmap(p->shared, sizeof *p->shared);
     free(p->slots);
     free(p->name);
     free(p->conninfo);
@@ -608,11 +730,40 @@ static void start_checkout(pool *p, pool_slot *s, double started, double t)
 
 /* Wait in the FIFO queue (mutex held). Returns the granted slot, or NULL
  * with err (timeout, shutdown). */
+/* How often a waiter looks for a token freed by another process (nothing
+ * signals it across processes). */
+#define SHARED_POLL 0.02
+
+static int shared_used(pool *p)
+{
+    int used;
+    shared_lock(p->shared);
+    used = p->shared->used;
+    pthread_mutex_unlock(&p->shared->mu);
+    return used;
+}
+
+static void timeout_error(pool *p, double timeout, pq_error *err)
+{
+    char connecting[32] = "", shared[48] = "";
+    if (p->n_connecting)
+        snprintf(connecting, sizeof connecting, ", %d connecting",
+                 p->n_connecting);
+    if (p->shared)
+        snprintf(shared, sizeof shared, ", %d/%d in use across processes",
+                 shared_used(p), p->cfg.max_shared);
+    pq_error_set(err, PQ_CODE_TIMEOUT,
+                 "timeout after %g s waiting for a connection (pool \"%s\": "
+                 "%d/%d in use%s, %d waiting%s)", timeout, p->cfg.name,
+                 p->n_in_use, p->cfg.max, connecting, p->n_waiting, shared);
+}
+
+/* Wait in the FIFO queue (mutex held). Returns the granted slot, or NULL
+ * with err (timeout, shutdown). */
 static pool_slot *wait_in_line(pool *p, double timeout, double deadline,
                                pq_error *err)
 {
     waiter w;
-    struct timespec until = abs_time(deadline);
 
     memset(&w, 0, sizeof w);
     init_monotonic_cond(&w.cond);
@@ -623,8 +774,20 @@ static pool_slot *wait_in_line(pool *p, double timeout, double deadline,
     p->wait_tail = &w;
     p->n_waiting++;
     while (!w.granted && !w.shut_down) {
-        int rc = pthread_cond_timedwait(&w.cond, &p->mu, &until);
-        if (rc == ETIMEDOUT && !w.granted && !w.shut_down) {
+        double until = deadline;
+        struct timespec ts;
+        if (p->shared && now() + SHARED_POLL < deadline)
+            until = now() + SHARED_POLL;
+        ts = abs_time(until);
+        pthread_cond_timedwait(&w.cond, &p->mu, &ts);
+        if (w.granted || w.shut_down)
+            break;
+        if (p->shared && p->wait_head == &w &&
+            (w.granted = take_free_slot(p)) != NULL) {
+            waiter_pop(p);          /* the head of the line: that is us */
+            break;
+        }
+        if (now() >= deadline) {
             waiter_remove(p, &w);
             break;
         }
@@ -638,18 +801,7 @@ static pool_slot *wait_in_line(pool *p, double timeout, double deadline,
         shutdown_error(p, err);
     } else {
         p->counters.timeouts++;
-        if (p->n_connecting)
-            pq_error_set(err, PQ_CODE_TIMEOUT,
-                         "timeout after %g s waiting for a connection (pool "
-                         "\"%s\": %d/%d in use, %d connecting, %d waiting)",
-                         timeout, p->cfg.name, p->n_in_use, p->cfg.max,
-                         p->n_connecting, p->n_waiting);
-        else
-            pq_error_set(err, PQ_CODE_TIMEOUT,
-                         "timeout after %g s waiting for a connection (pool "
-                         "\"%s\": %d/%d in use, %d waiting)",
-                         timeout, p->cfg.name, p->n_in_use, p->cfg.max,
-                         p->n_waiting);
+        timeout_error(p, timeout, err);
     }
     return NULL;
 }
@@ -761,10 +913,8 @@ int pool_acquire(pool *p, double timeout, pool_slot **slot, uint64_t *ticket,
         idle_remove(p, s);
         s->state = SLOT_IN_USE;
         p->n_in_use++;
-    } else if (!p->wait_head && p->free_head) {
-        s = free_pop(p);
-        s->state = SLOT_CONNECTING;
-        p->n_connecting++;
+    } else if (!p->wait_head && (s = take_free_slot(p)) != NULL) {
+        /* s is ours, CONNECTING */
     } else if (p->cfg.max_waiting > 0 && p->n_waiting >= p->cfg.max_waiting) {
         p->counters.full_rejects++;
         pq_error_set(err, PQ_CODE_FULL,
@@ -1108,6 +1258,8 @@ void pool_get_stats(pool *p, pool_stats *out)
     out->total = total(p);
     out->waiting = p->n_waiting;
     out->closing = p->closing;
+    out->max_shared = p->cfg.max_shared;
+    out->shared_used = p->shared ? shared_used(p) : 0;
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -1230,12 +1382,9 @@ static double housekeep(pool *p, double t, int64_t wall)
             }
         }
     }
-    while (total(p) < p->cfg.min && p->free_head && t >= p->reconnect_after) {
-        s = free_pop(p);
-        s->state = SLOT_CONNECTING;
-        p->n_connecting++;
+    while (total(p) < p->cfg.min && t >= p->reconnect_after &&
+           (s = take_free_slot(p)) != NULL)
         opening[n_opening++] = s;
-    }
     if (total(p) < p->cfg.min && p->reconnect_after > t &&
         p->reconnect_after < next)
         next = p->reconnect_after;

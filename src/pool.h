@@ -36,6 +36,7 @@ typedef struct pool_config {
     double idle_timeout, acquire_timeout, connect_timeout, query_timeout;
     double max_lifetime, slow_query, leak_timeout;
     int max_waiting, statement_cache;
+    int max_shared;           /* cap across forked processes; 0 = off */
     int log_level;            /* enum pool_log_level */
 } pool_config;
 
@@ -48,6 +49,7 @@ typedef struct pool_stats {
     uint64_t closed_idle, closed_lifetime, closed_broken, closed_discarded;
     uint64_t shutdown_rejects, full_rejects;
     int connect_failures;     /* consecutive failed attempts, 0 after success */
+    int max_shared, shared_used;  /* the cross-process cap, when on */
     double wait_time_total, wait_time_max, query_time_total;
     int closing;              /* shutdown started */
 } pool_stats;
