@@ -470,10 +470,8 @@ describe('housekeeping', function()
     assert.are.equal(1, st.idle)
   end)
 
-  -- BUG (exposed): a connection that becomes idle does not wake the
-  -- housekeeper, so a sub-second idle_timeout is only honoured at its next
-  -- 1 s tick: here the spare connection closes ~1 s after the min top-up
-  -- pass instead of 0.3 s after its release.
+  -- A connection that becomes idle wakes the housekeeper when its
+  -- idle_timeout ends before the housekeeper's next 1 s tick.
   it('closes an idle connection above min within idle_timeout + 0.3 s of its release', function()
     local pool = pgpool.configure(opts('idle-prompt', { idle_timeout = 0.3, min = 1, max = 3 }))
     assert.is_true(helpers.wait_until(function() return pool:stats().idle == 1 end, 2, 0.01))
@@ -506,8 +504,8 @@ describe('housekeeping', function()
     assert.are.equal(2, pool:stats().created)
   end)
 
-  -- BUG (exposed): pq_is_alive() reads the FATAL that pg_terminate_backend
-  -- sends but not the EOF behind it, so the dead connection is handed out.
+  -- The liveness check reads through the FATAL that pg_terminate_backend
+  -- sends to the EOF behind it.
   it('never hands out a connection whose backend was terminated while idle', function()
     local pool = pgpool.configure(opts('killed', { max = 2 }))
     local conn = assert(pool:acquire())
@@ -553,10 +551,9 @@ describe('acquire', function()
     conn:release()
   end)
 
-  -- BUG (exposed): acquire does not look at expires_at, so an idle
-  -- connection past max_lifetime is handed out until the housekeeper's next
-  -- tick (up to 1 s later) closes it. The 'hk-sync' pool (min = 1) makes the
-  -- housekeeper run a pass just before, so its next tick is ~1 s away.
+  -- Acquire itself looks at the lifetime, not only the housekeeper. The
+  -- 'hk-sync' pool (min = 1) makes the housekeeper run a pass just before,
+  -- so its next tick is ~1 s away.
   it('never hands out an idle connection past its max_lifetime', function()
     local sync = pgpool.configure(opts('hk-sync', { min = 1, max = 1 }))
     assert.is_true(helpers.wait_until(function() return sync:stats().idle == 1 end, 2, 0.01))
@@ -572,10 +569,7 @@ describe('acquire', function()
     assert.are.equal(1, pool:stats().closed_lifetime)
   end)
 
-  -- BUG (exposed, LuaJIT/5.1 builds): compat_traceback() calls
-  -- debug.traceback(nil, level), which LuaJIT answers with nil, so the
-  -- origin recorded for leak_timeout is "" and the warning ends in
-  -- "acquired at " with nothing after it.
+  -- On LuaJIT/5.1 builds the origin comes from compat_traceback().
   it('warns once, with where it was acquired, about a connection held past leak_timeout', function()
     local pool = pgpool.configure(opts('leak', { leak_timeout = 0.2 }))
     local conn = assert(pool:acquire())

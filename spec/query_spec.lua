@@ -612,8 +612,8 @@ describe('passwords', function()
     assert.truthy(contains(msg, 'password authentication failed'), msg)
   end)
 
-  -- BUG (exposed): libpq quotes the whole URI when it cannot parse it, and
-  -- pq.c redacts only PQpass(), which is empty for an unparsed URI.
+  -- libpq quotes the whole URI when it cannot parse it (PQpass() is empty
+  -- then): pq.c finds the password in the string itself.
   it('keeps the password out of the message for a malformed URI', function()
     try('pw-malformed', plain_replace(helpers.pw_url(), '@127.0.0.1', '@[127.0.0.1'))
   end)

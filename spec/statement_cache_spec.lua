@@ -269,9 +269,8 @@ describe('statement_cache: stale statements', function()
     assert.are.equal(7, assert(pool:query(SELECT_ALL))[1].b)
   end)
 
-  -- EXPOSES A PGPOOL BUG (reported): stmt_drop (src/pq.c) sends DEALLOCATE
-  -- only when the connection is idle; the stale statement dropped from the
-  -- cache inside a (failed) transaction stays prepared on the server.
+  -- A stale statement dropped inside a (failed) transaction is deallocated
+  -- once the transaction has ended.
   it('leaves no orphaned prepared statement behind after a stale plan inside a transaction', function()
     open(2)
     assert(conn:query(SELECT_ALL))
@@ -288,10 +287,8 @@ describe('statement_cache: stale statements', function()
 end)
 
 describe('statement_cache inside transactions', function()
-  -- EXPOSES A PGPOOL BUG (reported): evicting from the LRU inside a
-  -- transaction block skips the DEALLOCATE (stmt_drop in src/pq.c requires
-  -- PQTRANS_IDLE), so every statement evicted in a transaction stays
-  -- prepared on the server for the life of the connection.
+  -- Statements evicted inside a transaction block are deallocated once it
+  -- has ended.
   it('never keeps more than N statements on the server, even when they were evicted inside a transaction', function()
     open(2)
     assert(conn:exec('begin'))
