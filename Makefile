@@ -5,7 +5,7 @@
 #                   run the busted specs under both, print one summary line
 #   make demo       replay the incident: naive connections vs. pgpool
 #   make deps       install the Debian packages the above need (as root)
-#   make bench      the side-by-side benchmark
+#   make bench      the side-by-side benchmark (BENCH_QUICK=1: one short round)
 #   make clean
 
 LUA        ?= lua5.4
@@ -41,8 +41,11 @@ OBJECTS    := $(SOURCES:src/%.c=$(BUILD)/%.o)
 DEBS_BUILD := gcc make pkg-config libpq-dev lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev
 DEBS_TEST  := $(DEBS_BUILD) lua-busted lua-luv postgresql-15
 DEBS_DEMO  := $(DEBS_TEST)
+# The benchmark: LuaSQL to compare with, valgrind for instruction counts,
+# taskset (util-linux) and ps (procps) to pin client and server.
+DEBS_BENCH := $(DEBS_TEST) lua-sql-postgres valgrind util-linux procps
 
-.PHONY: all build tsan test demo deps deps-test bench clean
+.PHONY: all build tsan test demo deps deps-test deps-bench bench clean
 
 all: $(MODULE) $(BUILD)/lthreads $(BUILD)/lfork.so
 
@@ -85,8 +88,16 @@ deps:
 deps-test:
 	@DEBS="$(DEBS_TEST)" sh .ci/deps.sh
 
-bench: deps build
-	@sh bench/run.sh
+deps-bench:
+	@DEBS="$(DEBS_BENCH)" sh .ci/deps.sh
+
+# Benchmark tool: the same statements through libpq directly (bench/run.sh).
+build/rawpq: bench/rawpq.c
+	@mkdir -p build
+	$(CC) -std=c99 $(WARNINGS) $(CFLAGS) -I$(PG_INCDIR) $< -o $@ -L$(PG_LIBDIR) -lpq
+
+bench: deps-bench build build/rawpq
+	@BENCH_QUICK="$(BENCH_QUICK)" sh bench/run.sh
 
 clean:
 	rm -rf build
