@@ -42,8 +42,9 @@ DEBS_BUILD := gcc make pkg-config libpq-dev lua5.4 liblua5.4-dev luajit2 libluaj
 DEBS_TEST  := $(DEBS_BUILD) lua-busted lua-luv postgresql-15
 DEBS_DEMO  := $(DEBS_TEST)
 # The benchmark: LuaSQL to compare with, valgrind for instruction counts,
-# taskset (util-linux) and ps (procps) to pin client and server.
-DEBS_BENCH := $(DEBS_TEST) lua-sql-postgres valgrind util-linux procps
+# taskset (util-linux) and ps (procps) to pin client and server, time for
+# the CPU time of pgbench.
+DEBS_BENCH := $(DEBS_TEST) lua-sql-postgres valgrind util-linux procps time
 
 .PHONY: all build tsan test demo deps deps-test deps-bench bench clean
 

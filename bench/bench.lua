@@ -101,6 +101,16 @@ local PLACEMENT = {
   free  = { client = "", server = ALL_CPUS },
 }
 
+local function median(t)
+  local s = {}
+  for i, v in ipairs(t) do s[i] = v end
+  table.sort(s)
+  local n = #s
+  if n == 0 then return nil end
+  if n % 2 == 1 then return s[(n + 1) / 2] end
+  return (s[n / 2] + s[n / 2 + 1]) / 2
+end
+
 -- Commands -------------------------------------------------------------------------
 
 -- A command is built by a function of the run's seconds that returns the
@@ -133,7 +143,8 @@ end
 
 local function pgbench_cmd(protocol)
   return function(secs)
-    return "", format("pgbench -n -c %d -j 2 -T %d -M %s -f bench/pgbench_param.sql %s",
+    return "", format("/usr/bin/time -f 'cpu_user=%%U cpu_sys=%%S' "
+      .. "pgbench -n -c %d -j 2 -T %d -M %s -f bench/pgbench_param.sql %s",
       THREADS, secs, protocol, sh_quote(DSN))
   end
 end
@@ -144,32 +155,41 @@ local function command(cmd, secs, prefix)
   return env_part .. (prefix or "") .. program
 end
 
--- Parsers: output -> operations per second, or nil and a message.
+-- Parsers: output -> operations per second and the client's CPU seconds
+-- per operation; or nil, a message and whether the feature is missing.
 local function parse_ops(out)
   local na = out:match("na=(%S+)")
   if na then return nil, "n/a (not implemented: " .. na:gsub("_", " ") .. ")", true end
-  local ops, secs = out:match("ops=(%d+) secs=([%d.]+)")
+  local ops, secs, cpu = out:match("ops=(%d+) secs=([%d.]+) cpu=([%d.]+)")
   if not ops then return nil, "failed: " .. out:gsub("\n", " | "):sub(1, 300) end
-  return tonumber(ops) / tonumber(secs)
+  return tonumber(ops) / tonumber(secs), nil, nil, tonumber(cpu) / tonumber(ops)
 end
 
+-- lthreads: the threads' rates add up; each thread reports the process's CPU
+-- time over the common window, of which the median is taken.
 local function parse_threads(out)
-  local total, n = 0, 0
-  for i, ops, secs in out:gmatch("(%d+): ops=(%d+) secs=([%d.]+)") do
+  local total, ops_total, cpus = 0, 0, {}
+  for i, ops, secs, cpu in out:gmatch("(%d+): ops=(%d+) secs=([%d.]+) cpu=([%d.]+)") do
     if i ~= "0" then
-      total, n = total + tonumber(ops) / tonumber(secs), n + 1
+      total = total + tonumber(ops) / tonumber(secs)
+      ops_total = ops_total + tonumber(ops)
+      cpus[#cpus + 1] = tonumber(cpu)
     end
   end
-  if n ~= THREADS then return nil, "failed: " .. out:gsub("\n", " | "):sub(1, 300) end
+  if #cpus ~= THREADS then return nil, "failed: " .. out:gsub("\n", " | "):sub(1, 300) end
   local created = tonumber(out:match("created=(%d+)"))
   if created and created > THREADS then return nil, "pool opened more than max connections" end
-  return total
+  return total, nil, nil, median(cpus) / ops_total
 end
 
+-- pgbench, run under /usr/bin/time for its CPU time (its 8 connections
+-- included).
 local function parse_pgbench(out)
   local tps = out:match("tps = ([%d.]+)")
-  if not tps then return nil, "failed: " .. out:gsub("\n", " | "):sub(1, 300) end
-  return tonumber(tps)
+  local done = out:match("actually processed: (%d+)")
+  local user, sys = out:match("cpu_user=([%d.]+) cpu_sys=([%d.]+)")
+  if not (tps and done and user) then return nil, "failed: " .. out:gsub("\n", " | "):sub(1, 300) end
+  return tonumber(tps), nil, nil, (tonumber(user) + tonumber(sys)) / tonumber(done)
 end
 
 -- Methods ---------------------------------------------------------------------------
@@ -183,6 +203,7 @@ local function method(m)
   m.parse = m.parse or parse_ops
   m.place = m.place or "same"
   m.samples = {}      -- rates in the order measured
+  m.cpu = {}          -- client CPU seconds per operation, likewise
   m.by_round = {}     -- round -> rate, for paired ratios
   methods[#methods + 1] = m
   by_id[m.id] = m
@@ -257,9 +278,10 @@ local function run_method(m, round)
   pin_server(p.server)
   local secs = m.threads and THREAD_SECONDS or SECONDS
   local out = capture(command(m.cmd, secs, p.client))
-  local rate, err, na = m.parse(out)
+  local rate, err, na, cpu = m.parse(out)
   if rate then
     m.samples[#m.samples + 1] = rate
+    m.cpu[#m.cpu + 1] = cpu
     if round then m.by_round[round] = rate end
   elseif na then
     m.na = err
@@ -267,16 +289,6 @@ local function run_method(m, round)
     m.errors = (m.errors or 0) + 1
     m.last_error = err
   end
-end
-
-local function median(t)
-  local s = {}
-  for i, v in ipairs(t) do s[i] = v end
-  table.sort(s)
-  local n = #s
-  if n == 0 then return nil end
-  if n % 2 == 1 then return s[(n + 1) / 2] end
-  return (s[n / 2] + s[n / 2 + 1]) / 2
 end
 
 local function stats(m)
@@ -333,8 +345,8 @@ local function report_throughput()
     local name, title, ref = section[1], section[2], section[3]
     say("")
     say("== %s", title)
-    say("%-52s %10s %10s %10s %7s %7s", "method", "median", "min", "max", "spread",
-      ref and "ratio" or "ns/op")
+    say("%-52s %10s %10s %10s %7s %7s %9s", "method", "median", "min", "max", "spread",
+      ref and "ratio" or "ns/op", "cpu us/op")
     local ref_rate = ref and rate_of(ref)
     for _, m in ipairs(methods) do
       if m.section == name then
@@ -345,14 +357,15 @@ local function report_throughput()
           say("%-52s %s", m.label, m.last_error or "no result")
         else
           local last = ref_rate and ratio_text(med, ref_rate) or format("%.0f", 1e9 / med)
-          say("%-52s %10s %10s %10s %6.1f%% %7s%s", m.label, thousands(med), thousands(lo),
-            thousands(hi), (hi - lo) / med * 100, last,
+          say("%-52s %10s %10s %10s %6.1f%% %7s %9.2f%s", m.label, thousands(med), thousands(lo),
+            thousands(hi), (hi - lo) / med * 100, last, median(m.cpu) * 1e6,
             m.errors and format("  (%d failed runs)", m.errors) or "")
         end
       end
     end
-    if ref then say("(ratio: median / median of %s)", by_id[ref].label:gsub("%s+", " ")) end
+    if ref then say("(ratio: median / median of %s)", (by_id[ref].label:gsub("%s+", " "))) end
   end
+  say("(cpu us/op: CPU time, user + system, of the client process per operation, median)")
 end
 
 -- Instructions per query (callgrind) ---------------------------------------------------------

@@ -5,8 +5,9 @@
  *
  * Runs one kind of statement in a loop on one connection and prints
  *
- *   ops=<statements run> secs=<seconds in the timed loop>
+ *   ops=<statements run> secs=<seconds in the timed loop> cpu=<CPU seconds>
  *
+ * where cpu is the CPU time (user + system) this process used in the loop.
  * With COUNT it runs exactly COUNT statements (no warm-up; used under
  * callgrind, where only the instruction count matters); otherwise it warms up
  * for a fifth of SECONDS (at most 0.2 s) and then runs for SECONDS.
@@ -138,7 +139,7 @@ static long run(PGconn *pg, enum mode m, long count, double until)
 int main(int argc, char **argv)
 {
     enum mode m;
-    double seconds, started;
+    double seconds, started, cpu_started;
     long count = 0, ops;
     PGconn *pg;
     int i;
@@ -175,8 +176,10 @@ int main(int argc, char **argv)
         run(pg, m, 0, now() + warm);
     }
     started = now();
+    cpu_started = (double)clock() / CLOCKS_PER_SEC;
     ops = run(pg, m, count, started + seconds);
-    printf("ops=%ld secs=%.6f\n", ops, now() - started);
+    printf("ops=%ld secs=%.6f cpu=%.6f\n", ops, now() - started,
+           (double)clock() / CLOCKS_PER_SEC - cpu_started);
 
     if (m == PIPE_SELECT1 || m == PIPE_PARAM)
         PQexitPipelineMode(pg);

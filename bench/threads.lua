@@ -7,8 +7,10 @@
 -- "acquire" (pool:acquire():release() per operation). Every thread opens its
 -- connection before START_AT (a CLOCK_MONOTONIC time in seconds, from the
 -- driver), so the pool is warm, then all threads run in the same window
--- [START_AT, START_AT + SECONDS] and each prints "ops=<n> secs=<s>". The
--- final run (index 0) prints how many connections the pool opened in all.
+-- [START_AT, START_AT + SECONDS] and each prints "ops=<n> secs=<s>
+-- cpu=<c>", c being the CPU seconds the whole process used in the window
+-- (os.clock counts every thread). The final run (index 0) prints how many
+-- connections the pool opened in all.
 
 local index, mode, seconds, start_at, threads = ...
 index, seconds, start_at = tonumber(index), tonumber(seconds), tonumber(start_at)
@@ -45,6 +47,7 @@ if now() > start_at - 0.05 then
   error("thread started too late for the common window; raise the start delay")
 end
 sleep_until(start_at)
+local cpu = os.clock()
 
 local stop = start_at + seconds
 local ops = 0
@@ -63,4 +66,4 @@ elseif mode == "acquire" then
 else
   error("threads.lua: unknown mode " .. tostring(mode))
 end
-return string.format("ops=%d secs=%.6f", ops, now() - start_at)
+return string.format("ops=%d secs=%.6f cpu=%.6f", ops, now() - start_at, os.clock() - cpu)

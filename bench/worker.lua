@@ -7,7 +7,7 @@
 -- runs its operation for SECONDS (or exactly COUNT times, without warm-up:
 -- for callgrind) and prints one line of key=value pairs:
 --
---   ops=<operations> secs=<seconds of the timed loop>
+--   ops=<operations> secs=<seconds of the timed loop> cpu=<CPU seconds used in it>
 --   na=<reason>                      the feature does not exist (yet)
 --
 -- The memory modes print their own figures (rss_*, in kB). Every query's
@@ -191,20 +191,22 @@ end
 
 -- Timed and counted runs ---------------------------------------------------------
 
+-- Both return the operations run, the seconds taken and the CPU seconds
+-- (user + system, os.clock) this process used meanwhile.
 local function run_for(op, per_call, calls_per_check, secs)
-  local ops, started = 0, now()
+  local ops, started, cpu = 0, now(), os.clock()
   local stop = started + secs
   repeat
     for _ = 1, calls_per_check do op() end
     ops = ops + per_call * calls_per_check
   until now() >= stop
-  return ops, now() - started
+  return ops, now() - started, os.clock() - cpu
 end
 
 local function run_count(op, per_call, n)
-  local started = now()
+  local started, cpu = now(), os.clock()
   for _ = 1, math.ceil(n / per_call) do op() end
-  return n, now() - started
+  return n, now() - started, os.clock() - cpu
 end
 
 -- Memory ---------------------------------------------------------------------------
@@ -299,12 +301,12 @@ if not op then
   os.exit(0)
 end
 
-local ops, secs
+local ops, secs, cpu
 if count then
-  ops, secs = run_count(op, per_call, count)
+  ops, secs, cpu = run_count(op, per_call, count)
 else
   run_for(op, per_call, calls_per_check, math.min(0.2, seconds / 5))   -- warm-up (and LuaJIT traces)
-  ops, secs = run_for(op, per_call, calls_per_check, seconds)
+  ops, secs, cpu = run_for(op, per_call, calls_per_check, seconds)
 end
-say("ops=%d secs=%.6f", ops, secs)
+say("ops=%d secs=%.6f cpu=%.6f", ops, secs, cpu)
 os.exit(0)
