@@ -269,6 +269,8 @@ end
 threads("lua5.4")
 pgbench("extended", "extended (unnamed statements)")
 threads("luajit")
+method{ id = "threads_held", section = "threads", place = "free", parse = parse_threads, threads = true,
+  label = format("lua5.4    pgpool %d threads, each holding a conn", THREADS), cmd = threads_cmd("lua5.4", "held") }
 pgbench("prepared", "prepared")
 
 -- Running ------------------------------------------------------------------------------

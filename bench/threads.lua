@@ -3,8 +3,10 @@
 --
 --   lthreads N threads.lua MODE SECONDS START_AT N
 --
--- MODE is "query" (pool:query("select $1::int + 1", 41) per operation) or
--- "acquire" (pool:acquire():release() per operation). Every thread opens its
+-- MODE is "query" (pool:query("select $1::int + 1", 41) per operation),
+-- "held" (the same on a connection each thread holds throughout, to tell the
+-- pool's share from the rest) or "acquire" (pool:acquire():release() per
+-- operation). Every thread opens its
 -- connection before START_AT (a CLOCK_MONOTONIC time in seconds, from the
 -- driver), so the pool is warm, then all threads run in the same window
 -- [START_AT, START_AT + SECONDS] and each prints "ops=<n> secs=<s>
@@ -42,7 +44,7 @@ end
 local conn = assert(pool:acquire())
 assert(conn:query("select 1"))
 sleep_until(start_at - 0.2)
-conn:release()
+if mode ~= "held" then conn:release() end
 if now() > start_at - 0.05 then
   error("thread started too late for the common window; raise the start delay")
 end
@@ -58,6 +60,14 @@ if mode == "query" then
     if res[1]["?column?"] ~= 42 then error("wrong value") end
     ops = ops + 1
   until now() >= stop
+elseif mode == "held" then
+  local sql = "select $1::int + 1"
+  repeat
+    local res = conn:query(sql, 41)
+    if res[1]["?column?"] ~= 42 then error("wrong value") end
+    ops = ops + 1
+  until now() >= stop
+  conn:release()
 elseif mode == "acquire" then
   repeat
     for _ = 1, 100 do pool:acquire():release() end
