@@ -215,7 +215,8 @@ local function raw(id, label, mode, place, section)
   method{ id = id, section = section or "single", place = place, label = "raw libpq  " .. label, cmd = raw_cmd(mode) }
 end
 
--- A worker method on each runtime (id suffixed with the runtime).
+-- A worker method on each runtime in RUNTIMES (id suffixed with the runtime),
+-- or on the runtimes given (id as is).
 local function lua(id, label, mode, runtimes, place, section)
   for _, rt in ipairs(runtimes or RUNTIMES) do
     method{ id = runtimes and id or id .. "_" .. rt, section = section or "single", place = place,
