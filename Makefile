@@ -6,7 +6,7 @@
 #   make demo       replay the incident: naive connections vs. pgpool (plain Lua,
 #                   then OpenResty: examples/demo.sh)
 #   make deps       install the Debian packages the above need (as root)
-#   make bench      the side-by-side benchmark
+#   make bench      the side-by-side benchmark (BENCH_QUICK=1: one short round)
 #   make rock       what LuaRocks runs (rockspec/pgpool-scm-1.rockspec)
 #   make clean
 
@@ -46,8 +46,12 @@ DEBS_TEST  := $(DEBS_BUILD) lua-busted lua-luv postgresql-15 luarocks \
               liblua5.1-0-dev liblua5.3-dev lua5.1 lua5.3 \
               nginx-light libnginx-mod-http-lua apache2-utils curl
 DEBS_DEMO  := $(DEBS_TEST)
+# The benchmark: LuaSQL to compare with, valgrind for instruction counts,
+# taskset (util-linux) and ps (procps) to pin client and server, time for
+# the CPU time of pgbench.
+DEBS_BENCH := $(DEBS_TEST) lua-sql-postgres valgrind util-linux procps time
 
-.PHONY: all module build tsan rock test demo deps deps-test bench clean
+.PHONY: all module build tsan rock test demo deps deps-test deps-bench bench clean
 
 all: module $(BUILD)/lthreads $(BUILD)/lfork.so
 
@@ -99,8 +103,16 @@ deps:
 deps-test:
 	@DEBS="$(DEBS_TEST)" sh .ci/deps.sh
 
-bench: deps build
-	@sh bench/run.sh
+deps-bench:
+	@DEBS="$(DEBS_BENCH)" sh .ci/deps.sh
+
+# Benchmark tool: the same statements through libpq directly (bench/run.sh).
+build/rawpq: bench/rawpq.c
+	@mkdir -p build
+	$(CC) -std=c99 $(WARNINGS) $(CFLAGS) -I$(PG_INCDIR) $< -o $@ -L$(PG_LIBDIR) -lpq
+
+bench: deps-bench build build/rawpq
+	@BENCH_QUICK="$(BENCH_QUICK)" sh bench/run.sh
 
 clean:
 	rm -rf build

@@ -1,0 +1,2 @@
+\set x 41
+select :x::int + 1;
