@@ -26,12 +26,17 @@ void lconn_push(lua_State *L, pool *p, pool_slot *slot, uint64_t ticket)
     c->ticket = ticket;
     c->released = 0;
     pool_ref(p);
-    luaL_setmetatable(L, LCONN_MT);
+    lua_pushvalue(L, lua_upvalueindex(LUPV_CONN_MT));
+    if (!lua_istable(L, -1)) {        /* called without the upvalues */
+        lua_pop(L, 1);
+        luaL_getmetatable(L, LCONN_MT);
+    }
+    lua_setmetatable(L, -2);
 }
 
 static lconn *lconn_check(lua_State *L, int idx)
 {
-    lconn *c = (lconn *)luaL_checkudata(L, idx, LCONN_MT);
+    lconn *c = (lconn *)lpgpool_check(L, idx, LUPV_CONN_MT, LCONN_MT);
     if (c->released)
         luaL_error(L, "pgpool: connection released");
     return c;
@@ -122,7 +127,7 @@ static int lconn_exec(lua_State *L)
 
 static int lconn_release(lua_State *L)
 {
-    lconn *c = (lconn *)luaL_checkudata(L, 1, LCONN_MT);
+    lconn *c = (lconn *)lpgpool_check(L, 1, LUPV_CONN_MT, LCONN_MT);
     end_checkout(c, POOL_RELEASE);
     lctx_flush_log(L);
     lua_pushboolean(L, 1);
@@ -336,16 +341,17 @@ static const luaL_Reg lconn_methods[] = {
 
 void lconn_open(lua_State *L)
 {
-    luaL_newmetatable(L, LCONN_MT);
+    static const luaL_Reg close_fn[] = {
+        { "__close", lconn_release },
+        { NULL, NULL },
+    };
+    luaL_getmetatable(L, LCONN_MT);
     lua_newtable(L);
-    lua_pushvalue(L, -3);             /* the context */
-    luaL_setfuncs(L, lconn_methods, 1);
+    lpgpool_setfuncs(L, lconn_methods);
     lua_setfield(L, -2, "__index");
+    lpgpool_setfuncs(L, close_fn);
     lua_pushcfunction(L, lconn_gc);
     lua_setfield(L, -2, "__gc");
-    lua_pushvalue(L, -2);
-    lua_pushcclosure(L, lconn_release, 1);
-    lua_setfield(L, -2, "__close");
     lua_pushcfunction(L, lconn_tostring);
     lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);

@@ -15,6 +15,32 @@
 
 #include "lpgpool.h"
 
+/* ---- shared upvalues ---------------------------------------------------- */
+
+#define LUPV_REGISTRY_KEY "pgpool.upvalues"
+
+void lpgpool_setfuncs(lua_State *L, const luaL_Reg *fns)
+{
+    int i;
+    lua_getfield(L, LUA_REGISTRYINDEX, LUPV_REGISTRY_KEY);
+    for (i = 1; i <= LUPV_COUNT; i++)
+        lua_rawgeti(L, -i, i);
+    lua_remove(L, -(LUPV_COUNT + 1));
+    luaL_setfuncs(L, fns, LUPV_COUNT);
+}
+
+void *lpgpool_check(lua_State *L, int idx, int mt_upvalue, const char *tname)
+{
+    void *p = lua_touserdata(L, idx);
+    if (p && lua_getmetatable(L, idx)) {
+        int same = lua_rawequal(L, -1, lua_upvalueindex(mt_upvalue));
+        lua_pop(L, 1);
+        if (same)
+            return p;
+    }
+    return luaL_checkudata(L, idx, tname);
+}
+
 /* ---- per-state context ------------------------------------------------- */
 
 static int lctx_gc(lua_State *L)
@@ -245,6 +271,9 @@ int luaopen_pgpool_core(lua_State *L)
     lctx *ctx;
 
     pin_library();
+    /* The shared upvalues, in LUPV_* order, kept in the registry for
+     * lpgpool_setfuncs. */
+    lua_createtable(L, LUPV_COUNT, 0);
     ctx = (lctx *)lua_newuserdata(L, sizeof *ctx);
     ctx->log_seq = 0;
     ctx->log_fn = LUA_NOREF;
@@ -252,15 +281,26 @@ int luaopen_pgpool_core(lua_State *L)
     lua_pushcfunction(L, lctx_gc);
     lua_setfield(L, -2, "__gc");
     lua_setmetatable(L, -2);
+    lua_rawseti(L, -2, LUPV_CTX);
+    luaL_newmetatable(L, LPOOL_MT);
+    lua_rawseti(L, -2, LUPV_POOL_MT);
+    luaL_newmetatable(L, LCONN_MT);
+    lua_rawseti(L, -2, LUPV_CONN_MT);
+    lua_pushstring(L, "columns");
+    lua_rawseti(L, -2, LUPV_KEY_COLUMNS);
+    lua_pushstring(L, "affected");
+    lua_rawseti(L, -2, LUPV_KEY_AFFECTED);
+    lua_pushstring(L, "command");
+    lua_rawseti(L, -2, LUPV_KEY_COMMAND);
+    lua_setfield(L, LUA_REGISTRYINDEX, LUPV_REGISTRY_KEY);
 
     lpool_open(L);
     lconn_open(L);
     luaL_newmetatable(L, LBYTEA_MT);
     lua_pop(L, 1);
 
-    lua_newtable(L);                 /* ctx module */
-    lua_pushvalue(L, -2);
-    luaL_setfuncs(L, module_fns, 1);
+    lua_newtable(L);
+    lpgpool_setfuncs(L, module_fns);
     lua_pushlightuserdata(L, NULL);
     lua_setfield(L, -2, "null");
     lua_pushstring(L, LPGPOOL_VERSION);

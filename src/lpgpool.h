@@ -1,9 +1,13 @@
 /*
  * lpgpool.h - what the Lua binding files (l*.c) share.
  *
- * Every C function of the module gets one upvalue: the per-Lua-state context
- * (lctx), a userdata that keeps this state's log listener. Nothing
- * per-state is kept in C globals, and no lua_State is stored in a pool.
+ * Every C function of the module gets the same upvalues (LUPV_*): the
+ * per-Lua-state context (lctx, a userdata that keeps this state's log
+ * listener), the two handle metatables and the result keys, so that the
+ * hot path checks handles and fills results without looking names up.
+ * Nothing per-state is kept in C globals, and no lua_State is stored in a
+ * pool. Metamethods (__gc, __tostring) have no upvalues and use the slower
+ * lookups by name.
  */
 #ifndef PGPOOL_LPGPOOL_H
 #define PGPOOL_LPGPOOL_H
@@ -28,7 +32,22 @@ typedef struct lctx {
     int log_fn;           /* registry ref of the on_log function, or LUA_NOREF */
 } lctx;
 
-#define lctx_get(L) ((lctx *)lua_touserdata((L), lua_upvalueindex(1)))
+enum {
+    LUPV_CTX = 1, LUPV_POOL_MT, LUPV_CONN_MT,
+    LUPV_KEY_COLUMNS, LUPV_KEY_AFFECTED, LUPV_KEY_COMMAND,
+    LUPV_COUNT = LUPV_KEY_COMMAND
+};
+
+#define lctx_get(L) ((lctx *)lua_touserdata((L), lua_upvalueindex(LUPV_CTX)))
+
+/* Register fns into the table on the stack top, each with the shared
+ * upvalues. */
+LPGPOOL_INTERNAL void lpgpool_setfuncs(lua_State *L, const luaL_Reg *fns);
+
+/* The userdata at idx if its metatable is the one in upvalue mt_upvalue
+ * (falls back to luaL_checkudata by tname, which raises). */
+LPGPOOL_INTERNAL void *lpgpool_check(lua_State *L, int idx, int mt_upvalue,
+                                     const char *tname);
 
 /* Deliver pending log lines to this state's on_log function, if any. */
 LPGPOOL_INTERNAL void lctx_flush_log(lua_State *L);
@@ -55,8 +74,8 @@ LPGPOOL_INTERNAL void lparam_encode(lua_State *L, int first, int n,
                                     lparam_set *ps);
 
 /* Pool handles (lpool.c). lpool_push takes over one reference of p. */
-/* lpool_open and lconn_open expect the context on the stack top and leave the
- * stack as they found it. */
+/* lpool_open and lconn_open fill their metatable (created by
+ * luaopen_pgpool_core) and leave the stack as they found it. */
 LPGPOOL_INTERNAL void lpool_open(lua_State *L);
 LPGPOOL_INTERNAL void lpool_push(lua_State *L, pool *p);
 LPGPOOL_INTERNAL pool *lpool_check(lua_State *L, int idx);

@@ -16,7 +16,7 @@ typedef struct lpool {
 
 pool *lpool_check(lua_State *L, int idx)
 {
-    return ((lpool *)luaL_checkudata(L, idx, LPOOL_MT))->p;
+    return ((lpool *)lpgpool_check(L, idx, LUPV_POOL_MT, LPOOL_MT))->p;
 }
 
 void lpool_push(lua_State *L, pool *p)
@@ -238,10 +238,9 @@ static const luaL_Reg lpool_methods[] = {
 
 void lpool_open(lua_State *L)
 {
-    luaL_newmetatable(L, LPOOL_MT);
+    luaL_getmetatable(L, LPOOL_MT);
     lua_newtable(L);
-    lua_pushvalue(L, -3);             /* the context */
-    luaL_setfuncs(L, lpool_methods, 1);
+    lpgpool_setfuncs(L, lpool_methods);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, lpool_gc);
     lua_setfield(L, -2, "__gc");

@@ -131,6 +131,17 @@ int lresult_push_value(lua_State *L, unsigned oid, const char *v, size_t len)
     }
 }
 
+/* Push the result key kept in upvalue upv (literal when called without the
+ * module's upvalues). */
+static void push_key(lua_State *L, int upv, const char *literal)
+{
+    lua_pushvalue(L, lua_upvalueindex(upv));
+    if (lua_type(L, -1) != LUA_TSTRING) {
+        lua_pop(L, 1);
+        lua_pushstring(L, literal);
+    }
+}
+
 /* The command tag without its counts: "INSERT 0 1" -> "INSERT". */
 static void push_command(lua_State *L, const char *tag)
 {
@@ -195,21 +206,24 @@ void lresult_push(lua_State *L, pq_result *r)
         }
         lua_rawseti(L, res, row + 1);
     }
+    push_key(L, LUPV_KEY_COLUMNS, "columns");
     lua_createtable(L, cols, 0);
     for (col = 0; col < cols; col++) {
         lua_pushvalue(L, names + col);
         lua_rawseti(L, -2, col + 1);
     }
-    lua_setfield(L, res, "columns");
+    lua_rawset(L, res);
     lua_settop(L, res);
 
     affected = pq_result_affected(r);
     if (affected && *affected) {
+        push_key(L, LUPV_KEY_AFFECTED, "affected");
         lua_pushinteger(L, (lua_Integer)parse_integer(affected));
-        lua_setfield(L, res, "affected");
+        lua_rawset(L, res);
     }
+    push_key(L, LUPV_KEY_COMMAND, "command");
     push_command(L, pq_result_command(r));
-    lua_setfield(L, res, "command");
+    lua_rawset(L, res);
     if (types != types_inline)
         free(types);
     pq_result_free(r);

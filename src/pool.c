@@ -423,13 +423,13 @@ static void slot_vacate(pool *p, pool_slot *s)
 static void slot_return(pool *p, pool_slot *s, double t)
 {
     waiter *w = waiter_pop(p);
+    s->idle_since = t;
     if (w) {
         s->state = SLOT_IN_USE;
         p->n_in_use++;
         w->granted = s;
         pthread_cond_signal(&w->cond);
     } else {
-        s->idle_since = t;
         idle_push(p, s);
         /* A short idle_timeout may fall before the housekeeper's next tick. */
         if (p->cfg.idle_timeout > 0 &&
@@ -822,14 +822,20 @@ static void drop_for_reconnect(pool *p, pool_slot *s, const char *reason)
     close_conn(p, conn, reason, POOL_LOG_INFO);
 }
 
+/* A connection returned less than this long ago (seconds) is handed out
+ * without the liveness check: a release/acquire cycle of a busy pool then
+ * costs no system call. Like HikariCP's aliveBypassWindow, much shorter. */
+#define LIVENESS_BYPASS 0.005
+
 /* Why the connection of a slot we own cannot be handed out, or NULL: past
  * its lifetime, closed by the server, or stuck in a transaction. A
  * connection returned by __gc inside a transaction is rolled back here. */
 static const char *unusable_reason(pool_slot *s)
 {
-    if (now() >= s->expires_at)
+    double t = now();
+    if (t >= s->expires_at)
         return "lifetime over";
-    if (!pq_is_alive(s->conn))
+    if (t - s->idle_since >= LIVENESS_BYPASS && !pq_is_alive(s->conn))
         return "broken";
     if (s->needs_rollback) {
         s->needs_rollback = 0;
