@@ -42,10 +42,20 @@ static lconn *lconn_check(lua_State *L, int idx)
     return c;
 }
 
+int lconn_run(pool *p, pq_conn *conn, const char *sql, const lparam_set *ps,
+              pq_result **res, pq_error *err)
+{
+    const pool_config *cfg = pool_get_config(p);
+    if (!ps)
+        return pq_exec(conn, sql, cfg->query_timeout, err);
+    *res = pq_query(conn, sql, &ps->pq, cfg->query_timeout,
+                    cfg->statement_cache, err);
+    return *res != NULL;
+}
+
 int lconn_execute(pool *p, pool_slot *slot, uint64_t ticket, const char *sql,
                   const lparam_set *ps, pq_result **res, pq_error *err)
 {
-    const pool_config *cfg = pool_get_config(p);
     pq_conn *conn = pool_begin_use(p, slot, ticket, err);
     double started;
     int ok;
@@ -53,13 +63,7 @@ int lconn_execute(pool *p, pool_slot *slot, uint64_t ticket, const char *sql,
     if (!conn)
         return strcmp(err->code, PQ_CODE_SHUTDOWN) == 0 ? 0 : -1;
     started = pq_now();
-    if (ps) {
-        *res = pq_query(conn, sql, &ps->pq, cfg->query_timeout,
-                        cfg->statement_cache, err);
-        ok = *res != NULL;
-    } else {
-        ok = pq_exec(conn, sql, cfg->query_timeout, err);
-    }
+    ok = lconn_run(p, conn, sql, ps, res, err);
     pool_end_use(p, slot, sql, started, 1, !ok);
     return ok;
 }

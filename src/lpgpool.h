@@ -87,6 +87,13 @@ LPGPOOL_INTERNAL void lconn_open(lua_State *L);
 LPGPOOL_INTERNAL void lconn_push(lua_State *L, pool *p, pool_slot *slot,
                                  uint64_t ticket);
 
+/* Run sql on conn, which the caller holds busy: with ps, as one statement
+ * with those parameters (*res set on success); with ps NULL, as a script.
+ * 1 on success, 0 with err. */
+LPGPOOL_INTERNAL int lconn_run(pool *p, pq_conn *conn, const char *sql,
+                               const lparam_set *ps, pq_result **res,
+                               pq_error *err);
+
 /* Run sql on the checkout (slot, ticket): with ps, as one statement with
  * those parameters (*res set on success); with ps NULL, as a script. No Lua
  * calls. Returns 1 on success, 0 with err on a runtime failure, -1 when the

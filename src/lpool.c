@@ -83,7 +83,7 @@ static int lpool_acquire(lua_State *L)
     uint64_t ticket;
     pq_error err;
 
-    if (!pool_acquire(p, timeout, &slot, &ticket, &err)) {
+    if (!pool_acquire(p, timeout, 0, &slot, &ticket, &err)) {
         lctx_flush_log(L);
         return lresult_push_error(L, &err);
     }
@@ -111,13 +111,17 @@ static int run_once(lua_State *L, int exec)
     pq_result *res = NULL;
     int ok;
 
-    if (!pool_acquire(p, pool_get_config(p)->acquire_timeout, &slot, &ticket,
-                      &err)) {
+    double started;
+
+    if (!pool_acquire(p, pool_get_config(p)->acquire_timeout, 1, &slot,
+                      &ticket, &err)) {
         lctx_flush_log(L);
         return lresult_push_error(L, &err);
     }
-    ok = lconn_execute(p, slot, ticket, sql, exec ? NULL : &ps, &res, &err);
-    pool_release(p, slot, ticket, POOL_RELEASE);
+    started = pq_now();
+    ok = lconn_run(p, pool_slot_conn(slot), sql, exec ? NULL : &ps, &res,
+                   &err);
+    pool_end_use_release(p, slot, ticket, sql, started, !ok);
     return lconn_push_outcome(L, ok, exec, res, &err);
 }
 

@@ -418,6 +418,20 @@ static void slot_vacate(pool *p, pool_slot *s)
     pthread_cond_broadcast(&p->drained);
 }
 
+/* Take an in-use slot away from its holder for shutdown (mutex held, slot
+ * not busy): the holder's handle answers "shutdown" from now on. Returns
+ * the connection to close once the mutex is released. */
+static pq_conn *revoke_slot(pool *p, pool_slot *s)
+{
+    pq_conn *conn = s->conn;
+    s->revoked_ticket = s->ticket;
+    s->ticket = new_ticket();
+    p->n_in_use--;
+    p->counters.closed++;
+    slot_vacate(p, s);
+    return conn;
+}
+
 /* An idle-capable connection comes back: the oldest waiter gets it, else it
  * goes on the idle list. */
 static void slot_return(pool *p, pool_slot *s, double t)
@@ -719,6 +733,7 @@ static int shutdown_error(pool *p, pq_error *err)
 static void start_checkout(pool *p, pool_slot *s, double started, double t)
 {
     double waited = t - started;
+    s->busy = 1;                  /* ours to check and use; see pool_acquire */
     s->ticket = new_ticket();
     s->checkout_at = t;
     s->leak_warned = 0;
@@ -901,11 +916,12 @@ static int make_ready(pool *p, pool_slot *s, double deadline, pq_error *err)
     return 1;
 }
 
-int pool_acquire(pool *p, double timeout, pool_slot **slot, uint64_t *ticket,
-                 pq_error *err)
+int pool_acquire(pool *p, double timeout, int hold_busy, pool_slot **slot,
+                 uint64_t *ticket, pq_error *err)
 {
     double started = now(), deadline = started + timeout;
     pool_slot *s;
+    pq_conn *revoked;
 
     housekeeper_ensure();
     pthread_mutex_lock(&p->mu);
@@ -941,9 +957,21 @@ int pool_acquire(pool *p, double timeout, pool_slot **slot, uint64_t *ticket,
     *ticket = s->ticket;
     pthread_mutex_unlock(&p->mu);
 
+    /* busy while we check the connection: a shutdown revoking checkouts
+     * meanwhile leaves it to us (revoke_pending) instead of closing it. */
     if (!make_ready(p, s, deadline, err))
         return 0;
     *slot = s;
+    if (hold_busy)
+        return 1;
+    pthread_mutex_lock(&p->mu);
+    s->busy = 0;
+    revoked = s->revoke_pending ? revoke_slot(p, s) : NULL;
+    pthread_mutex_unlock(&p->mu);
+    if (revoked) {
+        close_conn(p, revoked, "pool closed", POOL_LOG_DEBUG);
+        return shutdown_error(p, err);
+    }
     return 1;
 }
 
@@ -964,12 +992,55 @@ static void retire_later(pool *p, pq_conn *conn)
     pthread_cond_signal(&hk_cond);
 }
 
+/* The second half of every release (mutex held): count it, then give the
+ * connection to the next waiter or the idle list, or, with a reason (or a
+ * pending revoke), vacate the slot. Returns the connection to close once
+ * the mutex is released, or NULL. */
+static pq_conn *finish_release(pool *p, pool_slot *s, const char *reason,
+                               enum pool_release_how how, double t)
+{
+    pq_conn *conn = s->conn;
+
+    s->busy = 0;
+    p->counters.released++;
+    if (how == POOL_COLLECTED)
+        p->counters.leaked++;
+    if (!reason && (p->closing || s->revoke_pending))
+        reason = "pool closed";
+    if (!reason && t >= s->expires_at)
+        reason = "lifetime over";
+    free(s->origin);
+    s->origin = NULL;
+    p->n_in_use--;
+    if (!reason) {
+        slot_return(p, s, t);
+        pthread_cond_broadcast(&p->drained);
+        return NULL;
+    }
+    count_close(p, reason);
+    slot_vacate(p, s);
+    return conn;
+}
+
+/* Close what finish_release handed back (no mutex held). */
+static void close_released(pool *p, pq_conn *conn, const char *reason,
+                           enum pool_release_how how)
+{
+    if (!conn)
+        return;
+    if (how == POOL_COLLECTED)
+        retire_later(p, conn);    /* no network I/O inside __gc */
+    else
+        close_conn(p, conn, reason ? reason : "pool closed",
+                   reason && strcmp(reason, "broken") == 0 ? POOL_LOG_WARN
+                                                           : POOL_LOG_DEBUG);
+}
+
 int pool_release(pool *p, pool_slot *s, uint64_t ticket,
                  enum pool_release_how how)
 {
     const char *reason = NULL;
     pq_conn *conn;
-    double t;
     int rolled_back = 0;
 
     pthread_mutex_lock(&p->mu);
@@ -978,6 +1049,7 @@ int pool_release(pool *p, pool_slot *s, uint64_t ticket,
         return 0;
     }
     s->ticket = new_ticket();     /* the handle is stale from here on */
+    s->busy = 1;                  /* we use the connection below */
     conn = s->conn;
     pthread_mutex_unlock(&p->mu);
 
@@ -1004,39 +1076,20 @@ int pool_release(pool *p, pool_slot *s, uint64_t ticket,
     if (how == POOL_COLLECTED)
         pool_log(p, POOL_LOG_WARN, "connection garbage-collected without "
                  "release (leaked); returned to the pool");
-    t = now();
     pthread_mutex_lock(&p->mu);
-    p->counters.released++;
     p->counters.rollbacks += (uint64_t)rolled_back;
-    if (how == POOL_COLLECTED)
-        p->counters.leaked++;
-    if (!reason && p->closing)
-        reason = "pool closed";
-    if (!reason && t >= s->expires_at)
-        reason = "lifetime over";
-    free(s->origin);
-    s->origin = NULL;
-    p->n_in_use--;
-    if (!reason) {
-        slot_return(p, s, t);
-        pthread_cond_broadcast(&p->drained);
-        pthread_mutex_unlock(&p->mu);
-        return 1;
-    }
-    count_close(p, reason);
-    slot_vacate(p, s);
+    conn = finish_release(p, s, reason, how, now());
     pthread_mutex_unlock(&p->mu);
-    if (how == POOL_COLLECTED) {
-        retire_later(p, conn);    /* no network I/O inside __gc */
-    } else {
-        close_conn(p, conn, reason,
-                   strcmp(reason, "broken") == 0 ? POOL_LOG_WARN
-                                                 : POOL_LOG_DEBUG);
-    }
+    close_released(p, conn, reason, how);
     return 1;
 }
 
 /* ---- statements on a checkout ------------------------------------------ */
+
+pq_conn *pool_slot_conn(pool_slot *s)
+{
+    return s->conn;
+}
 
 int pool_checkout_valid(pool_slot *s, uint64_t ticket)
 {
@@ -1065,33 +1118,65 @@ pq_conn *pool_begin_use(pool *p, pool_slot *s, uint64_t ticket, pq_error *err)
     return conn;
 }
 
+/* Count a statement (mutex held); 1 when it was slow. */
+static int count_statement(pool *p, const char *sql, double took, int queries,
+                           int failed)
+{
+    int slow = p->cfg.slow_query > 0 && took >= p->cfg.slow_query;
+    if (!sql)
+        return 0;
+    p->counters.queries += (uint64_t)queries;
+    p->counters.query_errors += (uint64_t)failed;
+    p->counters.slow_queries += (uint64_t)slow;
+    p->counters.query_time_total += took;
+    return slow;
+}
+
+static void log_slow(pool *p, const char *sql, double took)
+{
+    pool_log(p, POOL_LOG_WARN, "slow query (%.3f s): %.200s", took, sql);
+}
+
 void pool_end_use(pool *p, pool_slot *s, const char *sql, double started,
                   int queries, int failed)
 {
     double took = sql ? now() - started : 0;
-    int slow = sql && p->cfg.slow_query > 0 && took >= p->cfg.slow_query;
     pq_conn *revoked = NULL;
+    int slow;
 
     pthread_mutex_lock(&p->mu);
     s->busy = 0;
-    if (sql) {
-        p->counters.queries += (uint64_t)queries;
-        p->counters.query_errors += (uint64_t)failed;
-        p->counters.slow_queries += (uint64_t)slow;
-        p->counters.query_time_total += took;
-    }
-    if (s->revoke_pending) {
-        revoked = s->conn;
-        s->revoked_ticket = s->ticket;
-        p->n_in_use--;
-        p->counters.closed++;
-        slot_vacate(p, s);
-    }
+    slow = count_statement(p, sql, took, queries, failed);
+    if (s->revoke_pending)
+        revoked = revoke_slot(p, s);
     pthread_mutex_unlock(&p->mu);
     if (slow)
-        pool_log(p, POOL_LOG_WARN, "slow query (%.3f s): %.200s", took, sql);
+        log_slow(p, sql, took);
     if (revoked)
         close_conn(p, revoked, "pool closed", POOL_LOG_DEBUG);
+}
+
+void pool_end_use_release(pool *p, pool_slot *s, uint64_t ticket,
+                          const char *sql, double started, int failed)
+{
+    double t = now(), took = t - started;
+    pq_conn *conn;
+    int slow;
+
+    if (pq_txn_status(s->conn) != PQ_TXN_IDLE) {
+        /* The general path: it rolls back or closes. */
+        pool_end_use(p, s, sql, started, 1, failed);
+        pool_release(p, s, ticket, POOL_RELEASE);
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    slow = count_statement(p, sql, took, 1, failed);
+    s->ticket = new_ticket();
+    conn = finish_release(p, s, NULL, POOL_RELEASE, t);
+    pthread_mutex_unlock(&p->mu);
+    if (slow)
+        log_slow(p, sql, took);
+    close_released(p, conn, NULL, POOL_RELEASE);
 }
 
 void pool_set_origin(pool_slot *s, uint64_t ticket, const char *origin)
@@ -1137,12 +1222,7 @@ static int revoke_in_use(pool *p, pq_conn **out)
             s->revoke_pending = 1;
             continue;
         }
-        out[n++] = s->conn;
-        s->revoked_ticket = s->ticket;
-        s->ticket = new_ticket();
-        p->n_in_use--;
-        p->counters.closed++;
-        slot_vacate(p, s);
+        out[n++] = revoke_slot(p, s);
     }
     return n;
 }

@@ -88,9 +88,12 @@ const pool_config *pool_get_config(const pool *p);
 int pool_is_closing(pool *p);
 
 /* Check out a healthy idle connection, waiting up to timeout seconds.
- * 1 and (*slot, *ticket) on success; 0 and err otherwise. */
-int pool_acquire(pool *p, double timeout, pool_slot **slot, uint64_t *ticket,
-                 pq_error *err);
+ * 1 and (*slot, *ticket) on success; 0 and err otherwise. With hold_busy
+ * the checkout starts as if pool_begin_use had been called (for one
+ * statement ended by pool_end_use_release; pool_slot_conn gives the
+ * connection). */
+int pool_acquire(pool *p, double timeout, int hold_busy, pool_slot **slot,
+                 uint64_t *ticket, pq_error *err);
 
 /* End the checkout (slot, ticket); a stale ticket is ignored. Returns 1 if
  * it ended a live checkout. */
@@ -106,6 +109,15 @@ pq_conn *pool_begin_use(pool *p, pool_slot *slot, uint64_t ticket,
                         pq_error *err);
 void pool_end_use(pool *p, pool_slot *slot, const char *sql, double started,
                   int queries, int failed);
+
+/* The end of a checkout made with hold_busy: pool_end_use and pool_release
+ * in one step (one lock when the connection is idle, the common case). */
+void pool_end_use_release(pool *p, pool_slot *slot, uint64_t ticket,
+                          const char *sql, double started, int failed);
+
+/* The connection of a checkout held busy (hold_busy, or between
+ * pool_begin_use and pool_end_use). */
+pq_conn *pool_slot_conn(pool_slot *slot);
 
 /* Whether (slot, ticket) is still a live checkout. */
 int pool_checkout_valid(pool_slot *slot, uint64_t ticket);
