@@ -150,6 +150,18 @@ static void init_monotonic_cond(pthread_cond_t *cond)
     pthread_condattr_destroy(&attr);
 }
 
+/* The pool mutex guards a few pointer moves and counters at a time: an
+ * adaptive mutex spins that long before it sleeps, sparing the futex sleep
+ * and wake-up (two context switches) a contended lock would cost. */
+static void init_pool_mutex(pthread_mutex_t *mu)
+{
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+    pthread_mutex_init(mu, &attr);
+    pthread_mutexattr_destroy(&attr);
+}
+
 static struct timespec abs_time(double t)
 {
     struct timespec ts;
@@ -546,7 +558,7 @@ static pool *pool_new(const pool_config *cfg)
             return NULL;
         }
     }
-    pthread_mutex_init(&p->mu, NULL);
+    init_pool_mutex(&p->mu);
     init_monotonic_cond(&p->drained);
     for (i = cfg->max - 1; i >= 0; i--) {
         p->slots[i].owner = p;
@@ -722,6 +734,24 @@ int pool_is_closing(pool *p)
 }
 
 /* ---- acquire ----------------------------------------------------------- */
+
+/* The slot this thread returned last. A thread gets it back when it is
+ * still idle (as HikariCP's per-thread lists do): the thread and that
+ * server backend keep talking to each other, which on a loaded machine
+ * saves the scheduler's wake-ups of connections hopping between threads. */
+static __thread pool *thread_last_pool;
+static __thread pool_slot *thread_last_slot;
+
+/* The idle slot to hand out (mutex held, someone idle, nobody waiting). */
+static pool_slot *pick_idle(pool *p)
+{
+    pool_slot *s = thread_last_slot;
+    if (thread_last_pool != p || s < p->slots || s >= p->slots + p->cfg.max ||
+        s->state != SLOT_IDLE)
+        s = p->idle_head;
+    idle_remove(p, s);
+    return s;
+}
 
 static int shutdown_error(pool *p, pq_error *err)
 {
@@ -931,8 +961,7 @@ int pool_acquire(pool *p, double timeout, int hold_busy, pool_slot **slot,
         return shutdown_error(p, err);
     }
     if (!p->wait_head && p->idle_head) {
-        s = p->idle_head;
-        idle_remove(p, s);
+        s = pick_idle(p);
         s->state = SLOT_IN_USE;
         p->n_in_use++;
     } else if (!p->wait_head && (s = take_free_slot(p)) != NULL) {
@@ -1001,6 +1030,8 @@ static pq_conn *finish_release(pool *p, pool_slot *s, const char *reason,
 {
     pq_conn *conn = s->conn;
 
+    thread_last_pool = p;
+    thread_last_slot = s;
     s->busy = 0;
     p->counters.released++;
     if (how == POOL_COLLECTED)
