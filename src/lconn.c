@@ -231,11 +231,11 @@ static int lconn_run_pipeline(lua_State *L)
             lua_rawgeti(L, item, k + 1);
         lparam_encode(L, item + 1, n, &b->sets[i]);
         b->items[i].params = b->sets[i].pq;
-        /* Park whatever encoding pushed; the item itself stays anchored
-         * by the list. */
-        while (lua_gettop(L) > item)
+        /* Park what encoding pushed (array literals, storage); the item
+         * and its parameters stay anchored by the list. */
+        while (lua_gettop(L) > item + n)
             lua_rawseti(L, 5, ++anchors);
-        lua_pop(L, 1);
+        lua_settop(L, item - 1);
     }
 
     conn = pool_begin_use(c->p, c->slot, c->ticket, &err);
