@@ -11,72 +11,17 @@ local pgpool = require 'pgpool'
 
 local null = pgpool.null
 local bytea = pgpool.bytea
-local HAS_INTEGERS = math.type ~= nil
+local values = require 'spec.support.values'
 local huge = math.huge
-
-local NAN = setmetatable({}, { __tostring = function() return 'nan' end })
-local NEG_ZERO = setmetatable({}, { __tostring = function() return '-0.0' end })
-
--- int8 by the contract: integer on 5.3+; on LuaJIT a number up to 2^53, else text.
-local function int8(text, jit)
-  if HAS_INTEGERS then return math.tointeger(tonumber(text)) end
-  if jit == 'string' then return text end
-  return tonumber(text)
-end
-
-local ALL_BYTES
-do
-  local t = {}
-  for i = 0, 255 do t[#t + 1] = string.char(i) end
-  ALL_BYTES = table.concat(t)
-end
-
-local function show(v)
-  if v == null then return 'NULL' end
-  if type(v) == 'string' then
-    if #v > 30 then return ('<%d bytes>'):format(#v) end
-    return (('%q'):format(v):gsub('\\\n', '\\n'))
-  end
-  if type(v) == 'table' and getmetatable(v) == nil then
-    local parts = {}
-    for i = 1, #v do parts[i] = show(v[i]) end
-    return '{' .. table.concat(parts, ',') .. '}'
-  end
-  return tostring(v)
-end
-
--- Deep check: same shape, types and values; no keys besides 1..n.
-local function check(expected, actual, kind, where)
-  where = where or 'value'
-  if expected == NAN then
-    assert(type(actual) == 'number' and actual ~= actual, where .. ': expected nan, got ' .. show(actual))
-  elseif expected == NEG_ZERO then
-    assert(type(actual) == 'number' and actual == 0 and 1 / actual == -huge,
-      where .. ': expected -0.0, got ' .. show(actual))
-  elseif type(expected) == 'table' then
-    assert(type(actual) == 'table', where .. ': expected a table, got ' .. show(actual))
-    local keys = 0
-    for _ in pairs(actual) do keys = keys + 1 end
-    assert(keys == #expected, ('%s: expected %d elements, got %d keys (%s)')
-      :format(where, #expected, keys, show(actual)))
-    for i = 1, #expected do check(expected[i], actual[i], kind, where .. '[' .. i .. ']') end
-  else
-    assert(type(expected) == type(actual) and expected == actual,
-      ('%s: expected %s %s, got %s %s'):format(where, type(expected), show(expected),
-        type(actual), show(actual)))
-    if kind == 'integer' and HAS_INTEGERS and type(expected) == 'number' then
-      assert(math.type(actual) == 'integer', where .. ': expected the integer subtype')
-    end
-  end
-end
+local HAS_INTEGERS, NAN, NEG_ZERO = values.HAS_INTEGERS, values.NAN, values.NEG_ZERO
+local ALL_BYTES, int8, show, check = values.ALL_BYTES, values.int8, values.show, values.check
 
 local pool, conn
 
 setup(function()
   pool = pgpool.configure{ name = 'arrays_spec', conninfo = helpers.dsn(), max = 2, log_level = 'warn' }
   conn = assert(pool:acquire())
-  assert(conn:exec("set timezone to 'UTC'; set datestyle to 'ISO, MDY'; "
-    .. "set intervalstyle to 'postgres'; set bytea_output to 'hex'; set extra_float_digits to 1"))
+  values.fix_output(conn)
 end)
 
 teardown(function()

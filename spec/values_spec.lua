@@ -10,92 +10,18 @@ local pgpool = require 'pgpool'
 
 local null = pgpool.null
 local bytea = pgpool.bytea
-local HAS_INTEGERS = math.type ~= nil      -- Lua 5.3+: integer subtype
-local huge = math.huge
 local unpack = table.unpack or unpack
-
--- Markers for expectations that == cannot express.
-local NAN = setmetatable({}, { __tostring = function() return 'nan' end })
-local NEG_ZERO = setmetatable({}, { __tostring = function() return '-0.0' end })
-local NIL = setmetatable({}, { __tostring = function() return 'nil' end })
-
--- int8 as the contract has it: an integer on 5.3+; on LuaJIT a number when
--- |v| <= 2^53, else the decimal text. `jit` says which one the case expects
--- on LuaJIT, so the spec states the rule instead of re-implementing it.
-local function int8(text, jit)
-  if HAS_INTEGERS then
-    local v = math.tointeger(tonumber(text))
-    assert(v, 'not an integer: ' .. text)
-    return v
-  end
-  if jit == 'string' then return text end
-  assert(jit == 'number')
-  return tonumber(text)
-end
-
--- Every byte value once, in order.
-local ALL_BYTES
-do
-  local t = {}
-  for i = 0, 255 do t[#t + 1] = string.char(i) end
-  ALL_BYTES = table.concat(t)
-end
-
-local function show(v)
-  if v == null then return 'pgpool.null' end
-  if v == NIL then return 'nil' end
-  if type(v) == 'string' then
-    if #v > 40 then return ('a %d-byte string'):format(#v) end
-    return (('%q'):format(v):gsub('\\\n', '\\n'))
-  end
-  if type(v) == 'table' and getmetatable(v) == nil then
-    local parts = {}
-    for i = 1, #v do parts[i] = show(v[i]) end
-    return '{' .. table.concat(parts, ', ') .. '}'
-  end
-  return tostring(v)
-end
-
--- assert that actual is expected: same type and value; NaN, -0.0 and the
--- integer subtype (kind = 'integer', on 5.3+) checked explicitly.
-local function check(expected, actual, kind, where)
-  where = where or 'value'
-  if expected == NAN then
-    assert(type(actual) == 'number' and actual ~= actual,
-      where .. ': expected nan, got ' .. show(actual))
-  elseif expected == NEG_ZERO then
-    assert(type(actual) == 'number' and actual == 0 and 1 / actual == -huge,
-      where .. ': expected -0.0, got ' .. show(actual))
-  elseif type(expected) == 'table' then
-    assert(type(actual) == 'table', where .. ': expected a table, got ' .. show(actual))
-    assert.are.equal(#expected, #actual, where .. ': length')
-    for i = 1, #expected do check(expected[i], actual[i], kind, where .. '[' .. i .. ']') end
-  else
-    assert(type(expected) == type(actual),
-      ('%s: expected %s %s, got %s %s'):format(where, type(expected), show(expected),
-        type(actual), show(actual)))
-    assert(expected == actual, ('%s: expected %s, got %s'):format(where, show(expected), show(actual)))
-    if type(expected) == 'number' and expected == 0 and 1 / expected == huge then
-      assert(1 / actual == huge, where .. ': expected +0.0, got -0.0')
-    end
-    if type(expected) ~= 'number' or not HAS_INTEGERS then
-      return
-    elseif kind == 'integer' then
-      assert.are.equal('integer', math.type(actual), where .. ': integer subtype')
-    elseif kind == 'float' then
-      assert.are.equal('float', math.type(actual), where .. ': float subtype')
-    end
-  end
-end
+local values = require 'spec.support.values'
+local huge = math.huge
+local HAS_INTEGERS, NAN, NEG_ZERO, NIL = values.HAS_INTEGERS, values.NAN, values.NEG_ZERO, values.NIL
+local ALL_BYTES, int8, show, check = values.ALL_BYTES, values.int8, values.show, values.check
 
 local pool, conn
 
 setup(function()
   pool = pgpool.configure{ name = 'values_spec', conninfo = helpers.dsn(), max = 2, log_level = 'warn' }
   conn = assert(pool:acquire())
-  -- Fixed output settings, so that literals decode to known text.
-  assert(conn:exec("set timezone to 'UTC'; set datestyle to 'ISO, MDY'; "
-    .. "set intervalstyle to 'postgres'; set bytea_output to 'hex'; set extra_float_digits to 1"))
+  values.fix_output(conn)
 end)
 
 teardown(function()
