@@ -2,20 +2,7 @@
 -- logging and the observing functions.
 local helpers = require 'spec.support.helpers'
 local pgpool = require 'pgpool'
-
-local function opts(name, extra)
-  local o = { name = name, conninfo = helpers.dsn(), log_level = 'warn' }
-  for k, v in pairs(extra or {}) do o[k] = v end
-  return o
-end
-
-local function contains(haystack, needle)
-  return tostring(haystack):find(needle, 1, true) ~= nil
-end
-
-local function backends_become(n, timeout)
-  return helpers.wait_until(function() return helpers.count_backends('pgpool') == n end, timeout or 2)
-end
+local opts, contains, backends_become = helpers.pool_options, helpers.contains, helpers.backends_become
 
 local log
 

@@ -9,14 +9,11 @@
 -- statement-by-statement implementation would need >= 20 * DELAY.
 local helpers = require 'spec.support.helpers'
 local pgpool = require 'pgpool'
+local contains = helpers.contains
 
 local null = pgpool.null
 local bytea = pgpool.bytea
 local TABLE = 'pipeline_spec_rows'
-
-local function contains(haystack, needle)
-  return tostring(haystack):find(needle, 1, true) ~= nil
-end
 
 local function count_rows(tag)
   return tonumber(helpers.psql(("select count(*) from %s where tag = '%s'"):format(TABLE, tag)))

@@ -3,20 +3,11 @@
 -- option checks and stats. Runs against the server of spec/support/with-pg.sh.
 local helpers = require 'spec.support.helpers'
 local pgpool = require 'pgpool'
+local opts, backends_become = helpers.pool_options, helpers.backends_become
 
 local IS_54 = _VERSION == 'Lua 5.4'
 
 -- Options for a test pool: quiet by default, overridable.
-local function opts(name, extra)
-  local o = { name = name, conninfo = helpers.dsn(), log_level = 'warn' }
-  for k, v in pairs(extra or {}) do o[k] = v end
-  return o
-end
-
-local function backends_become(n, timeout)
-  return helpers.wait_until(function() return helpers.count_backends('pgpool') == n end, timeout or 2)
-end
-
 -- Whether conn is outside any transaction block: SAVEPOINT fails with 25P01 there.
 local function outside_transaction(conn)
   local ok, _, code = conn:exec('savepoint pgpool_probe')

@@ -2,21 +2,11 @@
 -- connection errors and password redaction.
 local helpers = require 'spec.support.helpers'
 local pgpool = require 'pgpool'
+local opts, contains = helpers.pool_options, helpers.contains
 
 local null = pgpool.null
 local IS_54 = _VERSION == 'Lua 5.4'
 local HAS_INTEGERS = math.type ~= nil
-
-local function opts(name, extra)
-  local o = { name = name, conninfo = helpers.dsn(), log_level = 'warn' }
-  for k, v in pairs(extra or {}) do o[k] = v end
-  return o
-end
-
--- Plain-text search (no Lua patterns).
-local function contains(haystack, needle)
-  return tostring(haystack):find(needle, 1, true) ~= nil
-end
 
 local pool, conn
 

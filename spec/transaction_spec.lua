@@ -3,15 +3,12 @@
 -- given back would make the next acquire{timeout = 0} fail at once.
 local helpers = require 'spec.support.helpers'
 local pgpool = require 'pgpool'
+local contains = helpers.contains
 
 local TABLE = 'transaction_spec_rows'
 
 local function count_rows(tag)
   return tonumber(helpers.psql(("select count(*) from %s where tag = '%s'"):format(TABLE, tag)))
-end
-
-local function contains(haystack, needle)
-  return tostring(haystack):find(needle, 1, true) ~= nil
 end
 
 local function pack(...) return { n = select('#', ...), ... } end

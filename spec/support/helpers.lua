@@ -202,4 +202,21 @@ function helpers.log_lines(lines, text)
   return found
 end
 
+-- Options for a pool of the specs: the test server, quiet logs, extra on top.
+function helpers.pool_options(name, extra)
+  local o = { name = name, conninfo = helpers.dsn(), log_level = 'warn' }
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return o
+end
+
+-- Plain-text search (no Lua patterns).
+function helpers.contains(haystack, needle)
+  return tostring(haystack):find(needle, 1, true) ~= nil
+end
+
+-- Wait (up to timeout s, default 2) until the server has n pgpool backends.
+function helpers.backends_become(n, timeout)
+  return helpers.wait_until(function() return helpers.count_backends('pgpool') == n end, timeout or 2)
+end
+
 return helpers
