@@ -16,25 +16,10 @@ local huge = math.huge
 local HAS_INTEGERS, NAN, NEG_ZERO = values.HAS_INTEGERS, values.NAN, values.NEG_ZERO
 local ALL_BYTES, int8, show, check = values.ALL_BYTES, values.int8, values.show, values.check
 
-local pool, conn
-
-setup(function()
-  pool = pgpool.configure{ name = 'arrays_spec', conninfo = helpers.dsn(), max = 2, log_level = 'warn' }
-  conn = assert(pool:acquire())
-  values.fix_output(conn)
-end)
-
-teardown(function()
-  if conn then conn:release() end
-  pgpool.shutdown_all{ timeout = 1 }
-end)
-
-local function value(sql, ...)
-  local res, msg, code = conn:query(sql, ...)
-  assert(res, ('%s: %s (%s)'):format(sql, tostring(msg), tostring(code)))
-  assert.are.equal(1, #res)
-  return res[1].v
-end
+local session = values.session('arrays_spec')
+local value = session.value
+setup(session.open)
+teardown(session.close)
 
 -- PostgreSQL -> Lua ------------------------------------------------------------
 
@@ -124,17 +109,17 @@ describe('arrays from PostgreSQL', function()
   end)
 
   it('decodes bytea arrays in the escape output format too', function()
-    assert(conn:exec("set bytea_output to 'escape'"))
+    assert(session.conn:exec("set bytea_output to 'escape'"))
     local ok, err = pcall(function()
       check({ '\0\255\\"', null, ALL_BYTES }, value([[select array['\x00ff5c22'::bytea, null, $1::bytea] as v]],
         bytea(ALL_BYTES)))
     end)
-    assert(conn:exec("set bytea_output to 'hex'"))
+    assert(session.conn:exec("set bytea_output to 'hex'"))
     assert(ok, err)
   end)
 
   it('decodes arrays of arrays in every row of a multi-row result', function()
-    local res = assert(conn:query('select i, array[i, null, i * 2] as v from generate_series(1, 3) i order by i'))
+    local res = assert(session.conn:query('select i, array[i, null, i * 2] as v from generate_series(1, 3) i order by i'))
     for i = 1, 3 do check({ i, null, i * 2 }, res[i].v, 'integer') end
   end)
 
@@ -235,7 +220,7 @@ describe('Lua array tables as parameters', function()
   end
 
   it('sends pgpool.null elements as NULL and the string "NULL" as a string', function()
-    local res = assert(conn:query([[select (a)[1] is null as n1, (a)[2] is null as n2, (a)[2] as s
+    local res = assert(session.conn:query([[select (a)[1] is null as n1, (a)[2] is null as n2, (a)[2] as s
       from (select $1::text[] as a) t]], { null, 'NULL' }))
     assert.is_true(res[1].n1)
     assert.is_false(res[1].n2)
@@ -249,19 +234,19 @@ describe('Lua array tables as parameters', function()
   end)
 
   it('sends literals usable with = any($1) without a cast', function()
-    assert(conn:exec('drop table if exists arrays_any; create temp table arrays_any(id int, name text)'))
-    assert(conn:exec([[insert into arrays_any values (1, 'a"b'), (2, 'c,d'), (3, 'e\f'), (4, '{g}'), (5, 'NULL')]]))
-    local res = assert(conn:query('select id from arrays_any where id = any($1) order by id', { 4, 1, 9 }))
+    assert(session.conn:exec('drop table if exists arrays_any; create temp table arrays_any(id int, name text)'))
+    assert(session.conn:exec([[insert into arrays_any values (1, 'a"b'), (2, 'c,d'), (3, 'e\f'), (4, '{g}'), (5, 'NULL')]]))
+    local res = assert(session.conn:query('select id from arrays_any where id = any($1) order by id', { 4, 1, 9 }))
     check({ 1, 4 }, { res[1].id, res[2].id }, 'integer')
     assert.are.equal(2, #res)
-    res = assert(conn:query('select id from arrays_any where name = any($1) order by id',
+    res = assert(session.conn:query('select id from arrays_any where name = any($1) order by id',
       { 'a"b', 'c,d', 'e\\f', '{g}', 'NULL', 'missing' }))
     assert.are.equal(5, #res)
-    res = assert(conn:query('select id from arrays_any where name = any($1)', { null }))
+    res = assert(session.conn:query('select id from arrays_any where name = any($1)', { null }))
     assert.are.equal(0, #res)
-    res = assert(conn:query('select id from arrays_any where id = any($1)', {}))
+    res = assert(session.conn:query('select id from arrays_any where id = any($1)', {}))
     assert.are.equal(0, #res)
-    res = assert(conn:query('select count(*)::int as n from arrays_any where id <> all($1)', { 1, 2 }))
+    res = assert(session.conn:query('select count(*)::int as n from arrays_any where id <> all($1)', { 1, 2 }))
     check(3, res[1].n, 'integer')
   end)
 
@@ -272,7 +257,7 @@ describe('Lua array tables as parameters', function()
   end)
 
   it('sends bytea elements binary-exact: octet_length of each element', function()
-    local res = assert(conn:query('select octet_length(x) as n from unnest($1::bytea[]) x',
+    local res = assert(session.conn:query('select octet_length(x) as n from unnest($1::bytea[]) x',
       { bytea(ALL_BYTES), bytea('\0'), bytea('') }))
     check({ 256, 1, 0 }, { res[1].n, res[2].n, res[3].n }, 'integer')
   end)
@@ -282,7 +267,7 @@ describe('Lua array tables as parameters', function()
   end)
 
   it('gets a server error (22P02), not a raise, for a ragged nested table, and stays usable', function()
-    local res, msg, code = conn:query('select $1::int[] as v', { { 1, 2 }, { 3 } })
+    local res, msg, code = session.conn:query('select $1::int[] as v', { { 1, 2 }, { 3 } })
     assert.is_nil(res)
     assert.are.equal('22P02', code, msg)
     check(1, value('select 1 as v'), 'integer')
@@ -290,21 +275,21 @@ describe('Lua array tables as parameters', function()
 
   it('raises for a table that is not a sequence, naming the parameter', function()
     for _, bad in ipairs{ { x = 1 }, { 1, nil, 3 }, { 1, { 2, y = 3 } } } do
-      local ok, err = pcall(conn.query, conn, 'select $1::text, $2::int[]', 'a', bad)
+      local ok, err = pcall(session.conn.query, session.conn, 'select $1::text, $2::int[]', 'a', bad)
       assert.is_false(ok)
       assert.truthy(tostring(err):find('parameter 2', 1, true), err)
     end
   end)
 
   it('raises for an unsupported element, naming the parameter and the type', function()
-    local ok, err = pcall(conn.query, conn, 'select $1::text[]', { 'a', coroutine.create(print) })
+    local ok, err = pcall(session.conn.query, session.conn, 'select $1::text[]', { 'a', coroutine.create(print) })
     assert.is_false(ok)
     assert.truthy(tostring(err):find('parameter 1', 1, true), err)
     assert.truthy(tostring(err):find('thread', 1, true), err)
   end)
 
   it('raises for a string element with a NUL byte, naming the parameter', function()
-    local ok, err = pcall(conn.query, conn, 'select $1::text[]', { 'a', 'b\0c' })
+    local ok, err = pcall(session.conn.query, session.conn, 'select $1::text[]', { 'a', 'b\0c' })
     assert.is_false(ok)
     assert.truthy(tostring(err):find('parameter 1', 1, true), err)
     assert.truthy(tostring(err):find('NUL', 1, true), err)

@@ -5,16 +5,9 @@ local pgpool = require 'pgpool'
 local opts, contains, backends_become = helpers.pool_options, helpers.contains, helpers.backends_become
 
 local log
-
-before_each(function()
-  log = helpers.capture_log(pgpool)
-end)
-
-after_each(function()
-  pgpool.shutdown_all{ timeout = 1 }
-  pgpool.on_log(nil)
-  assert.is_true(backends_become(0), 'pgpool backends left open after a spec')
-end)
+local start_spec, finish_spec = helpers.spec_isolation(pgpool, function(lines) log = lines end)
+before_each(start_spec)
+after_each(finish_spec)
 
 describe('shutdown', function()
   it('returns true at once and closes idle connections when nothing is in use', function()

@@ -16,16 +16,9 @@ local function outside_transaction(conn)
 end
 
 local log
-
-before_each(function()
-  log = helpers.capture_log(pgpool)
-end)
-
-after_each(function()
-  pgpool.shutdown_all{ timeout = 1 }
-  pgpool.on_log(nil)
-  assert.is_true(backends_become(0), 'pgpool backends left open after a spec')
-end)
+local start_spec, finish_spec = helpers.spec_isolation(pgpool, function(lines) log = lines end)
+before_each(start_spec)
+after_each(finish_spec)
 
 describe('configure', function()
   it('returns the same pool for the same options (one pool, shared connections)', function()

@@ -16,26 +16,10 @@ local huge = math.huge
 local HAS_INTEGERS, NAN, NEG_ZERO, NIL = values.HAS_INTEGERS, values.NAN, values.NEG_ZERO, values.NIL
 local ALL_BYTES, int8, show, check = values.ALL_BYTES, values.int8, values.show, values.check
 
-local pool, conn
-
-setup(function()
-  pool = pgpool.configure{ name = 'values_spec', conninfo = helpers.dsn(), max = 2, log_level = 'warn' }
-  conn = assert(pool:acquire())
-  values.fix_output(conn)
-end)
-
-teardown(function()
-  if conn then conn:release() end
-  pgpool.shutdown_all{ timeout = 1 }
-end)
-
--- The single value `v` of `select <expr> as v`, with its row.
-local function value(sql, ...)
-  local res, msg, code = conn:query(sql, ...)
-  assert(res, ('%s: %s (%s)'):format(sql, tostring(msg), tostring(code)))
-  assert.are.equal(1, #res)
-  return res[1].v, res[1]
-end
+local session = values.session('values_spec')
+local value = session.value
+setup(session.open)
+teardown(session.close)
 
 -- PostgreSQL -> Lua ---------------------------------------------------------
 
@@ -173,18 +157,18 @@ describe('PostgreSQL -> Lua', function()
   end
 
   it('decodes bytea in the escape output format as the same raw bytes (all 256 values)', function()
-    assert(conn:exec("set bytea_output to 'escape'"))
+    assert(session.conn:exec("set bytea_output to 'escape'"))
     local ok, err = pcall(function()
       check(ALL_BYTES, value('select $1::bytea as v', bytea(ALL_BYTES)))
       check('\\\'"\\', value([[select '\x5c27225c'::bytea as v]]))
       check({ '\0\255\\', null }, value([[select array['\x00ff5c'::bytea, null] as v]]))
     end)
-    assert(conn:exec("set bytea_output to 'hex'"))
+    assert(session.conn:exec("set bytea_output to 'hex'"))
     assert(ok, err)
   end)
 
   it('decodes many columns of mixed types in one row, each by its own type', function()
-    local res = assert(conn:query([[select 1::int2 as a, 'x'::text as b, 2.5::float8 as c,
+    local res = assert(session.conn:query([[select 1::int2 as a, 'x'::text as b, 2.5::float8 as c,
       true as d, null::int as e, '\x41'::bytea as f, 3::int8 as g, '{1}'::int[] as h]]))
     local row = res[1]
     check(1, row.a, 'integer')
@@ -332,14 +316,14 @@ describe('Lua -> PostgreSQL', function()
   end
 
   it('binds nil as NULL, also as trailing parameters (three placeholders bound)', function()
-    local res = assert(conn:query('select $1::int as a, $2::text as b, $3::bool as c', 1, nil, nil))
+    local res = assert(session.conn:query('select $1::int as a, $2::text as b, $3::bool as c', 1, nil, nil))
     check(1, res[1].a, 'integer')
     check(null, res[1].b)
     check(null, res[1].c)
   end)
 
   it('binds pgpool.null as NULL, first, middle and trailing', function()
-    local res = assert(conn:query('select $1::int as a, $2::text as b, $3::bytea as c', null, 'x', null))
+    local res = assert(session.conn:query('select $1::int as a, $2::text as b, $3::bytea as c', null, 'x', null))
     check(null, res[1].a)
     check('x', res[1].b)
     check(null, res[1].c)
@@ -348,13 +332,13 @@ describe('Lua -> PostgreSQL', function()
   end)
 
   it('binds trailing nils through pool:query too (the parameter count is kept)', function()
-    local res = assert(pool:query('select $1::int as a, $2::int as b', 5, nil))
+    local res = assert(session.pool:query('select $1::int as a, $2::int as b', 5, nil))
     check(5, res[1].a, 'integer')
     check(null, res[1].b)
   end)
 
   it('sends a string that is not valid UTF-8 as is: the server refuses it with 22021', function()
-    local res, msg, code = conn:query('select $1::text as v', '\255\254 not utf-8')
+    local res, msg, code = session.conn:query('select $1::text as v', '\255\254 not utf-8')
     assert.is_nil(res)
     assert.are.equal('22021', code, msg)
     check(1, value('select 1 as v'), 'integer')
@@ -401,7 +385,7 @@ describe('parameters that must raise', function()
       it(('raises for %s as parameter %d, naming the number and %q'):format(case[1], position, case[3]), function()
         local args = { 'a', 'b', 'c' }
         args[position] = case[2]
-        local ok, err = pcall(conn.query, conn, 'select $1::text, $2::text, $3::text', unpack(args, 1, 3))
+        local ok, err = pcall(session.conn.query, session.conn, 'select $1::text, $2::text, $3::text', unpack(args, 1, 3))
         assert.is_false(ok)
         err = tostring(err)
         assert.truthy(err:find('parameter ' .. position, 1, true), err)
@@ -413,11 +397,11 @@ describe('parameters that must raise', function()
   end
 
   it('raises on pool:query before checking a connection out', function()
-    local before = pool:stats()
-    local ok, err = pcall(pool.query, pool, 'select $1::text', print)
+    local before = session.pool:stats()
+    local ok, err = pcall(session.pool.query, session.pool, 'select $1::text', print)
     assert.is_false(ok)
     assert.truthy(tostring(err):find('parameter 1', 1, true), err)
-    local after = pool:stats()
+    local after = session.pool:stats()
     assert.are.equal(before.acquired, after.acquired)
     assert.are.equal(1, after.in_use)   -- only this file's held conn
   end)
@@ -425,7 +409,7 @@ describe('parameters that must raise', function()
   it('raises for an array nested deeper than 6 levels, naming the parameter', function()
     local deep = { 1 }
     for _ = 1, 6 do deep = { deep } end
-    local ok, err = pcall(conn.query, conn, 'select $1::int[]', deep)
+    local ok, err = pcall(session.conn.query, session.conn, 'select $1::int[]', deep)
     assert.is_false(ok)
     assert.truthy(tostring(err):find('parameter 1', 1, true), err)
   end)

@@ -219,4 +219,19 @@ function helpers.backends_become(n, timeout)
   return helpers.wait_until(function() return helpers.count_backends('pgpool') == n end, timeout or 2)
 end
 
+-- Hooks that start each spec with its log captured (passed to on_capture)
+-- and end it with every pool shut down and no pgpool backend left: for
+-- before_each and after_each (busted gives those to spec files only).
+function helpers.spec_isolation(pgpool, on_capture)
+  local function start()
+    on_capture(helpers.capture_log(pgpool))
+  end
+  local function finish()
+    pgpool.shutdown_all{ timeout = 1 }
+    pgpool.on_log(nil)
+    require('luassert').is_true(helpers.backends_become(0), 'pgpool backends left open after a spec')
+  end
+  return start, finish
+end
+
 return helpers

@@ -2,6 +2,7 @@
 -- expectations == cannot express, the int8 rule, a printer and a deep,
 -- type-exact check, and the session settings that fix the servers' output.
 local pgpool = require 'pgpool'
+local luassert = require 'luassert'
 
 local values = {}
 
@@ -90,10 +91,32 @@ local function check(expected, actual, kind, where)
 end
 values.check = check
 
--- Fixed output settings, so that literals decode to known text.
-function values.fix_output(conn)
-  assert(conn:exec("set timezone to 'UTC'; set datestyle to 'ISO, MDY'; "
-    .. "set intervalstyle to 'postgres'; set bytea_output to 'hex'; set extra_float_digits to 1"))
+-- One connection held for a whole spec file, with fixed output settings so
+-- that literals decode to known text: register session.open with setup and
+-- session.close with teardown (busted gives those to spec files only).
+-- session.pool and session.conn are set by open; session.value(sql, ...) is the single value `v` (and its row) of
+-- `select <expr> as v`.
+function values.session(name)
+  local session = {}
+  function session.open()
+    local pool = pgpool.configure{ name = name, conninfo = require('spec.support.helpers').dsn(),
+      max = 2, log_level = 'warn' }
+    session.pool = pool
+    session.conn = assert(pool:acquire())
+    assert(session.conn:exec("set timezone to 'UTC'; set datestyle to 'ISO, MDY'; "
+      .. "set intervalstyle to 'postgres'; set bytea_output to 'hex'; set extra_float_digits to 1"))
+  end
+  function session.close()
+    if session.conn then session.conn:release() end
+    pgpool.shutdown_all{ timeout = 1 }
+  end
+  function session.value(sql, ...)
+    local res, msg, code = session.conn:query(sql, ...)
+    assert(res, ('%s: %s (%s)'):format(sql, tostring(msg), tostring(code)))
+    luassert.are.equal(1, #res)
+    return res[1].v, res[1]
+  end
+  return session
 end
 
 return values
