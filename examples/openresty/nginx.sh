@@ -25,23 +25,8 @@ MARKER=.pgpool-nginx       # marks PREFIX as ours, so `stop` never deletes a for
 
 die() { echo "nginx.sh: $*" >&2; exit 1; }
 
-port_free() {
-    if command -v ss >/dev/null; then
-        [[ -z $(ss -Hltn "sport = :$1" 2>/dev/null) ]]
-    else
-        # a successful connect means the port is taken
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 1; fi
-    fi
-}
-
-pick_port() {
-    local i port
-    for i in $(seq 1 50); do
-        port=$((20000 + RANDOM % 12000))
-        if port_free "$port"; then echo "$port"; return 0; fi
-    done
-    die "no free TCP port found in 20000-31999"
-}
+# shellcheck source=../../spec/support/ports.sh
+. "$root/spec/support/ports.sh"
 
 # Wait up to $2 seconds for file $1 to exist and be non-empty / to be gone.
 wait_file() {

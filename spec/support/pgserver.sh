@@ -24,23 +24,8 @@ show_log() {                # tail of a log file to stderr, for diagnosis
     echo "----" >&2
 }
 
-port_free() {               # true when nothing listens on TCP port $1
-    if command -v ss >/dev/null; then
-        [[ -z $(ss -Hltn "sport = :$1" 2>/dev/null) ]]
-    else
-        # a successful connect means the port is taken
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 1; fi
-    fi
-}
-
-pick_port() {
-    local i port
-    for i in $(seq 1 50); do
-        port=$((20000 + RANDOM % 12000))
-        if port_free "$port"; then echo "$port"; return 0; fi
-    done
-    die "no free TCP port found in 20000-31999"
-}
+# shellcheck source=ports.sh
+. "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
 # Wait up to $2 seconds for file $1 to disappear.
 wait_gone() {
