@@ -25,14 +25,13 @@
 
 #define OID_BYTEA 17
 
-#if LUA_VERSION_NUM >= 503
 /* Decimal text of an integer, without printf (the hot path). */
-static void format_integer(lua_Integer v, char buf[40])
+static void format_integer(long long v, char buf[40])
 {
     char digits[24];
     int n = 0, i = 0;
     /* Work with the negative value: it also holds the minimum integer. */
-    lua_Integer neg = v < 0 ? v : -v;
+    long long neg = v < 0 ? v : -v;
 
     do {
         digits[n++] = (char)('0' - (int)(neg % 10));
@@ -44,7 +43,6 @@ static void format_integer(lua_Integer v, char buf[40])
         buf[i++] = digits[--n];
     buf[i] = '\0';
 }
-#endif
 
 void lparam_format_number(lua_State *L, int idx, char buf[40])
 {
@@ -62,10 +60,12 @@ void lparam_format_number(lua_State *L, int idx, char buf[40])
         strcpy(buf, "NaN");
     } else if (isinf(d)) {
         strcpy(buf, d > 0 ? "Infinity" : "-Infinity");
-    } else if (d == floor(d) && fabs(d) < 1e21) {
+    } else if (d == floor(d) && fabs(d) < 9e18 && (d != 0 || !signbit(d))) {
         /* Whole numbers in plain digits, as int8 parameters need them
-         * (LuaJIT has no integer subtype); "-0" for -0.0. */
-        snprintf(buf, 40, "%.0f", (double)d);
+         * (LuaJIT has no integer subtype). */
+        format_integer((long long)d, buf);
+    } else if (d == floor(d) && fabs(d) < 1e21) {
+        snprintf(buf, 40, "%.0f", (double)d);     /* beyond int8; "-0" */
     } else {
         /* 15 digits always read back the same decimal; subnormals have
          * fewer significant digits, so start lower for them. */
