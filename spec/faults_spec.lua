@@ -60,6 +60,28 @@ describe('faults', function()
     conn:release()
   end)
 
+  it('gives a connection up when its server answers neither a query nor its cancel', function()
+    local pool = pgpool.configure(opts('frozen', { max = 1, query_timeout = 0.3, log_level = 'off' }))
+    local conn = assert(pool:acquire())
+    local pid = conn:backend_pid()
+    os.execute('kill -STOP ' .. pid)          -- the backend answers nothing now
+    local t0 = helpers.now()
+    local res, msg, code = conn:query('select 1')
+    local took = helpers.now() - t0
+    os.execute('kill -CONT ' .. pid)
+    assert.is_nil(res)
+    assert.are.equal('timeout', code)
+    assert.truthy(msg:find('no answer', 1, true), msg)
+    assert.is_true(took >= 5 and took < 8, 'gave up after ' .. took .. ' s')
+    conn:release()                             -- still busy: closed, not reused
+    local st = pool:stats()
+    assert.are.equal(1, st.closed_broken)
+    assert.are.equal(0, st.total)
+    conn = assert(pool:acquire())
+    assert.truthy(conn:query('select 1'))
+    conn:release()
+  end)
+
   it('fails acquires with "connect" while the server is down, reports it, and recovers', function()
     local pool = pgpool.configure(opts('down', { max = 2, connect_timeout = 1, log_level = 'off' }))
     assert(pool:acquire()):release()

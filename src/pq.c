@@ -466,8 +466,8 @@ typedef struct deadline_state {
 
 /*
  * Wait until libpq holds a whole result (PQisBusy false). Past the deadline,
- * send a cancel once and allow CANCEL_GRACE more. Returns 0 when the
- * connection failed or never answered.
+ * send a cancel once and allow CANCEL_GRACE more. Returns 1, or 0 when the
+ * connection failed, or -1 when the server did not answer the cancel.
  */
 static int await_result(pq_conn *c, deadline_state *ds)
 {
@@ -475,7 +475,7 @@ static int await_result(pq_conn *c, deadline_state *ds)
         int ready = wait_fd(PQsocket(c->pg), POLLIN, ds->deadline);
         if (ready == 0) {
             if (ds->cancelled)
-                return 0;
+                return -1;
             send_cancel(c);
             ds->cancelled = 1;
             ds->deadline = pq_now() + CANCEL_GRACE;
@@ -485,6 +485,19 @@ static int await_result(pq_conn *c, deadline_state *ds)
             return 0;
     }
     return 1;
+}
+
+/* Why await_result gave up: the connection failed (0), or the server left a
+ * cancel unanswered (-1), which leaves the connection busy: its release
+ * closes it. */
+static void error_wait_failed(pq_error *err, pq_conn *c, int waited)
+{
+    if (waited < 0)
+        pq_error_set(err, PQ_CODE_TIMEOUT,
+                     "query timeout, and no answer from the server %g s after "
+                     "the cancel: the connection is given up", CANCEL_GRACE);
+    else
+        error_from_conn(err, c->pg, PQ_CODE_CLOSED);
 }
 
 /*
@@ -503,9 +516,9 @@ static PGresult *collect_results(pq_conn *c, double deadline, int *timed_out,
     for (;;) {
         int ok = await_result(c, &ds);
         *timed_out = ds.cancelled;
-        if (!ok) {
+        if (ok <= 0) {
             PQclear(kept);
-            error_from_conn(err, c->pg, PQ_CODE_CLOSED);
+            error_wait_failed(err, c, ok);
             return NULL;
         }
         res = PQgetResult(c->pg);
@@ -865,8 +878,9 @@ int pq_pipeline(pq_conn *c, pq_batch_item *items, int count, int sync_each,
     }
     while (syncs_seen < syncs) {
         PGresult *res;
-        if (!await_result(c, &ds)) {
-            error_from_conn(err, c->pg, PQ_CODE_CLOSED);
+        int waited = await_result(c, &ds);
+        if (waited <= 0) {
+            error_wait_failed(err, c, waited);
             return 0;
         }
         res = PQgetResult(c->pg);
