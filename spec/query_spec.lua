@@ -542,6 +542,7 @@ describe('connection errors', function()
       assert.are.equal(0, st.total)
       assert.are.equal(1, st.connect_errors)
       assert.are.equal(0, st.created)
+      assert.are.equal(0, st.acquired)   -- a failed acquire is no checkout
     end)
   end
 

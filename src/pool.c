@@ -913,6 +913,7 @@ static int make_ready(pool *p, pool_slot *s, double deadline, pq_error *err)
     pthread_mutex_lock(&p->mu);
     p->n_connecting--;
     if (!conn || p->closing) {
+        p->counters.acquired--;       /* counted in start_checkout */
         if (conn) {
             p->counters.closed++;
         } else {
