@@ -157,13 +157,13 @@ local function publish_stats(premature)
   if dict:get(stats_key(id, "pid")) ~= ngx.worker.pid() then return end
   local st = pgpool.stats()
   for _, field in ipairs(STATS_FIELDS) do dict:set(stats_key(id, field), st[field]) end
-  -- peak_total: the highest `total` seen at these 0.1 s samples
+  -- peak_total: the highest `total` seen at these 0.02 s samples
   local peak = dict:get(stats_key(id, "peak_total")) or 0
   if st.total > peak then dict:set(stats_key(id, "peak_total"), st.total) end
 end
 
 -- init_worker_by_lua: pgpool's log lines go to nginx's error log, and every
--- 0.1 s this worker publishes its pool figures for /stats.
+-- 0.02 s this worker publishes its pool figures for /stats.
 function app.init_worker()
   pgpool.on_log(function(level, message)
     ngx.log(LOG_LEVELS[level] or ngx.NOTICE, message)
@@ -172,7 +172,7 @@ function app.init_worker()
   dict:set(stats_key(id, "pid"), ngx.worker.pid())   -- this worker now owns the slot
   dict:delete(stats_key(id, "peak_total"))
   publish_stats(false)
-  local ok, err = ngx.timer.every(0.1, publish_stats)
+  local ok, err = ngx.timer.every(0.02, publish_stats)
   if not ok then ngx.log(ngx.ERR, "pgpool example: no stats timer: ", err) end
 end
 
