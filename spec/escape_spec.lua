@@ -3,18 +3,11 @@
 local helpers = require 'spec.support.helpers'
 local pgpool = require 'pgpool'
 
-local pool, conn
-
-before_each(function()
-  pool = pgpool.configure{ name = 'escape_spec', conninfo = helpers.dsn(), max = 1, log_level = 'warn' }
-  conn = assert(pool:acquire())
-end)
-
-after_each(function()
-  if conn then conn:release() end
-  conn = nil
-  pgpool.shutdown_all{ timeout = 1 }
-end)
+local conn
+local open, close = helpers.held_connection('escape_spec', { max = 1 },
+  function(_, c) conn = c end)
+before_each(open)
+after_each(close)
 
 -- Strings that need quoting, one way or another.
 local STRINGS = {

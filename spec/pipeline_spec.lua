@@ -15,31 +15,15 @@ local null = pgpool.null
 local bytea = pgpool.bytea
 local TABLE = 'pipeline_spec_rows'
 
-local function count_rows(tag)
-  return tonumber(helpers.psql(("select count(*) from %s where tag = '%s'"):format(TABLE, tag)))
-end
+local create_table, drop_table, count_rows = helpers.tagged_table(TABLE)
+setup(create_table)
+teardown(drop_table)
 
 local pool, conn
-
-setup(function()
-  helpers.psql(('drop table if exists %s; create table %s (tag text, n int)'):format(TABLE, TABLE))
-end)
-
-teardown(function()
-  pgpool.shutdown_all{ timeout = 1 }
-  helpers.psql('drop table if exists ' .. TABLE)
-end)
-
-before_each(function()
-  pool = pgpool.configure{ name = 'pipeline_spec', conninfo = helpers.dsn(), max = 2, log_level = 'warn' }
-  conn = assert(pool:acquire())
-end)
-
-after_each(function()
-  if conn then conn:release() end
-  conn = nil
-  pgpool.shutdown_all{ timeout = 1 }
-end)
+local open, close = helpers.held_connection('pipeline_spec', { max = 2 },
+  function(p, c) pool, conn = p, c end)
+before_each(open)
+after_each(close)
 
 -- The connection is idle and outside any transaction block.
 local function assert_idle_outside_transaction(c)

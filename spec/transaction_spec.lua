@@ -7,20 +7,12 @@ local contains = helpers.contains
 
 local TABLE = 'transaction_spec_rows'
 
-local function count_rows(tag)
-  return tonumber(helpers.psql(("select count(*) from %s where tag = '%s'"):format(TABLE, tag)))
-end
+local create_table, drop_table, count_rows = helpers.tagged_table(TABLE)
 
 local function pack(...) return { n = select('#', ...), ... } end
 
-setup(function()
-  helpers.psql(('drop table if exists %s; create table %s (tag text, n int)'):format(TABLE, TABLE))
-end)
-
-teardown(function()
-  pgpool.shutdown_all{ timeout = 1 }
-  helpers.psql('drop table if exists ' .. TABLE)
-end)
+setup(create_table)
+teardown(drop_table)
 
 -- The same specs for both ways of calling.
 local TARGETS = {

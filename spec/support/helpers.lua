@@ -234,4 +234,41 @@ function helpers.spec_isolation(pgpool, on_capture)
   return start, finish
 end
 
+
+-- Hooks (for before_each/after_each) for specs that each run on a freshly
+-- acquired connection: open configures pool `name` (pool_options with extra)
+-- and passes (pool, conn) to on_open; close releases that connection and
+-- shuts every pool down.
+function helpers.held_connection(name, extra, on_open)
+  local pgpool = require('pgpool')
+  local held
+  local function open()
+    local pool = pgpool.configure(helpers.pool_options(name, extra))
+    held = assert(pool:acquire())
+    on_open(pool, held)
+  end
+  local function close()
+    if held then held:release() end
+    held = nil
+    pgpool.shutdown_all{ timeout = 1 }
+  end
+  return open, close
+end
+
+-- Hooks (for setup/teardown) that create the table `name (tag text, n int)`
+-- afresh and drop it afterwards; rows are counted by tag.
+function helpers.tagged_table(name)
+  local function create()
+    helpers.psql(('drop table if exists %s; create table %s (tag text, n int)'):format(name, name))
+  end
+  local function drop()
+    require('pgpool').shutdown_all{ timeout = 1 }
+    helpers.psql('drop table if exists ' .. name)
+  end
+  local function count_rows(tag)
+    return tonumber(helpers.psql(("select count(*) from %s where tag = '%s'"):format(name, tag)))
+  end
+  return create, drop, count_rows
+end
+
 return helpers
