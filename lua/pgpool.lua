@@ -128,26 +128,12 @@ local function in_nginx_master()
     and ngx.get_phase() == "init"
 end
 
--- Read-only pools beside a pool: "<name>/replica-<i>", found through the
--- process-wide registry, so every Lua state of the process sees them.
-local function replica_name(name, i)
-  return name .. "/replica-" .. i
-end
-
+-- replicas (read-only pools "<name>/replica-<i>" beside this one) are
+-- configured, used by acquire{ read_only = true } and shut down with it, in C.
 function pgpool.configure(opts)
   local cfg = normalize(opts)
   cfg.defer_housekeeping = in_nginx_master()
-  local replicas = cfg.replicas
-  cfg.replicas = nil
-  local pool = core.configure(cfg)
-  for i, conninfo in ipairs(replicas or {}) do
-    local replica_cfg = {}
-    for key, value in pairs(cfg) do replica_cfg[key] = value end
-    replica_cfg.name = replica_name(cfg.name, i)
-    replica_cfg.conninfo = conninfo
-    core.configure(replica_cfg)
-  end
-  return pool
+  return core.configure(cfg)
 end
 
 pgpool.pool = core.pool
@@ -173,62 +159,6 @@ local function get_default()
   if code == "shutdown" then return nil, msg, code end
   default_pool = pgpool.configure{ conninfo = getenv("PGPOOL_URL") or getenv("DATABASE_URL") }
   return default_pool
-end
-
--- acquire{ read_only = true } ----------------------------------------------------
-
-local acquire_from = pool_methods.acquire
-local next_replica = 0
-
--- The configured replica pools of pool, in order.
-local function replicas_of(pool)
-  local list, name = {}, pool:name()
-  while true do
-    local replica = core.pool(replica_name(name, #list + 1))
-    if not replica then return list end
-    list[#list + 1] = replica
-  end
-end
-
--- With read_only = true: a connection from one of the replicas, taken in
--- turn; a replica that cannot connect (or is shut down) is skipped, and
--- with none left the pool itself serves. Other options go to the C acquire.
-function pool_methods.acquire(pool, opts)
-  if type(opts) ~= "table" or opts.read_only == nil then
-    return acquire_from(pool, opts)
-  end
-  if type(opts.read_only) ~= "boolean" then
-    error("pgpool.acquire: option 'read_only' must be a boolean", 2)
-  end
-  local rest = {}
-  for key, value in pairs(opts) do
-    if key ~= "read_only" then rest[key] = value end
-  end
-  if opts.read_only then
-    local replicas = replicas_of(pool)
-    for k = 1, #replicas do
-      local replica = replicas[(next_replica + k - 1) % #replicas + 1]
-      local conn, msg, code, info = acquire_from(replica, rest)
-      if conn then
-        next_replica = next_replica + k
-        return conn
-      end
-      if code ~= "connect" and code ~= "shutdown" then return nil, msg, code, info end
-    end
-  end
-  return acquire_from(pool, rest)
-end
-
--- Shutting a pool down shuts its replicas down too.
-local shutdown_one = pool_methods.shutdown
-function pool_methods.shutdown(pool, opts)
-  local ok, msg = shutdown_one(pool, opts)
-  for _, replica in ipairs(replicas_of(pool)) do
-    local replica_ok, replica_msg = shutdown_one(replica, opts)
-    if not replica_ok then ok, msg = nil, replica_msg end
-  end
-  if ok then return true end
-  return nil, msg
 end
 
 -- transaction / with ----------------------------------------------------------

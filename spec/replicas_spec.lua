@@ -51,6 +51,22 @@ describe("replicas", function()
     assert.are.equal("shutdown", code)
   end)
 
+  it("treats the replica list as part of the options: the same list is the same pool, another raises", function()
+    local function cfg(replicas)
+      return { name = "rw-same", conninfo = helpers.dsn(), log_level = "off", replicas = replicas }
+    end
+    local a = pgpool.configure(cfg{ helpers.dsn() .. " application_name=replica_s" })
+    local b = pgpool.configure(cfg{ helpers.dsn() .. " application_name=replica_s" })
+    assert(a:query("select 1"))
+    assert.are.equal(1, b:stats().acquired)
+    local ok, err = pcall(pgpool.configure, cfg{ helpers.dsn() .. " application_name=other" })
+    assert.is_false(ok)
+    assert.matches("already configured", err)
+    ok, err = pcall(pgpool.configure, cfg(nil))
+    assert.is_false(ok)
+    assert.matches("already configured", err)
+  end)
+
   it("rejects replicas that are not a list of conninfo strings, naming the option", function()
     for _, bad in ipairs{ "host=x", { 1 }, { a = "host=x" } } do
       local ok, err = pcall(pgpool.configure, { name = "rw-x", replicas = bad })

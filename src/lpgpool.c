@@ -146,6 +146,19 @@ static int lmodule_configure(lua_State *L)
         cfg.log_level < 0)
         return luaL_error(L, "pgpool: configure: invalid options");
 
+    lua_getfield(L, 1, "replicas");            /* stays on the stack */
+    if (lua_istable(L, -1)) {
+        int n = (int)lua_rawlen(L, -1);
+        const char **replicas =
+            (const char **)lua_newuserdata(L, sizeof *replicas * (size_t)(n + 1));
+        for (i = 0; i < n; i++) {
+            lua_rawgeti(L, -2, i + 1);
+            replicas[i] = luaL_checkstring(L, -1);   /* anchored by the table */
+            lua_pop(L, 1);
+        }
+        cfg.replicas = replicas;
+        cfg.n_replicas = n;
+    }
     lua_getfield(L, 1, "defer_housekeeping");
     i = lua_toboolean(L, -1);
     lua_pop(L, 1);

@@ -43,52 +43,96 @@ static int lpool_tostring(lua_State *L)
     return 1;
 }
 
-/* A timeout argument: nil (the default), seconds, or { timeout = s }. */
-static double timeout_arg(lua_State *L, int idx, const char *fname,
-                          double fallback)
-{
-    double timeout = fallback;
+/* The options of acquire and shutdown: nil (the defaults), seconds, or
+ * { timeout = s } (and, for acquire, read_only = bool). */
+typedef struct handle_opts {
+    double timeout;
+    int read_only;
+} handle_opts;
 
+static handle_opts opts_arg(lua_State *L, int idx, const char *fname,
+                            double fallback, int takes_read_only)
+{
+    handle_opts o;
+
+    o.timeout = fallback;
+    o.read_only = 0;
     if (lua_isnoneornil(L, idx))
-        return fallback;
+        return o;
     if (lua_type(L, idx) == LUA_TNUMBER) {
-        timeout = lua_tonumber(L, idx);
+        o.timeout = lua_tonumber(L, idx);
     } else {
         luaL_checktype(L, idx, LUA_TTABLE);
         lua_pushnil(L);
         while (lua_next(L, idx)) {
             const char *key = lua_type(L, -2) == LUA_TSTRING
                                   ? lua_tostring(L, -2) : NULL;
-            if (!key || strcmp(key, "timeout") != 0)
-                return luaL_error(L, "pgpool: %s: unknown option '%s'", fname,
-                                  key ? key : luaL_typename(L, -2)), 0.0;
-            if (lua_type(L, -1) != LUA_TNUMBER)
-                return luaL_error(L, "pgpool: %s: option 'timeout' must be a "
-                                  "number", fname), 0.0;
-            timeout = lua_tonumber(L, -1);
+            if (key && strcmp(key, "timeout") == 0) {
+                if (lua_type(L, -1) != LUA_TNUMBER)
+                    luaL_error(L, "pgpool: %s: option 'timeout' must be a "
+                               "number", fname);
+                o.timeout = lua_tonumber(L, -1);
+            } else if (key && takes_read_only &&
+                       strcmp(key, "read_only") == 0) {
+                if (lua_type(L, -1) != LUA_TBOOLEAN)
+                    luaL_error(L, "pgpool: %s: option 'read_only' must be a "
+                               "boolean", fname);
+                o.read_only = lua_toboolean(L, -1);
+            } else {
+                luaL_error(L, "pgpool: %s: unknown option '%s'", fname,
+                           key ? key : luaL_typename(L, -2));
+            }
             lua_pop(L, 1);
         }
     }
-    if (!(timeout >= 0))
+    if (!(o.timeout >= 0))
         luaL_error(L, "pgpool: %s: option 'timeout' must be >= 0", fname);
-    return timeout;
+    return o;
+}
+
+/* A connection of one of p's replicas, taken in turn; one that cannot
+ * connect or is shut down is skipped. 1 with the checkout; 0 when none
+ * could serve; -1 with err on another failure (a timeout, say). */
+static int acquire_replica(pool *p, double timeout, pool **from,
+                           pool_slot **slot, uint64_t *ticket, pq_error *err)
+{
+    int n = pool_replica_count(p), k;
+    unsigned turn = n ? pool_next_turn(p) : 0;
+
+    for (k = 0; k < n; k++) {
+        pool *replica = pool_replica(p, turn + (unsigned)k);
+        if (pool_acquire(replica, timeout, 0, slot, ticket, err)) {
+            *from = replica;
+            return 1;
+        }
+        if (strcmp(err->code, PQ_CODE_CONNECT) != 0 &&
+            strcmp(err->code, PQ_CODE_SHUTDOWN) != 0)
+            return -1;
+    }
+    return 0;
 }
 
 static int lpool_acquire(lua_State *L)
 {
     pool *p = lpool_check(L, 1);
-    double timeout = timeout_arg(L, 2, "acquire",
-                                 pool_get_config(p)->acquire_timeout);
+    handle_opts o = opts_arg(L, 2, "acquire",
+                             pool_get_config(p)->acquire_timeout, 1);
+    pool *from = p;
     pool_slot *slot;
     uint64_t ticket;
     pq_error err;
+    int got = o.read_only ? acquire_replica(p, o.timeout, &from, &slot,
+                                            &ticket, &err) : 0;
 
-    if (!pool_acquire(p, timeout, 0, &slot, &ticket, &err)) {
+    /* With no replica to serve (or none configured), the pool itself does. */
+    if (got == 0)
+        got = pool_acquire(p, o.timeout, 0, &slot, &ticket, &err);
+    if (got <= 0) {
         lctx_flush_log(L);
         return lresult_push_error(L, &err);
     }
-    lconn_push(L, p, slot, ticket);
-    if (pool_get_config(p)->leak_timeout > 0) {
+    lconn_push(L, from, slot, ticket);
+    if (pool_get_config(from)->leak_timeout > 0) {
         luaL_traceback(L, L, NULL, 1);
         pool_set_origin(slot, ticket, lua_tostring(L, -1));
         lua_pop(L, 1);
@@ -212,8 +256,8 @@ int lpool_push_shutdown_outcome(lua_State *L, int clean)
 static int lpool_shutdown(lua_State *L)
 {
     pool *p = lpool_check(L, 1);
-    double timeout = timeout_arg(L, 2, "shutdown", 10.0);
-    return lpool_push_shutdown_outcome(L, pool_shutdown(p, timeout));
+    handle_opts o = opts_arg(L, 2, "shutdown", 10.0, 0);
+    return lpool_push_shutdown_outcome(L, pool_shutdown(p, o.timeout));
 }
 
 static int lpool_name(lua_State *L)

@@ -107,6 +107,9 @@ struct pool {
     pool_sample history[POOL_HISTORY];   /* a ring, one sample a second */
     int history_next, history_count;
     shared_cap *shared;       /* max_shared > 0 */
+    pool **replicas;          /* references, fixed once published */
+    int n_replicas;
+    unsigned turn;            /* atomic: pool_next_turn */
     pool *next_all;           /* every live pool, for fork and exit */
     pool *next_registered;
 };
@@ -541,6 +544,7 @@ static pool *pool_new(const pool_config *cfg)
     p->cfg = *cfg;
     p->cfg.name = p->name;
     p->cfg.conninfo = p->conninfo;
+    p->cfg.replicas = NULL;       /* the caller's; see p->replicas */
     if (!p->slots || !p->name || (cfg->conninfo && !p->conninfo)) {
         free(p->slots);
         free(p->name);
@@ -574,6 +578,14 @@ static pool *pool_new(const pool_config *cfg)
     return p;
 }
 
+static void release_replicas(pool **replicas, int n)
+{
+    int i;
+    for (i = 0; i < n; i++)
+        pool_unref(replicas[i]);
+    free(replicas);
+}
+
 static void pool_free(pool *p)
 {
     pool **link;
@@ -602,6 +614,7 @@ static void pool_free(pool *p)
     pthread_cond_destroy(&p->drained);
     if (p->shared)
         munmap(p->shared, sizeof *p->shared);
+    release_replicas(p->replicas, p->n_replicas);
     free(p->slots);
     free(p->name);
     free(p->conninfo);
@@ -655,32 +668,87 @@ static pool *find_registered(const char *name)
     return NULL;
 }
 
+/* Configure the replicas of cfg (mutex not held): NULL and errbuf when one
+ * cannot be (a name configured with other options). */
+static pool **configure_replicas(const pool_config *cfg, int start_now,
+                                 char *errbuf, size_t errlen)
+{
+    size_t len = strlen(cfg->name) + 32;
+    char *name = malloc(len);
+    pool **replicas = calloc((size_t)cfg->n_replicas, sizeof *replicas);
+    int i;
+
+    if (!name || !replicas) {
+        free(name);
+        free(replicas);
+        snprintf(errbuf, errlen, "pgpool: out of memory");
+        return NULL;
+    }
+    for (i = 0; i < cfg->n_replicas; i++) {
+        pool_config replica = *cfg;
+        snprintf(name, len, "%s/replica-%d", cfg->name, i + 1);
+        replica.name = name;
+        replica.conninfo = cfg->replicas[i];
+        replica.replicas = NULL;
+        replica.n_replicas = 0;
+        replicas[i] = pool_configure(&replica, start_now, errbuf, errlen);
+        if (!replicas[i]) {
+            release_replicas(replicas, i);
+            replicas = NULL;
+            break;
+        }
+    }
+    free(name);
+    return replicas;
+}
+
+static int same_replicas(const pool *p, const pool_config *cfg)
+{
+    int i;
+    if (p->n_replicas != cfg->n_replicas)
+        return 0;
+    for (i = 0; i < p->n_replicas; i++)
+        if (!same_string(p->replicas[i]->cfg.conninfo, cfg->replicas[i]))
+            return 0;
+    return 1;
+}
+
 pool *pool_configure(const pool_config *cfg, int start_now, char *errbuf,
                      size_t errlen)
 {
+    pool **replicas = NULL;
     pool *p;
 
     pthread_once(&process_once, process_init);
+    if (cfg->n_replicas > 0) {
+        replicas = configure_replicas(cfg, start_now, errbuf, errlen);
+        if (!replicas)
+            return NULL;
+    }
     pthread_mutex_lock(&registry_mu);
     p = find_registered(cfg->name);
     if (p) {
-        if (!same_config(&p->cfg, cfg)) {
-            pthread_mutex_unlock(&registry_mu);
-            snprintf(errbuf, errlen,
-                     "pgpool: pool \"%s\" is already configured with different "
-                     "options (call shutdown first)", cfg->name);
-            return NULL;
-        }
-        pool_ref(p);
+        int same = same_config(&p->cfg, cfg) && same_replicas(p, cfg);
+        if (same)
+            pool_ref(p);
         pthread_mutex_unlock(&registry_mu);
-        return p;
+        release_replicas(replicas, cfg->n_replicas);
+        if (same)
+            return p;
+        snprintf(errbuf, errlen,
+                 "pgpool: pool \"%s\" is already configured with different "
+                 "options (call shutdown first)", cfg->name);
+        return NULL;
     }
     p = pool_new(cfg);
     if (!p) {
         pthread_mutex_unlock(&registry_mu);
+        release_replicas(replicas, cfg->n_replicas);
         snprintf(errbuf, errlen, "pgpool: out of memory");
         return NULL;
     }
+    p->replicas = replicas;
+    p->n_replicas = cfg->n_replicas;
     p->next_registered = registry_head;
     registry_head = p;
     p->next_all = all_head;
@@ -697,6 +765,21 @@ pool *pool_configure(const pool_config *cfg, int start_now, char *errbuf,
             pthread_cond_signal(&hk_cond);
     }
     return p;
+}
+
+int pool_replica_count(const pool *p)
+{
+    return p->n_replicas;
+}
+
+pool *pool_replica(pool *p, unsigned i)
+{
+    return p->replicas[i % (unsigned)p->n_replicas];
+}
+
+unsigned pool_next_turn(pool *p)
+{
+    return __atomic_fetch_add(&p->turn, 1, __ATOMIC_RELAXED);
 }
 
 pool *pool_lookup(const char *name, int *was_shut_down)
@@ -1315,7 +1398,11 @@ static int shutdown_one(pool *p, double deadline)
 
 int pool_shutdown(pool *p, double timeout)
 {
-    return shutdown_one(p, now() + timeout);
+    double deadline = now() + timeout;
+    int clean = shutdown_one(p, deadline), i;
+    for (i = 0; i < p->n_replicas; i++)
+        clean &= shutdown_one(p->replicas[i], deadline);
+    return clean;
 }
 
 /* References to every registered pool (caller unrefs and frees). */

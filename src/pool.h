@@ -37,6 +37,8 @@ typedef struct pool_config {
     double max_lifetime, slow_query, leak_timeout;
     int max_waiting, statement_cache;
     int max_shared;           /* cap across forked processes; 0 = off */
+    const char *const *replicas;  /* conninfo of each read-only replica */
+    int n_replicas;
     int log_level;            /* enum pool_log_level */
 } pool_config;
 
@@ -75,6 +77,14 @@ enum pool_release_how {
  * whose workers are forked afterwards. */
 pool *pool_configure(const pool_config *cfg, int start_now, char *errbuf,
                      size_t errlen);
+
+/* The replicas of a pool (pools "<name>/replica-<i>" with its options,
+ * configured with it and shut down with it): how many, and the one at
+ * position i (modulo the count; the pool holds the reference). Each call of
+ * pool_next_turn gives the next position, for taking them in turn. */
+int pool_replica_count(const pool *p);
+pool *pool_replica(pool *p, unsigned i);
+unsigned pool_next_turn(pool *p);
 
 /* A new reference to the configured pool name, or NULL; *was_shut_down tells
  * whether a pool of that name existed and was shut down. Starts the
@@ -126,7 +136,8 @@ int pool_checkout_valid(pool_slot *slot, uint64_t ticket);
 void pool_set_origin(pool_slot *slot, uint64_t ticket, const char *origin);
 
 /* Stop acquires, wake waiters, close idle connections, wait up to timeout
- * for the busy ones, close the rest. 1 when all closed within timeout. */
+ * for the busy ones, close the rest; the same for the pool's replicas. 1
+ * when all closed within timeout. */
 int pool_shutdown(pool *p, double timeout);
 int pool_shutdown_all(double timeout);
 
