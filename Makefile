@@ -35,8 +35,7 @@ ALL_CFLAGS := -std=c99 -fPIC -fvisibility=hidden $(WARNINGS) $(CFLAGS) \
               -I$(LUA_INCDIR) -I$(PG_INCDIR)
 LDLIBS     := -L$(PG_LIBDIR) -lpq -lpthread -ldl
 
-SOURCES    := src/pool.c src/pq.c src/lpgpool.c src/lpool.c src/lconn.c \
-              src/lresult.c src/lparam.c src/larray.c
+SOURCES    := $(wildcard src/*.c)
 HEADERS    := $(wildcard src/*.h)
 OBJECTS    := $(SOURCES:src/%.c=$(BUILD)/%.o)
 
