@@ -62,7 +62,7 @@ int lconn_execute(pool *p, pool_slot *slot, uint64_t ticket, const char *sql,
 
     if (!conn)
         return strcmp(err->code, PQ_CODE_SHUTDOWN) == 0 ? 0 : -1;
-    started = pq_now();
+    started = clock_now();
     ok = lconn_run(p, conn, sql, ps, res, err);
     pool_end_use(p, slot, sql, started, 1, !ok);
     return ok;
@@ -244,7 +244,7 @@ static int lconn_run_pipeline(lua_State *L)
             return luaL_error(L, "pgpool: connection released");
         return lresult_push_error(L, &err);
     }
-    started = pq_now();
+    started = clock_now();
     ok = pq_pipeline(conn, b->items, count, sync_each, cfg->query_timeout,
                      &err);
     for (i = 0; i < count; i++)

@@ -284,6 +284,7 @@ int luaopen_pgpool_core(lua_State *L)
     lctx *ctx;
 
     pin_library();
+    pool_process_init();
     /* The shared upvalues, in LUPV_* order, kept in the registry for
      * lpgpool_setfuncs. */
     lua_createtable(L, LUPV_COUNT, 0);

@@ -15,8 +15,11 @@
 #include <stdint.h>
 
 #include "compat.h"
+#include "clock.h"
 #include "pool.h"
 #include "pq.h"
+#include "process.h"
+#include "registry.h"
 
 #define LPGPOOL_VERSION  "pgpool 1.0.0"
 #define LPOOL_MT  "pgpool.pool"

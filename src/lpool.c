@@ -162,7 +162,7 @@ static int run_once(lua_State *L, int exec)
         lctx_flush_log(L);
         return lresult_push_error(L, &err);
     }
-    started = pq_now();
+    started = clock_now();
     ok = lconn_run(p, pool_slot_conn(slot), sql, exec ? NULL : &ps, &res,
                    &err);
     pool_end_use_release(p, slot, ticket, sql, started, !ok);

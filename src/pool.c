@@ -1,45 +1,18 @@
 /*
- * pool.c - the process-wide pools: registry, slots, FIFO waiters, limits,
- * housekeeping, logging, fork and exit handling. No Lua here.
+ * pool.c - one pool: slot lists, FIFO waiters, acquire, release, statements
+ * on a checkout, drain and close, figures. No Lua here; the connections are
+ * reached through pq.c only.
  *
- * Invariants (under the pool's mutex):
- *  - every slot is in exactly one state; EMPTY slots are on the free list,
- *    IDLE slots on the idle list (most recently returned first);
- *  - n_idle + n_in_use + n_connecting = total <= max;
- *  - an IDLE slot has a connection, an EMPTY or CONNECTING one has none;
- *  - a waiter is served only from the head of the queue, and nobody takes
- *    an idle connection or a free slot while someone is queued.
- *
- * Locking rules:
- *  - lock order: registry_mu, then a pool's mu, then log_mu;
- *  - no network I/O (connect, close, rollback, liveness check) ever happens
- *    with a mutex held: the slot is taken into CONNECTING or IN_USE first;
- *  - a pool is freed when its reference count drops to zero; the registry,
- *    every Lua handle and the housekeeper while it works hold references.
- *
- * max_shared: a region of shared memory, mapped when the pool is configured
- * and inherited by every process forked afterwards, counts the slots in use
- * (not EMPTY) of that pool in all those processes; a slot leaves EMPTY only
- * with a token from it, and gives the token back when it becomes EMPTY
- * again. Tokens of a process that died are reclaimed. Its mutex is
- * process-shared and robust, and taken only under the pool's mutex.
- *
- * Signals (close_on_signals, opt-in): the handler only posts a semaphore;
- * a thread of ours does the closing, then re-raises with the default action.
- *
- * Fork: the pthread_atfork handlers hold every mutex across fork(); in the
- * child every pool is emptied, its connections abandoned (socket closed,
- * nothing sent), every checkout invalidated, and the housekeeper restarts
- * on first use.
+ * The invariants it keeps are stated in pool_internal.h; the lock order of
+ * the core in registry.c. Within this file: a pool's mutex is taken for a
+ * few pointer moves and counters at a time, and never across network I/O
+ * (the slot is taken into CONNECTING or IN_USE, and marked busy while its
+ * connection is used, so that shutdown leaves it to its user).
  */
 #define _GNU_SOURCE
-#include "pool.h"
+#include "pool_internal.h"
 
 #include <errno.h>
-#include <pthread.h>
-#include <semaphore.h>
-#include <signal.h>
-#include <sys/mman.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,289 +20,24 @@
 #include <time.h>
 #include <unistd.h>
 
-enum slot_state { SLOT_EMPTY, SLOT_CONNECTING, SLOT_IDLE, SLOT_IN_USE };
-
-struct pool_slot {
-    pool *owner;
-    enum slot_state state;
-    pq_conn *conn;
-    uint64_t ticket;          /* the live checkout, when IN_USE */
-    uint64_t revoked_ticket;  /* a checkout taken away by shutdown */
-    double created_at, expires_at, idle_since, checkout_at;
-    int busy;                 /* a statement is running on it */
-    int revoke_pending;       /* shutdown wants it closed when not busy */
-    int needs_rollback;       /* returned by __gc inside a transaction */
-    int leak_warned;
-    char *origin;             /* where it was acquired (leak_timeout) */
-    pool_slot *prev, *next;   /* idle list or free list */
-};
-
-typedef struct waiter {
-    pthread_cond_t cond;
-    struct waiter *next;
-    pool_slot *granted;       /* IN_USE with a connection, or CONNECTING */
-    int shut_down;
-} waiter;
-
-typedef struct retired {      /* connections the housekeeper must close */
-    pq_conn *conn;
-    struct retired *next;
-} retired;
-
-#define SHARED_HOLDERS 1024
-
-/* The cross-process cap (max_shared), in shared memory. */
-typedef struct shared_cap {
-    pthread_mutex_t mu;
-    int max, used;
-    struct {
-        pid_t pid;
-        int count;
-    } holders[SHARED_HOLDERS];
-} shared_cap;
-
-struct pool {
-    pool_config cfg;          /* name and conninfo point to the copies below */
-    char *name, *conninfo;
-    pthread_mutex_t mu;
-    pthread_cond_t drained;   /* signalled when in_use + connecting drops */
-    int refs;                 /* atomic */
-    int closing;
-    int in_registry;
-    pool_slot *slots;
-    pool_slot *idle_head, *idle_tail, *free_head;
-    int n_idle, n_in_use, n_connecting, n_waiting;
-    waiter *wait_head, *wait_tail;
-    retired *retired_head;
-    double reconnect_after;   /* min top-up backs off after a failure */
-    uint64_t rng;
-    pool_stats counters;      /* the cumulative fields */
-    pool_sample history[POOL_HISTORY];   /* a ring, one sample a second */
-    int history_next, history_count;
-    shared_cap *shared;       /* max_shared > 0 */
-    pool **replicas;          /* references, fixed once published */
-    int n_replicas;
-    unsigned turn;            /* atomic: pool_next_turn */
-    pool *next_all;           /* every live pool, for fork and exit */
-    pool *next_registered;
-};
-
-/* ---- process-wide state ------------------------------------------------ */
-
-static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
-static pool *registry_head;        /* configured pools */
-static pool *all_head;             /* every pool not yet freed */
-static char **shut_down_names;     /* names shut down and not reconfigured */
-static int shut_down_count;
-
-static pthread_cond_t hk_cond;
-static int hk_running;             /* atomic: housekeeper thread started */
-static int hk_stop;
-static uint64_t hk_wake_us;        /* atomic: when it next wakes (µs) */
-static pthread_once_t process_once = PTHREAD_ONCE_INIT;
+#include "clock.h"
+#include "hk_thread.h"
 
 static uint64_t ticket_counter;    /* atomic */
-
-const char *const pool_log_level_names[] = {
-    "debug", "info", "warn", "error", "off", NULL,
-};
-
-static double now(void)
-{
-    return pq_now();
-}
 
 static uint64_t new_ticket(void)
 {
     return __atomic_add_fetch(&ticket_counter, 1, __ATOMIC_RELAXED);
 }
 
-static void init_monotonic_cond(pthread_cond_t *cond)
-{
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(cond, &attr);
-    pthread_condattr_destroy(&attr);
-}
-
-/* The pool mutex guards a few pointer moves and counters at a time: an
- * adaptive mutex spins that long before it sleeps, sparing the futex sleep
- * and wake-up (two context switches) a contended lock would cost. */
-static void init_pool_mutex(pthread_mutex_t *mu)
-{
-    pthread_mutexattr_t attr;
-    pthread_mutexattr_init(&attr);
-    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
-    pthread_mutex_init(mu, &attr);
-    pthread_mutexattr_destroy(&attr);
-}
-
-static struct timespec abs_time(double t)
-{
-    struct timespec ts;
-    ts.tv_sec = (time_t)t;
-    ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
-}
-
-static char *copy_string(const char *s)
-{
-    return s ? strdup(s) : NULL;
-}
-
-/* ---- logging ----------------------------------------------------------- */
-
-#define LOG_RING 256
-#define LOG_LINE 512
-
-static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct {
-    uint64_t seq;
-    int level;
-    char text[LOG_LINE];
-} log_ring[LOG_RING];
-static uint64_t log_seq;           /* last written; atomic reads */
-static int log_listeners;          /* atomic */
-
 void pool_log(pool *p, int level, const char *fmt, ...)
 {
-    char line[LOG_LINE];
-    int threshold = p ? p->cfg.log_level : POOL_LOG_INFO;
-    int n;
     va_list ap;
-
-    if (level < threshold)
+    if (level < (p ? p->cfg.log_level : POOL_LOG_INFO))
         return;
-    n = snprintf(line, sizeof line, "pgpool: [%s] ", pool_log_level_names[level]);
-    if (p && n < (int)sizeof line)
-        n += snprintf(line + n, sizeof line - (size_t)n, "pool \"%s\": ",
-                      p->cfg.name);
-    if (n < (int)sizeof line) {
-        va_start(ap, fmt);
-        vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
-        va_end(ap);
-    }
-    pthread_mutex_lock(&log_mu);
-    log_seq++;
-    log_ring[log_seq % LOG_RING].seq = log_seq;
-    log_ring[log_seq % LOG_RING].level = level;
-    memcpy(log_ring[log_seq % LOG_RING].text, line, sizeof line);
-    pthread_mutex_unlock(&log_mu);
-    if (__atomic_load_n(&log_listeners, __ATOMIC_RELAXED) == 0)
-        fprintf(stderr, "%s\n", line);
-}
-
-void pool_log_listeners(int delta)
-{
-    __atomic_add_fetch(&log_listeners, delta, __ATOMIC_RELAXED);
-}
-
-uint64_t pool_log_seq(void)
-{
-    return __atomic_load_n(&log_seq, __ATOMIC_ACQUIRE);
-}
-
-uint64_t pool_log_read(uint64_t after, int *level, char *buf, size_t len)
-{
-    uint64_t seq = 0;
-
-    pthread_mutex_lock(&log_mu);
-    if (after < log_seq) {
-        uint64_t next = after + 1;
-        if (log_seq - next >= LOG_RING)    /* overwritten: skip ahead */
-            next = log_seq - LOG_RING + 1;
-        seq = next;
-        *level = log_ring[next % LOG_RING].level;
-        snprintf(buf, len, "%s", log_ring[next % LOG_RING].text);
-    }
-    pthread_mutex_unlock(&log_mu);
-    return seq;
-}
-
-/* ---- the cross-process cap (max_shared) -------------------------------- */
-
-static shared_cap *shared_new(int max)
-{
-    pthread_mutexattr_t attr;
-    shared_cap *sc = mmap(NULL, sizeof *sc, PROT_READ | PROT_WRITE,
-                          MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (sc == MAP_FAILED)
-        return NULL;
-    memset(sc, 0, sizeof *sc);
-    pthread_mutexattr_init(&attr);
-    pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-    pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-    pthread_mutex_init(&sc->mu, &attr);
-    pthread_mutexattr_destroy(&attr);
-    sc->max = max;
-    return sc;
-}
-
-static void shared_lock(shared_cap *sc)
-{
-    /* A process that died holding the mutex left the counts as they were
-     * between two whole updates: take it over. */
-    if (pthread_mutex_lock(&sc->mu) == EOWNERDEAD)
-        pthread_mutex_consistent(&sc->mu);
-}
-
-/* Give back the tokens of processes that no longer exist. */
-static void shared_reclaim(shared_cap *sc)
-{
-    int i;
-    for (i = 0; i < SHARED_HOLDERS; i++) {
-        if (sc->holders[i].count > 0 && kill(sc->holders[i].pid, 0) != 0 &&
-            errno == ESRCH) {
-            sc->used -= sc->holders[i].count;
-            sc->holders[i].count = 0;
-        }
-    }
-}
-
-/* Take a token for this process; 1 if there was one. */
-static int shared_take(shared_cap *sc)
-{
-    pid_t me = getpid();
-    int i, mine = -1, got = 0;
-
-    shared_lock(sc);
-    if (sc->used >= sc->max)
-        shared_reclaim(sc);
-    for (i = 0; i < SHARED_HOLDERS && mine < 0; i++)
-        if (sc->holders[i].pid == me)
-            mine = i;
-    for (i = 0; i < SHARED_HOLDERS && mine < 0; i++)
-        if (sc->holders[i].count == 0)
-            mine = i;
-    if (sc->used < sc->max && mine >= 0) {
-        sc->holders[mine].pid = me;
-        sc->holders[mine].count++;
-        sc->used++;
-        got = 1;
-    }
-    pthread_mutex_unlock(&sc->mu);
-    return got;
-}
-
-static void shared_give(shared_cap *sc)
-{
-    pid_t me = getpid();
-    int i;
-
-    shared_lock(sc);
-    for (i = 0; i < SHARED_HOLDERS; i++) {
-        if (sc->holders[i].pid == me && sc->holders[i].count > 0) {
-            sc->holders[i].count--;
-            sc->used--;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&sc->mu);
+    va_start(ap, fmt);
+    log_vwrite(level, p ? p->cfg.name : NULL, fmt, ap);
+    va_end(ap);
 }
 
 /* ---- slot lists (pool mutex held) -------------------------------------- */
@@ -347,7 +55,7 @@ static void idle_push(pool *p, pool_slot *s)
     p->n_idle++;
 }
 
-static void idle_remove(pool *p, pool_slot *s)
+void pool_idle_remove(pool *p, pool_slot *s)
 {
     if (s->prev)
         s->prev->next = s->next;
@@ -361,17 +69,15 @@ static void idle_remove(pool *p, pool_slot *s)
     p->n_idle--;
 }
 
-static int total(const pool *p)
+int pool_total(const pool *p)
 {
     return p->n_idle + p->n_in_use + p->n_connecting;
 }
 
-/* Take a free slot into CONNECTING, if there is one (and a token of the
- * cross-process cap, when it is on); NULL otherwise. */
-static pool_slot *take_free_slot(pool *p)
+pool_slot *pool_take_free_slot(pool *p)
 {
     pool_slot *s = p->free_head;
-    if (!s || (p->shared && !shared_take(p->shared)))
+    if (!s || (p->shared && !shared_cap_take(p->shared)))
         return NULL;
     p->free_head = s->next;
     s->next = NULL;
@@ -406,10 +112,8 @@ static void waiter_remove(pool *p, waiter *w)
     }
 }
 
-/* A slot whose connection is gone (and not counted anywhere yet): give the
- * capacity to the oldest waiter, who will connect, or put it on the free
- * list. */
-static void slot_vacate(pool *p, pool_slot *s)
+/* The slot's connection is gone and not counted anywhere yet. */
+void pool_slot_vacate(pool *p, pool_slot *s)
 {
     waiter *w = p->closing ? NULL : waiter_pop(p);
 
@@ -428,7 +132,7 @@ static void slot_vacate(pool *p, pool_slot *s)
         s->prev = NULL;
         p->free_head = s;
         if (p->shared)
-            shared_give(p->shared);
+            shared_cap_give(p->shared);
     }
     pthread_cond_broadcast(&p->drained);
 }
@@ -443,13 +147,11 @@ static pq_conn *revoke_slot(pool *p, pool_slot *s)
     s->ticket = new_ticket();
     p->n_in_use--;
     p->counters.closed++;
-    slot_vacate(p, s);
+    pool_slot_vacate(p, s);
     return conn;
 }
 
-/* An idle-capable connection comes back: the oldest waiter gets it, else it
- * goes on the idle list. */
-static void slot_return(pool *p, pool_slot *s, double t)
+void pool_slot_return(pool *p, pool_slot *s, double t)
 {
     waiter *w = waiter_pop(p);
     s->idle_since = t;
@@ -461,14 +163,12 @@ static void slot_return(pool *p, pool_slot *s, double t)
     } else {
         idle_push(p, s);
         /* A short idle_timeout may fall before the housekeeper's next tick. */
-        if (p->cfg.idle_timeout > 0 &&
-            (t + p->cfg.idle_timeout) * 1e6 <
-                (double)__atomic_load_n(&hk_wake_us, __ATOMIC_RELAXED))
-            pthread_cond_signal(&hk_cond);
+        if (p->cfg.idle_timeout > 0)
+            hk_poke_before(t + p->cfg.idle_timeout);
     }
 }
 
-static double lifetime_end(pool *p, double created)
+double pool_lifetime_end(pool *p, double created)
 {
     double jitter;
     if (p->cfg.max_lifetime <= 0)
@@ -482,7 +182,7 @@ static double lifetime_end(pool *p, double created)
     return created + p->cfg.max_lifetime * (1.0 - jitter);
 }
 
-static void count_close(pool *p, const char *reason)
+void pool_count_close(pool *p, const char *reason)
 {
     p->counters.closed++;
     if (strcmp(reason, "idle timeout") == 0)
@@ -495,43 +195,35 @@ static void count_close(pool *p, const char *reason)
         p->counters.closed_broken++;
 }
 
-/* Close a connection detached from its slot (no mutex held). */
-static void close_conn(pool *p, pq_conn *c, const char *reason, int level)
+void pool_close_conn(pool *p, pq_conn *c, const char *reason, int level)
 {
     pool_log(p, level, "connection closed (%s, backend %d)", reason,
              pq_backend_pid(c));
     pq_close(c);
 }
+/* ---- the pool object --------------------------------------------------- */
 
-/* ---- pool lifetime ----------------------------------------------------- */
-
-static void process_init(void);
-static void housekeeper_ensure(void);
-
-static int same_string(const char *a, const char *b)
+/* The pool mutex guards a few pointer moves and counters at a time: an
+ * adaptive mutex spins that long before it sleeps, sparing the futex sleep
+ * and wake-up (two context switches) a contended lock would cost. */
+static void init_pool_mutex(pthread_mutex_t *mu)
 {
-    if (!a || !b)
-        return a == b;
-    return strcmp(a, b) == 0;
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+    pthread_mutex_init(mu, &attr);
+    pthread_mutexattr_destroy(&attr);
 }
 
-static int same_config(const pool_config *a, const pool_config *b)
+static void free_parts(pool *p)
 {
-    return same_string(a->name, b->name) &&
-           same_string(a->conninfo, b->conninfo) && a->max == b->max &&
-           a->min == b->min && a->idle_timeout == b->idle_timeout &&
-           a->acquire_timeout == b->acquire_timeout &&
-           a->connect_timeout == b->connect_timeout &&
-           a->query_timeout == b->query_timeout &&
-           a->max_lifetime == b->max_lifetime &&
-           a->slow_query == b->slow_query &&
-           a->leak_timeout == b->leak_timeout &&
-           a->max_waiting == b->max_waiting &&
-           a->statement_cache == b->statement_cache &&
-           a->max_shared == b->max_shared && a->log_level == b->log_level;
+    free(p->slots);
+    free(p->name);
+    free(p->conninfo);
+    free(p);
 }
 
-static pool *pool_new(const pool_config *cfg)
+pool *pool_new(const pool_config *cfg)
 {
     pool *p = calloc(1, sizeof *p);
     int i;
@@ -539,38 +231,25 @@ static pool *pool_new(const pool_config *cfg)
     if (!p)
         return NULL;
     p->slots = calloc((size_t)cfg->max, sizeof *p->slots);
-    p->name = copy_string(cfg->name);
-    p->conninfo = copy_string(cfg->conninfo);
+    p->name = strdup(cfg->name);
+    p->conninfo = cfg->conninfo ? strdup(cfg->conninfo) : NULL;
     p->cfg = *cfg;
     p->cfg.name = p->name;
     p->cfg.conninfo = p->conninfo;
     p->cfg.replicas = NULL;       /* the caller's; see p->replicas */
-    if (!p->slots || !p->name || (cfg->conninfo && !p->conninfo)) {
-        free(p->slots);
-        free(p->name);
-        free(p->conninfo);
-        free(p);
+    if (!p->slots || !p->name || (cfg->conninfo && !p->conninfo) ||
+        (cfg->max_shared > 0 &&
+         (p->shared = shared_cap_new(cfg->max_shared)) == NULL)) {
+        free_parts(p);
         return NULL;
     }
-    if (cfg->max_shared > 0) {
-        p->shared = shared_new(cfg->max_shared);
-        if (!p->shared) {
-            free(p->slots);
-            free(p->name);
-            free(p->conninfo);
-            free(p);
-            return NULL;
-        }
-    }
     init_pool_mutex(&p->mu);
-    init_monotonic_cond(&p->drained);
+    clock_cond_init(&p->drained);
     for (i = cfg->max - 1; i >= 0; i--) {
         p->slots[i].owner = p;
         p->slots[i].next = p->free_head;
         p->free_head = &p->slots[i];
     }
-    p->refs = 1;   /* the registry's */
-    p->in_registry = 1;
     p->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^
              (uint64_t)(uintptr_t)p;
     if (!p->rng)
@@ -578,28 +257,11 @@ static pool *pool_new(const pool_config *cfg)
     return p;
 }
 
-static void release_replicas(pool **replicas, int n)
+void pool_destroy(pool *p)
 {
-    int i;
-    for (i = 0; i < n; i++)
-        pool_unref(replicas[i]);
-    free(replicas);
-}
-
-static void pool_free(pool *p)
-{
-    pool **link;
     retired *r;
     int i;
 
-    pthread_mutex_lock(&registry_mu);
-    for (link = &all_head; *link; link = &(*link)->next_all) {
-        if (*link == p) {
-            *link = p->next_all;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&registry_mu);
     for (i = 0; i < p->cfg.max; i++) {
         if (p->slots[i].conn)
             pq_close(p->slots[i].conn);
@@ -612,194 +274,8 @@ static void pool_free(pool *p)
     }
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->drained);
-    if (p->shared)
-        munmap(p->shared, sizeof *p->shared);
-    release_replicas(p->replicas, p->n_replicas);
-    free(p->slots);
-    free(p->name);
-    free(p->conninfo);
-    free(p);
-}
-
-void pool_ref(pool *p)
-{
-    __atomic_add_fetch(&p->refs, 1, __ATOMIC_RELAXED);
-}
-
-void pool_unref(pool *p)
-{
-    if (__atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) == 0)
-        pool_free(p);
-}
-
-static void forget_shut_down_name(const char *name)
-{
-    int i;
-    for (i = 0; i < shut_down_count; i++) {
-        if (strcmp(shut_down_names[i], name) == 0) {
-            free(shut_down_names[i]);
-            shut_down_names[i] = shut_down_names[--shut_down_count];
-            return;
-        }
-    }
-}
-
-static void remember_shut_down_name(const char *name)
-{
-    char **grown = realloc(shut_down_names,
-                           sizeof *grown * (size_t)(shut_down_count + 1));
-    char *copy = strdup(name);
-    if (!grown || !copy) {
-        free(copy);
-        if (grown)
-            shut_down_names = grown;
-        return;
-    }
-    shut_down_names = grown;
-    shut_down_names[shut_down_count++] = copy;
-}
-
-static pool *find_registered(const char *name)
-{
-    pool *p;
-    for (p = registry_head; p; p = p->next_registered)
-        if (strcmp(p->cfg.name, name) == 0)
-            return p;
-    return NULL;
-}
-
-/* Configure the replicas of cfg (mutex not held): NULL and errbuf when one
- * cannot be (a name configured with other options). */
-static pool **configure_replicas(const pool_config *cfg, int start_now,
-                                 char *errbuf, size_t errlen)
-{
-    size_t len = strlen(cfg->name) + 32;
-    char *name = malloc(len);
-    pool **replicas = calloc((size_t)cfg->n_replicas, sizeof *replicas);
-    int i;
-
-    if (!name || !replicas) {
-        free(name);
-        free(replicas);
-        snprintf(errbuf, errlen, "pgpool: out of memory");
-        return NULL;
-    }
-    for (i = 0; i < cfg->n_replicas; i++) {
-        pool_config replica = *cfg;
-        snprintf(name, len, "%s/replica-%d", cfg->name, i + 1);
-        replica.name = name;
-        replica.conninfo = cfg->replicas[i];
-        replica.replicas = NULL;
-        replica.n_replicas = 0;
-        replicas[i] = pool_configure(&replica, start_now, errbuf, errlen);
-        if (!replicas[i]) {
-            release_replicas(replicas, i);
-            replicas = NULL;
-            break;
-        }
-    }
-    free(name);
-    return replicas;
-}
-
-static int same_replicas(const pool *p, const pool_config *cfg)
-{
-    int i;
-    if (p->n_replicas != cfg->n_replicas)
-        return 0;
-    for (i = 0; i < p->n_replicas; i++)
-        if (!same_string(p->replicas[i]->cfg.conninfo, cfg->replicas[i]))
-            return 0;
-    return 1;
-}
-
-pool *pool_configure(const pool_config *cfg, int start_now, char *errbuf,
-                     size_t errlen)
-{
-    pool **replicas = NULL;
-    pool *p;
-
-    pthread_once(&process_once, process_init);
-    if (cfg->n_replicas > 0) {
-        replicas = configure_replicas(cfg, start_now, errbuf, errlen);
-        if (!replicas)
-            return NULL;
-    }
-    pthread_mutex_lock(&registry_mu);
-    p = find_registered(cfg->name);
-    if (p) {
-        int same = same_config(&p->cfg, cfg) && same_replicas(p, cfg);
-        if (same)
-            pool_ref(p);
-        pthread_mutex_unlock(&registry_mu);
-        release_replicas(replicas, cfg->n_replicas);
-        if (same)
-            return p;
-        snprintf(errbuf, errlen,
-                 "pgpool: pool \"%s\" is already configured with different "
-                 "options (call shutdown first)", cfg->name);
-        return NULL;
-    }
-    p = pool_new(cfg);
-    if (!p) {
-        pthread_mutex_unlock(&registry_mu);
-        release_replicas(replicas, cfg->n_replicas);
-        snprintf(errbuf, errlen, "pgpool: out of memory");
-        return NULL;
-    }
-    p->replicas = replicas;
-    p->n_replicas = cfg->n_replicas;
-    p->next_registered = registry_head;
-    registry_head = p;
-    p->next_all = all_head;
-    all_head = p;
-    forget_shut_down_name(cfg->name);
-    pool_ref(p);   /* the caller's */
-    pthread_mutex_unlock(&registry_mu);
-
-    pool_log(p, POOL_LOG_INFO, "pool initialized (max %d, min %d)", cfg->max,
-             cfg->min);
-    if (start_now) {
-        housekeeper_ensure();
-        if (cfg->min > 0)
-            pthread_cond_signal(&hk_cond);
-    }
-    return p;
-}
-
-int pool_replica_count(const pool *p)
-{
-    return p->n_replicas;
-}
-
-pool *pool_replica(pool *p, unsigned i)
-{
-    return p->replicas[i % (unsigned)p->n_replicas];
-}
-
-unsigned pool_next_turn(pool *p)
-{
-    return __atomic_fetch_add(&p->turn, 1, __ATOMIC_RELAXED);
-}
-
-pool *pool_lookup(const char *name, int *was_shut_down)
-{
-    pool *p;
-    int i;
-
-    pthread_once(&process_once, process_init);
-    pthread_mutex_lock(&registry_mu);
-    p = find_registered(name);
-    if (p)
-        pool_ref(p);
-    *was_shut_down = 0;
-    for (i = 0; !p && i < shut_down_count; i++)
-        if (strcmp(shut_down_names[i], name) == 0)
-            *was_shut_down = 1;
-    pthread_mutex_unlock(&registry_mu);
-    if (p)
-        housekeeper_ensure();
-    return p;
+    shared_cap_free(p->shared);
+    free_parts(p);
 }
 
 const pool_config *pool_get_config(const pool *p)
@@ -832,7 +308,7 @@ static pool_slot *pick_idle(pool *p)
     if (thread_last_pool != p || s < p->slots || s >= p->slots + p->cfg.max ||
         s->state != SLOT_IDLE)
         s = p->idle_head;
-    idle_remove(p, s);
+    pool_idle_remove(p, s);
     return s;
 }
 
@@ -856,20 +332,9 @@ static void start_checkout(pool *p, pool_slot *s, double started, double t)
         p->counters.wait_time_max = waited;
 }
 
-/* Wait in the FIFO queue (mutex held). Returns the granted slot, or NULL
- * with err (timeout, shutdown). */
 /* How often a waiter looks for a token freed by another process (nothing
  * signals it across processes). */
 #define SHARED_POLL 0.02
-
-static int shared_used(pool *p)
-{
-    int used;
-    shared_lock(p->shared);
-    used = p->shared->used;
-    pthread_mutex_unlock(&p->shared->mu);
-    return used;
-}
 
 static void timeout_error(pool *p, double timeout, pq_error *err)
 {
@@ -879,7 +344,7 @@ static void timeout_error(pool *p, double timeout, pq_error *err)
                  p->n_connecting);
     if (p->shared)
         snprintf(shared, sizeof shared, ", %d/%d in use across processes",
-                 shared_used(p), p->cfg.max_shared);
+                 shared_cap_used(p->shared), p->cfg.max_shared);
     pq_error_set(err, PQ_CODE_TIMEOUT,
                  "timeout after %g s waiting for a connection (pool \"%s\": "
                  "%d/%d in use%s, %d waiting%s)", timeout, p->cfg.name,
@@ -894,7 +359,7 @@ static pool_slot *wait_in_line(pool *p, double timeout, double deadline,
     waiter w;
 
     memset(&w, 0, sizeof w);
-    init_monotonic_cond(&w.cond);
+    clock_cond_init(&w.cond);
     if (p->wait_tail)
         p->wait_tail->next = &w;
     else
@@ -904,18 +369,18 @@ static pool_slot *wait_in_line(pool *p, double timeout, double deadline,
     while (!w.granted && !w.shut_down) {
         double until = deadline;
         struct timespec ts;
-        if (p->shared && now() + SHARED_POLL < deadline)
-            until = now() + SHARED_POLL;
-        ts = abs_time(until);
+        if (p->shared && clock_now() + SHARED_POLL < deadline)
+            until = clock_now() + SHARED_POLL;
+        ts = clock_timespec(until);
         pthread_cond_timedwait(&w.cond, &p->mu, &ts);
         if (w.granted || w.shut_down)
             break;
         if (p->shared && p->wait_head == &w &&
-            (w.granted = take_free_slot(p)) != NULL) {
+            (w.granted = pool_take_free_slot(p)) != NULL) {
             waiter_pop(p);          /* the head of the line: that is us */
             break;
         }
-        if (now() >= deadline) {
+        if (clock_now() >= deadline) {
             waiter_remove(p, &w);
             break;
         }
@@ -945,9 +410,9 @@ static void drop_for_reconnect(pool *p, pool_slot *s, const char *reason)
     s->state = SLOT_CONNECTING;
     p->n_in_use--;
     p->n_connecting++;
-    count_close(p, reason);
+    pool_count_close(p, reason);
     pthread_mutex_unlock(&p->mu);
-    close_conn(p, conn, reason, POOL_LOG_INFO);
+    pool_close_conn(p, conn, reason, POOL_LOG_INFO);
 }
 
 /* A connection returned less than this long ago (seconds) is handed out
@@ -960,14 +425,14 @@ static void drop_for_reconnect(pool *p, pool_slot *s, const char *reason)
  * connection returned by __gc inside a transaction is rolled back here. */
 static const char *unusable_reason(pool_slot *s)
 {
-    double t = now();
+    double t = clock_now();
     if (t >= s->expires_at)
         return "lifetime over";
     if (t - s->idle_since >= LIVENESS_BYPASS && !pq_is_alive(s->conn))
         return "broken";
     if (s->needs_rollback) {
         s->needs_rollback = 0;
-        if (!pq_rollback(s->conn, now() + 5.0))
+        if (!pq_rollback(s->conn, clock_now() + 5.0))
             return "broken";
     }
     return pq_txn_status(s->conn) == PQ_TXN_IDLE ? NULL : "broken";
@@ -987,7 +452,7 @@ static int make_ready(pool *p, pool_slot *s, double deadline, pq_error *err)
         drop_for_reconnect(p, s, reason);
     }
 
-    t = now();
+    t = clock_now();
     connect_deadline = t + p->cfg.connect_timeout;
     if (deadline < connect_deadline)
         connect_deadline = deadline;
@@ -1003,7 +468,7 @@ static int make_ready(pool *p, pool_slot *s, double deadline, pq_error *err)
             p->counters.connect_errors++;
             p->counters.connect_failures++;
         }
-        slot_vacate(p, s);
+        pool_slot_vacate(p, s);
         if (conn) {
             pthread_mutex_unlock(&p->mu);
             pq_close(conn);
@@ -1013,16 +478,16 @@ static int make_ready(pool *p, pool_slot *s, double deadline, pq_error *err)
         pool_log(p, POOL_LOG_ERROR, "connection error: %s", err->message);
         return 0;
     }
-    t = now();
+    t = clock_now();
     s->conn = conn;
     s->created_at = t;
-    s->expires_at = lifetime_end(p, t);
+    s->expires_at = pool_lifetime_end(p, t);
     s->state = SLOT_IN_USE;
     p->n_in_use++;
     p->counters.created++;
     p->counters.connect_failures = 0;
     {
-        int tot = total(p);
+        int tot = pool_total(p);
         pthread_mutex_unlock(&p->mu);
         pool_log(p, POOL_LOG_INFO, "new connection (backend %d, %d/%d)",
                  pq_backend_pid(conn), tot, p->cfg.max);
@@ -1033,11 +498,11 @@ static int make_ready(pool *p, pool_slot *s, double deadline, pq_error *err)
 int pool_acquire(pool *p, double timeout, int hold_busy, pool_slot **slot,
                  uint64_t *ticket, pq_error *err)
 {
-    double started = now(), deadline = started + timeout;
+    double started = clock_now(), deadline = started + timeout;
     pool_slot *s;
     pq_conn *revoked;
 
-    housekeeper_ensure();
+    hk_ensure();
     pthread_mutex_lock(&p->mu);
     if (p->closing) {
         p->counters.shutdown_rejects++;
@@ -1048,7 +513,7 @@ int pool_acquire(pool *p, double timeout, int hold_busy, pool_slot **slot,
         s = pick_idle(p);
         s->state = SLOT_IN_USE;
         p->n_in_use++;
-    } else if (!p->wait_head && (s = take_free_slot(p)) != NULL) {
+    } else if (!p->wait_head && (s = pool_take_free_slot(p)) != NULL) {
         /* s is ours, CONNECTING */
     } else if (p->cfg.max_waiting > 0 && p->n_waiting >= p->cfg.max_waiting) {
         p->counters.full_rejects++;
@@ -1066,7 +531,7 @@ int pool_acquire(pool *p, double timeout, int hold_busy, pool_slot **slot,
             return 0;
         }
     }
-    start_checkout(p, s, started, now());
+    start_checkout(p, s, started, clock_now());
     *ticket = s->ticket;
     pthread_mutex_unlock(&p->mu);
 
@@ -1082,7 +547,7 @@ int pool_acquire(pool *p, double timeout, int hold_busy, pool_slot **slot,
     revoked = s->revoke_pending ? revoke_slot(p, s) : NULL;
     pthread_mutex_unlock(&p->mu);
     if (revoked) {
-        close_conn(p, revoked, "pool closed", POOL_LOG_DEBUG);
+        pool_close_conn(p, revoked, "pool closed", POOL_LOG_DEBUG);
         return shutdown_error(p, err);
     }
     return 1;
@@ -1102,7 +567,7 @@ static void retire_later(pool *p, pq_conn *conn)
     r->next = p->retired_head;
     p->retired_head = r;
     pthread_mutex_unlock(&p->mu);
-    pthread_cond_signal(&hk_cond);
+    hk_poke();
 }
 
 /* The second half of every release (mutex held): count it, then give the
@@ -1128,12 +593,12 @@ static pq_conn *finish_release(pool *p, pool_slot *s, const char *reason,
     s->origin = NULL;
     p->n_in_use--;
     if (!reason) {
-        slot_return(p, s, t);
+        pool_slot_return(p, s, t);
         pthread_cond_broadcast(&p->drained);
         return NULL;
     }
-    count_close(p, reason);
-    slot_vacate(p, s);
+    pool_count_close(p, reason);
+    pool_slot_vacate(p, s);
     return conn;
 }
 
@@ -1146,7 +611,7 @@ static void close_released(pool *p, pq_conn *conn, const char *reason,
     if (how == POOL_COLLECTED)
         retire_later(p, conn);    /* no network I/O inside __gc */
     else
-        close_conn(p, conn, reason ? reason : "pool closed",
+        pool_close_conn(p, conn, reason ? reason : "pool closed",
                    reason && strcmp(reason, "broken") == 0 ? POOL_LOG_WARN
                                                            : POOL_LOG_DEBUG);
 }
@@ -1177,7 +642,7 @@ int pool_release(pool *p, pool_slot *s, uint64_t ticket,
         case PQ_TXN_INBLOCK:
             if (how == POOL_COLLECTED) {
                 s->needs_rollback = 1;     /* the next acquirer rolls back */
-            } else if (pq_rollback(conn, now() + 5.0)) {
+            } else if (pq_rollback(conn, clock_now() + 5.0)) {
                 rolled_back = 1;
             } else {
                 reason = "broken";
@@ -1193,7 +658,7 @@ int pool_release(pool *p, pool_slot *s, uint64_t ticket,
                  "release (leaked); returned to the pool");
     pthread_mutex_lock(&p->mu);
     p->counters.rollbacks += (uint64_t)rolled_back;
-    conn = finish_release(p, s, reason, how, now());
+    conn = finish_release(p, s, reason, how, clock_now());
     pthread_mutex_unlock(&p->mu);
     close_released(p, conn, reason, how);
     return 1;
@@ -1255,7 +720,7 @@ static void log_slow(pool *p, const char *sql, double took)
 void pool_end_use(pool *p, pool_slot *s, const char *sql, double started,
                   int queries, int failed)
 {
-    double took = sql ? now() - started : 0;
+    double took = sql ? clock_now() - started : 0;
     pq_conn *revoked = NULL;
     int slow;
 
@@ -1268,13 +733,13 @@ void pool_end_use(pool *p, pool_slot *s, const char *sql, double started,
     if (slow)
         log_slow(p, sql, took);
     if (revoked)
-        close_conn(p, revoked, "pool closed", POOL_LOG_DEBUG);
+        pool_close_conn(p, revoked, "pool closed", POOL_LOG_DEBUG);
 }
 
 void pool_end_use_release(pool *p, pool_slot *s, uint64_t ticket,
                           const char *sql, double started, int failed)
 {
-    double t = now(), took = t - started;
+    double t = clock_now(), took = t - started;
     pq_conn *conn;
     int slow;
 
@@ -1316,10 +781,10 @@ static int take_idle(pool *p, pq_conn **out)
     int n = 0;
     while (p->idle_head) {
         pool_slot *s = p->idle_head;
-        idle_remove(p, s);
+        pool_idle_remove(p, s);
         out[n++] = s->conn;
         p->counters.closed++;
-        slot_vacate(p, s);
+        pool_slot_vacate(p, s);
     }
     return n;
 }
@@ -1347,34 +812,28 @@ static void close_all(pool *p, pq_conn **conns, int n, const char *reason)
     int i;
     for (i = 0; i < n; i++)
         if (conns[i])
-            close_conn(p, conns[i], reason, POOL_LOG_DEBUG);
+            pool_close_conn(p, conns[i], reason, POOL_LOG_DEBUG);
 }
 
-static int shutdown_one(pool *p, double deadline)
+/* Stop acquires and turn every waiter away (mutex held). */
+static void start_closing(pool *p)
 {
-    pq_conn **conns = calloc((size_t)p->cfg.max, sizeof *conns);
-    int n, clean, was_registered = 0;
     waiter *w;
-    struct timespec until = abs_time(deadline);
-
-    pthread_mutex_lock(&registry_mu);
-    if (p->in_registry) {
-        pool **link = &registry_head;
-        while (*link != p)
-            link = &(*link)->next_registered;
-        *link = p->next_registered;
-        p->in_registry = 0;
-        was_registered = 1;
-        remember_shut_down_name(p->cfg.name);
-    }
-    pthread_mutex_unlock(&registry_mu);
-
-    pthread_mutex_lock(&p->mu);
     p->closing = 1;
     while ((w = waiter_pop(p)) != NULL) {
         w->shut_down = 1;
         pthread_cond_signal(&w->cond);
     }
+}
+
+int pool_drain(pool *p, double deadline)
+{
+    pq_conn **conns = calloc((size_t)p->cfg.max, sizeof *conns);
+    int n, clean;
+    struct timespec until = clock_timespec(deadline);
+
+    pthread_mutex_lock(&p->mu);
+    start_closing(p);
     n = conns ? take_idle(p, conns) : 0;
     pthread_mutex_unlock(&p->mu);
     close_all(p, conns, n, "pool closed");
@@ -1388,65 +847,24 @@ static int shutdown_one(pool *p, double deadline)
     pthread_mutex_unlock(&p->mu);
     close_all(p, conns, n, "pool closed");
     free(conns);
-
-    if (was_registered) {
-        pool_log(p, POOL_LOG_INFO, "pool closed");
-        pool_unref(p);   /* the registry's reference */
-    }
     return clean;
 }
 
-int pool_shutdown(pool *p, double timeout)
+void pool_close_now(pool *p, int in_use, const char *reason)
 {
-    double deadline = now() + timeout;
-    int clean = shutdown_one(p, deadline), i;
-    for (i = 0; i < p->n_replicas; i++)
-        clean &= shutdown_one(p->replicas[i], deadline);
-    return clean;
-}
+    pq_conn **conns = calloc((size_t)p->cfg.max, sizeof *conns);
+    int n = 0;
 
-/* References to every registered pool (caller unrefs and frees). */
-static pool **registered_pools(int *count)
-{
-    pool *p, **list;
-    int n = 0, i = 0;
-
-    pthread_mutex_lock(&registry_mu);
-    for (p = registry_head; p; p = p->next_registered)
-        n++;
-    list = calloc((size_t)n + 1, sizeof *list);
-    for (p = registry_head; list && p; p = p->next_registered) {
-        pool_ref(p);
-        list[i++] = p;
+    pthread_mutex_lock(&p->mu);
+    if (conns) {
+        p->closing = 1;
+        n = take_idle(p, conns);
+        if (in_use)
+            n += revoke_in_use(p, conns + n);
     }
-    pthread_mutex_unlock(&registry_mu);
-    *count = i;
-    return list;
-}
-
-int pool_shutdown_all(double timeout)
-{
-    double deadline = now() + timeout;
-    int n, i, clean = 1;
-    pool **list = registered_pools(&n);
-
-    for (i = 0; i < n; i++) {
-        clean &= shutdown_one(list[i], deadline);
-        pool_unref(list[i]);
-    }
-    free(list);
-    return clean;
-}
-
-void pool_each(void (*fn)(pool *p, void *ud), void *ud)
-{
-    int n, i;
-    pool **list = registered_pools(&n);
-    for (i = 0; i < n; i++) {
-        fn(list[i], ud);
-        pool_unref(list[i]);
-    }
-    free(list);
+    pthread_mutex_unlock(&p->mu);
+    close_all(p, conns, n, reason);
+    free(conns);
 }
 
 void pool_get_stats(pool *p, pool_stats *out)
@@ -1460,11 +878,11 @@ void pool_get_stats(pool *p, pool_stats *out)
     out->idle = p->n_idle;
     out->in_use = p->n_in_use;
     out->connecting = p->n_connecting;
-    out->total = total(p);
+    out->total = pool_total(p);
     out->waiting = p->n_waiting;
     out->closing = p->closing;
     out->max_shared = p->cfg.max_shared;
-    out->shared_used = p->shared ? shared_used(p) : 0;
+    out->shared_used = p->shared ? shared_cap_used(p->shared) : 0;
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -1480,404 +898,33 @@ int pool_history(pool *p, pool_sample *out)
     return n;
 }
 
-/* ---- housekeeping ------------------------------------------------------ */
+/* ---- fork -------------------------------------------------------------- */
 
-/* Record this second's gauges, once per wall-clock second (mutex held). */
-static void sample_history(pool *p, int64_t wall)
+void pool_forget_in_child(pool *p)
 {
-    pool_sample *last = p->history_count
-        ? &p->history[(p->history_next + POOL_HISTORY - 1) % POOL_HISTORY]
-        : NULL;
-    pool_sample *s;
-
-    if (last && last->time == wall)
-        return;
-    s = &p->history[p->history_next];
-    s->time = wall;
-    s->total = total(p);
-    s->idle = p->n_idle;
-    s->in_use = p->n_in_use;
-    s->connecting = p->n_connecting;
-    s->waiting = p->n_waiting;
-    p->history_next = (p->history_next + 1) % POOL_HISTORY;
-    if (p->history_count < POOL_HISTORY)
-        p->history_count++;
-}
-
-/* Seconds until just past the next wall-clock second. */
-static double until_next_second(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return 1.0 - (double)ts.tv_nsec * 1e-9 + 0.002;
-}
-
-#define HK_MAX_SLEEP 1.0      /* at least one pass a second (history) */
-#define HK_MIN_SLEEP 0.005
-
-/* One pass over p: close idle connections past idle_timeout (above min) or
- * past their lifetime, close retired ones, warn about leaks, top up min.
- * Returns the time of the next thing to do. */
-static double housekeep(pool *p, double t, int64_t wall)
-{
-    pq_conn **doomed = NULL;
-    const char **why = NULL;
-    pool_slot **opening = NULL;
-    char **leaks = NULL;
-    int n_doomed = 0, n_opening = 0, n_leaks = 0, i, spare;
-    double next = t + until_next_second();
-    retired *ret;
-    pool_slot *s, *older;
-
-    doomed = calloc((size_t)p->cfg.max, sizeof *doomed);
-    why = calloc((size_t)p->cfg.max, sizeof *why);
-    opening = calloc((size_t)p->cfg.max, sizeof *opening);
-    leaks = calloc((size_t)p->cfg.max, sizeof *leaks);
-    if (!doomed || !why || !opening || !leaks)
-        goto done;
-
-    pthread_mutex_lock(&p->mu);
-    ret = p->retired_head;
-    p->retired_head = NULL;
-    if (p->closing) {
-        pthread_mutex_unlock(&p->mu);
-        goto close_retired;
-    }
-    sample_history(p, wall);
-    spare = total(p) - p->cfg.min;
-    for (s = p->idle_tail; s; s = older) {    /* oldest idle first */
-        const char *reason = NULL;
-        older = s->prev;
-        if (t >= s->expires_at) {
-            reason = "lifetime over";
-        } else if (p->cfg.idle_timeout > 0 && spare > 0 &&
-                   t - s->idle_since >= p->cfg.idle_timeout) {
-            reason = "idle timeout";
-        } else {
-            if (spare > 0 && p->cfg.idle_timeout > 0 &&
-                s->idle_since + p->cfg.idle_timeout < next)
-                next = s->idle_since + p->cfg.idle_timeout;
-            if (s->expires_at < next)
-                next = s->expires_at;
-            continue;
-        }
-        idle_remove(p, s);
-        why[n_doomed] = reason;
-        doomed[n_doomed++] = s->conn;
-        count_close(p, reason);
-        slot_vacate(p, s);
-        spare--;
-    }
-    if (p->cfg.leak_timeout > 0) {
-        for (i = 0; i < p->cfg.max; i++) {
-            s = &p->slots[i];
-            if (s->state != SLOT_IN_USE || s->leak_warned)
-                continue;
-            if (t - s->checkout_at >= p->cfg.leak_timeout) {
-                char buf[2048];
-                s->leak_warned = 1;
-                snprintf(buf, sizeof buf,
-                         "connection held for %.1f s (leak_timeout %g s)%s%s",
-                         t - s->checkout_at, p->cfg.leak_timeout,
-                         s->origin ? ", acquired at " : "",
-                         s->origin ? s->origin : "");
-                leaks[n_leaks++] = strdup(buf);
-            } else if (s->checkout_at + p->cfg.leak_timeout < next) {
-                next = s->checkout_at + p->cfg.leak_timeout;
-            }
-        }
-    }
-    while (total(p) < p->cfg.min && t >= p->reconnect_after &&
-           (s = take_free_slot(p)) != NULL)
-        opening[n_opening++] = s;
-    if (total(p) < p->cfg.min && p->reconnect_after > t &&
-        p->reconnect_after < next)
-        next = p->reconnect_after;
-    pthread_mutex_unlock(&p->mu);
-
-    for (i = 0; i < n_doomed; i++)
-        close_conn(p, doomed[i], why[i], POOL_LOG_INFO);
-    for (i = 0; i < n_leaks; i++) {
-        if (leaks[i])
-            pool_log(p, POOL_LOG_WARN, "%s", leaks[i]);
-        free(leaks[i]);
-    }
-    for (i = 0; i < n_opening; i++) {
-        pq_error err;
-        pq_conn *conn;
-        s = opening[i];
-        conn = pq_connect(p->cfg.conninfo, now() + p->cfg.connect_timeout,
-                          &err);
-        pthread_mutex_lock(&p->mu);
-        p->n_connecting--;
-        if (!conn || p->closing) {
-            if (conn) {
-                p->counters.closed++;
-            } else {
-                p->counters.connect_errors++;
-                p->counters.connect_failures++;
-            }
-            p->reconnect_after = now() + 1.0;
-            slot_vacate(p, s);
-            pthread_mutex_unlock(&p->mu);
-            if (conn)
-                pq_close(conn);
-            else
-                pool_log(p, POOL_LOG_ERROR, "connection error: %s",
-                         err.message);
-            continue;
-        }
-        s->conn = conn;
-        s->created_at = now();
-        s->expires_at = lifetime_end(p, s->created_at);
-        p->counters.created++;
-        p->counters.connect_failures = 0;
-        slot_return(p, s, s->created_at);
-        {
-            int tot = total(p);
-            pthread_mutex_unlock(&p->mu);
-            pool_log(p, POOL_LOG_INFO,
-                     "new connection (backend %d, %d/%d, min top-up)",
-                     pq_backend_pid(conn), tot, p->cfg.max);
-        }
-    }
-
-close_retired:
-    while (ret) {
-        retired *r = ret;
-        ret = r->next;
-        close_conn(p, r->conn, "broken", POOL_LOG_WARN);
-        free(r);
-    }
-done:
-    free(doomed);
-    free(why);
-    free(opening);
-    free(leaks);
-    return next;
-}
-
-static void *housekeeper_main(void *arg)
-{
-    (void)arg;
-    pthread_mutex_lock(&registry_mu);
-    while (!hk_stop) {
-        double t = now(), next = t + HK_MAX_SLEEP;
-        int64_t wall = (int64_t)time(NULL);
-        int n = 0, i;
-        pool *p, **list;
-        struct timespec until;
-
-        for (p = registry_head; p; p = p->next_registered)
-            n++;
-        list = calloc((size_t)n + 1, sizeof *list);
-        n = 0;
-        for (p = registry_head; list && p; p = p->next_registered) {
-            pool_ref(p);
-            list[n++] = p;
-        }
-        pthread_mutex_unlock(&registry_mu);
-        for (i = 0; i < n; i++) {
-            double due = housekeep(list[i], t, wall);
-            if (due < next)
-                next = due;
-            pool_unref(list[i]);
-        }
-        free(list);
-        if (next < now() + HK_MIN_SLEEP)
-            next = now() + HK_MIN_SLEEP;
-        until = abs_time(next);
-        __atomic_store_n(&hk_wake_us, (uint64_t)(next * 1e6), __ATOMIC_RELAXED);
-        pthread_mutex_lock(&registry_mu);
-        if (!hk_stop)
-            pthread_cond_timedwait(&hk_cond, &registry_mu, &until);
-    }
-    pthread_mutex_unlock(&registry_mu);
-    return NULL;
-}
-
-static void housekeeper_ensure(void)
-{
-    pthread_t thread;
-    pthread_attr_t attr;
-
-    if (__atomic_load_n(&hk_running, __ATOMIC_ACQUIRE))
-        return;
-    pthread_mutex_lock(&registry_mu);
-    if (!hk_running && !hk_stop) {
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        if (pthread_create(&thread, &attr, housekeeper_main, NULL) == 0)
-            __atomic_store_n(&hk_running, 1, __ATOMIC_RELEASE);
-        pthread_attr_destroy(&attr);
-    }
-    pthread_mutex_unlock(&registry_mu);
-}
-
-/* ---- fork and exit ----------------------------------------------------- */
-
-static void fork_prepare(void)
-{
-    pool *p;
-    pthread_mutex_lock(&registry_mu);
-    for (p = all_head; p; p = p->next_all)
-        pthread_mutex_lock(&p->mu);
-    pthread_mutex_lock(&log_mu);
-}
-
-static void fork_parent(void)
-{
-    pool *p;
-    pthread_mutex_unlock(&log_mu);
-    for (p = all_head; p; p = p->next_all)
-        pthread_mutex_unlock(&p->mu);
-    pthread_mutex_unlock(&registry_mu);
-}
-
-/* The child: empty every pool without touching the parent's sessions. */
-static void fork_child(void)
-{
-    pool *p;
+    retired *r;
     int i;
 
-    for (p = all_head; p; p = p->next_all) {
-        retired *r;
-        p->idle_head = p->idle_tail = p->free_head = NULL;
-        for (i = p->cfg.max - 1; i >= 0; i--) {
-            pool_slot *s = &p->slots[i];
-            pq_abandon(s->conn);
-            s->conn = NULL;
-            s->state = SLOT_EMPTY;
-            s->ticket = new_ticket();
-            s->busy = s->revoke_pending = s->needs_rollback = 0;
-            s->next = p->free_head;
-            s->prev = NULL;
-            p->free_head = s;
-        }
-        while ((r = p->retired_head) != NULL) {
-            p->retired_head = r->next;
-            pq_abandon(r->conn);
-            free(r);
-        }
-        p->n_idle = p->n_in_use = p->n_connecting = p->n_waiting = 0;
-        p->wait_head = p->wait_tail = NULL;   /* their threads are gone */
-        memset(&p->counters, 0, sizeof p->counters);
-        p->reconnect_after = 0;
-        init_monotonic_cond(&p->drained);
+    p->idle_head = p->idle_tail = p->free_head = NULL;
+    for (i = p->cfg.max - 1; i >= 0; i--) {
+        pool_slot *s = &p->slots[i];
+        pq_abandon(s->conn);
+        s->conn = NULL;
+        s->state = SLOT_EMPTY;
+        s->ticket = new_ticket();
+        s->busy = s->revoke_pending = s->needs_rollback = 0;
+        s->next = p->free_head;
+        s->prev = NULL;
+        p->free_head = s;
     }
-    init_monotonic_cond(&hk_cond);
-    hk_running = 0;
-    pthread_mutex_unlock(&log_mu);
-    for (p = all_head; p; p = p->next_all)
-        pthread_mutex_unlock(&p->mu);
-    pthread_mutex_unlock(&registry_mu);
-}
-
-/* Normal process exit: close every idle connection and every checked-out one
- * that is not running a statement, so each server session ends with a
- * Terminate message rather than an unexpected EOF. */
-static void close_at_exit(void)
-{
-    pool *p;
-    pq_conn **conns;
-    int n;
-
-    pthread_mutex_lock(&registry_mu);
-    hk_stop = 1;
-    pthread_cond_broadcast(&hk_cond);
-    for (p = all_head; p; p = p->next_all) {
-        pthread_mutex_lock(&p->mu);
-        conns = calloc((size_t)p->cfg.max, sizeof *conns);
-        n = 0;
-        if (conns) {
-            p->closing = 1;
-            n = take_idle(p, conns);
-            n += revoke_in_use(p, conns + n);
-        }
-        pthread_mutex_unlock(&p->mu);
-        close_all(p, conns, n, "process exit");
-        free(conns);
+    while ((r = p->retired_head) != NULL) {
+        p->retired_head = r->next;
+        pq_abandon(r->conn);
+        free(r);
     }
-    pthread_mutex_unlock(&registry_mu);
-}
-
-/* ---- close_on_signals ---------------------------------------------------- */
-
-static sem_t signal_sem;
-static volatile sig_atomic_t signal_caught;
-static pid_t signal_owner;          /* the process whose thread waits */
-static pthread_mutex_t signal_mu = PTHREAD_MUTEX_INITIALIZER;
-
-static void on_signal(int sig)
-{
-    if (getpid() != signal_owner) {
-        /* A forked child has no closer thread: just die as usual. */
-        signal(sig, SIG_DFL);
-        raise(sig);
-        return;
-    }
-    signal_caught = sig;
-    sem_post(&signal_sem);
-}
-
-static void *signal_main(void *arg)
-{
-    pool **list;
-    int sig, n, i;
-    (void)arg;
-
-    while (sem_wait(&signal_sem) != 0) {
-    }
-    sig = signal_caught;
-    list = registered_pools(&n);
-    for (i = 0; i < n; i++) {
-        pool *p = list[i];
-        pq_conn **conns = calloc((size_t)p->cfg.max, sizeof *conns);
-        int closing = 0;
-        pthread_mutex_lock(&p->mu);
-        if (conns) {
-            p->closing = 1;
-            closing = take_idle(p, conns);
-        }
-        pthread_mutex_unlock(&p->mu);
-        close_all(p, conns, closing, "signal");
-        free(conns);
-    }
-    signal(sig, SIG_DFL);
-    kill(getpid(), sig);
-    return NULL;
-}
-
-int pool_close_on_signals(void)
-{
-    static int installed;
-    struct sigaction sa;
-    pthread_t thread;
-    int ok = 1;
-
-    pthread_once(&process_once, process_init);
-    pthread_mutex_lock(&signal_mu);
-    if (installed != (int)getpid()) {
-        ok = sem_init(&signal_sem, 0, 0) == 0 &&
-             pthread_create(&thread, NULL, signal_main, NULL) == 0;
-        if (ok) {
-            pthread_detach(thread);
-            signal_owner = getpid();
-            memset(&sa, 0, sizeof sa);
-            sa.sa_handler = on_signal;
-            sigemptyset(&sa.sa_mask);
-            sigaction(SIGTERM, &sa, NULL);
-            sigaction(SIGINT, &sa, NULL);
-            installed = (int)getpid();
-        }
-    }
-    pthread_mutex_unlock(&signal_mu);
-    return ok;
-}
-
-static void process_init(void)
-{
-    init_monotonic_cond(&hk_cond);
-    pthread_atfork(fork_prepare, fork_parent, fork_child);
-    atexit(close_at_exit);
+    p->n_idle = p->n_in_use = p->n_connecting = p->n_waiting = 0;
+    p->wait_head = p->wait_tail = NULL;   /* their threads are gone */
+    memset(&p->counters, 0, sizeof p->counters);
+    p->reconnect_after = 0;
+    clock_cond_init(&p->drained);
 }

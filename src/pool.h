@@ -1,9 +1,6 @@
 /*
- * pool.h - the process-wide connection pools.
- *
- * pool.c owns every piece of process-wide state: the registry of named pools,
- * each pool's slots, waiters and counters, the housekeeping thread, the log
- * ring, fork and exit handling. It knows nothing of Lua.
+ * pool.h - one connection pool: its slots, FIFO waiters, checkouts,
+ * statements on a checkout, shutdown and figures. No Lua here.
  *
  * A pool has `max` slots. A slot is EMPTY, CONNECTING, IDLE or IN_USE, so
  * total = idle + in_use + connecting <= max always. Acquirers that find no
@@ -13,21 +10,20 @@
  * A checkout is named by (slot, ticket): the ticket changes on every
  * checkout, release, fork and shutdown revoke, so a stale handle is detected
  * and never touches a connection it no longer owns.
+ *
+ * Pools are made, found, counted and shut down through the registry
+ * (registry.h); the process-level duties are in process.h.
  */
 #ifndef PGPOOL_POOL_H
 #define PGPOOL_POOL_H
 
 #include <stdint.h>
 
+#include "log.h"
 #include "pq.h"
 
 typedef struct pool pool;
 typedef struct pool_slot pool_slot;
-
-enum pool_log_level {
-    POOL_LOG_DEBUG, POOL_LOG_INFO, POOL_LOG_WARN, POOL_LOG_ERROR, POOL_LOG_OFF
-};
-extern const char *const pool_log_level_names[];  /* "debug" .. "off" */
 
 typedef struct pool_config {
     const char *name;
@@ -70,30 +66,6 @@ enum pool_release_how {
     POOL_COLLECTED    /* __gc: no network I/O here; counted as leaked */
 };
 
-/* Create the pool cfg->name, or return the existing one when its options are
- * equal. Returns a new reference, or NULL with a message in errbuf.
- * start_now 0 leaves the housekeeping thread (and the min top-up) to the
- * first pool use: for nginx's master, which must open no connection and
- * whose workers are forked afterwards. */
-pool *pool_configure(const pool_config *cfg, int start_now, char *errbuf,
-                     size_t errlen);
-
-/* The replicas of a pool (pools "<name>/replica-<i>" with its options,
- * configured with it and shut down with it): how many, and the one at
- * position i (modulo the count; the pool holds the reference). Each call of
- * pool_next_turn gives the next position, for taking them in turn. */
-int pool_replica_count(const pool *p);
-pool *pool_replica(pool *p, unsigned i);
-unsigned pool_next_turn(pool *p);
-
-/* A new reference to the configured pool name, or NULL; *was_shut_down tells
- * whether a pool of that name existed and was shut down. Starts the
- * housekeeping of this process if it was deferred. */
-pool *pool_lookup(const char *name, int *was_shut_down);
-
-void pool_ref(pool *p);
-void pool_unref(pool *p);
-
 const pool_config *pool_get_config(const pool *p);
 int pool_is_closing(pool *p);
 
@@ -135,11 +107,16 @@ int pool_checkout_valid(pool_slot *slot, uint64_t ticket);
 /* Remember where a checkout was made (for leak_timeout warnings). */
 void pool_set_origin(pool_slot *slot, uint64_t ticket, const char *origin);
 
-/* Stop acquires, wake waiters, close idle connections, wait up to timeout
- * for the busy ones, close the rest; the same for the pool's replicas. 1
- * when all closed within timeout. */
-int pool_shutdown(pool *p, double timeout);
-int pool_shutdown_all(double timeout);
+/* Shutdown of one pool (the registry's pool_shutdown unregisters it first):
+ * stop acquires, wake waiters, close idle connections, wait until the
+ * monotonic time deadline for the busy ones, close the rest. 1 when all
+ * closed in time. */
+int pool_drain(pool *p, double deadline);
+
+/* Close at once, with reason: every idle connection and, with in_use, every
+ * checked-out one not running a statement (process exit, signals). The
+ * pool accepts no acquire afterwards. */
+void pool_close_now(pool *p, int in_use, const char *reason);
 
 void pool_get_stats(pool *p, pool_stats *out);
 
@@ -147,22 +124,8 @@ void pool_get_stats(pool *p, pool_stats *out);
  * (room for POOL_HISTORY); returns how many. */
 int pool_history(pool *p, pool_sample *out);
 
-/* Names of the configured pools, for metrics: calls fn for each. */
-void pool_each(void (*fn)(pool *p, void *ud), void *ud);
-
-/* SIGTERM and SIGINT close every idle connection cleanly (a Terminate each),
- * then end the process as the signal would have. Not for nginx, which has
- * its own handlers. 1 on success. */
-int pool_close_on_signals(void);
-
-/* Logging: lines go to stderr unless a listener is registered; every line is
- * also kept in a small ring that listeners read by sequence number. */
+/* A log line about pool p (NULL: about none), if its log_level allows. */
 void pool_log(pool *p, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-void pool_log_listeners(int delta);
-uint64_t pool_log_seq(void);
-/* Copy the line after sequence `after` into buf; returns its sequence, or 0
- * when there is none newer. Lines lost to ring overflow are skipped. */
-uint64_t pool_log_read(uint64_t after, int *level, char *buf, size_t len);
 
 #endif

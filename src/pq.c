@@ -26,6 +26,8 @@
 
 #include <libpq-fe.h>
 
+#include "clock.h"
+
 /* A named prepared statement in the connection's cache (statement_cache).
  * Keyed by the SQL text and which parameters are binary bytea. */
 typedef struct pq_stmt {
@@ -62,13 +64,6 @@ static const int pq_field_codes[PQ_FIELD_COUNT] = {
     PG_DIAG_STATEMENT_POSITION, PG_DIAG_SCHEMA_NAME, PG_DIAG_TABLE_NAME,
     PG_DIAG_COLUMN_NAME, PG_DIAG_CONSTRAINT_NAME, PG_DIAG_SQLSTATE,
 };
-
-double pq_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* ---- errors ------------------------------------------------------------ */
 
@@ -192,7 +187,7 @@ static int wait_fd(int fd, short events, double deadline)
         int timeout_ms = -1, rc;
 
         if (deadline > 0) {
-            double left = deadline - pq_now();
+            double left = deadline - clock_now();
             if (left <= 0)
                 return 0;
             timeout_ms = (int)(left * 1000.0) + 1;
@@ -204,7 +199,7 @@ static int wait_fd(int fd, short events, double deadline)
         if (rc > 0)
             return 1;
         if (rc == 0) {
-            if (deadline > 0 && pq_now() >= deadline)
+            if (deadline > 0 && clock_now() >= deadline)
                 return 0;
             continue;
         }
@@ -478,7 +473,7 @@ static int await_result(pq_conn *c, deadline_state *ds)
                 return -1;
             send_cancel(c);
             ds->cancelled = 1;
-            ds->deadline = pq_now() + CANCEL_GRACE;
+            ds->deadline = clock_now() + CANCEL_GRACE;
             continue;
         }
         if (ready < 0 || !PQconsumeInput(c->pg))
@@ -595,7 +590,7 @@ static PGresult *run_statement(pq_conn *c, const char *name, const char *sql,
         error_from_conn(err, c->pg, PQ_CODE_CLOSED);
         return NULL;
     }
-    return collect_results(c, pq_now() + timeout, timed_out, err);
+    return collect_results(c, clock_now() + timeout, timed_out, err);
 }
 
 /* ---- statement cache --------------------------------------------------- */
@@ -737,7 +732,7 @@ static pq_stmt *stmt_get(pq_conn *c, const char *sql, const pq_params *pp,
         timed_out = 0;
     } else if (PQsendPrepare(c->pg, st->name, sql, pp->n,
                              (const Oid *)pp->types)) {
-        res = collect_results(c, pq_now() + timeout, &timed_out, err);
+        res = collect_results(c, clock_now() + timeout, &timed_out, err);
     } else {
         error_from_conn(err, c->pg, PQ_CODE_CLOSED);
         res = NULL;
@@ -806,7 +801,7 @@ int pq_exec(pq_conn *c, const char *script, double timeout, pq_error *err)
         error_from_conn(err, c->pg, PQ_CODE_CLOSED);
         return 0;
     }
-    res = collect_results(c, timeout > 0 ? pq_now() + timeout : 0,
+    res = collect_results(c, timeout > 0 ? clock_now() + timeout : 0,
                           &timed_out, err);
     if (!res)
         return 0;
@@ -852,7 +847,7 @@ int pq_pipeline(pq_conn *c, pq_batch_item *items, int count, int sync_each,
     deadline_state ds;
     int i, syncs = 0, syncs_seen = 0, current = 0, got_result = 0, ok = 1;
 
-    ds.deadline = timeout > 0 ? pq_now() + timeout : 0;
+    ds.deadline = timeout > 0 ? clock_now() + timeout : 0;
     ds.cancelled = 0;
 
     if (count == 0)

@@ -138,7 +138,4 @@ char *pq_escape_literal(pq_conn *c, const char *s, size_t len, pq_error *err);
 char *pq_escape_identifier(pq_conn *c, const char *s, size_t len, pq_error *err);
 void pq_freemem(void *p);
 
-/* Monotonic clock in seconds. */
-double pq_now(void);
-
 #endif

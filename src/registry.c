@@ -1,0 +1,375 @@
+/*
+ * registry.c - the pools of this process by name (see registry.h).
+ *
+ * State: the configured pools (registry_head), every pool not yet freed
+ * (all_head: fork and exit reach shut-down pools that handles still hold),
+ * and the names shut down since.
+ *
+ * Lock order of the whole pool core, outermost first:
+ *   registry_mu -> a pool's mu -> { a shared cap's mu, hk_mu, log_mu }
+ * The last three are leaves: nothing is taken under them. No network I/O
+ * happens under registry_mu, except at process exit (registry_each_live).
+ */
+#define _GNU_SOURCE
+#include "registry.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "hk_thread.h"
+#include "pool_internal.h"
+
+static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
+static pool *registry_head;        /* configured pools */
+static pool *all_head;             /* every pool not yet freed */
+static char **shut_down_names;     /* names shut down and not reconfigured */
+static int shut_down_count;
+
+/* ---- references -------------------------------------------------------- */
+
+static void release_replicas(pool **replicas, int n)
+{
+    int i;
+    for (i = 0; i < n; i++)
+        pool_unref(replicas[i]);
+    free(replicas);
+}
+
+void pool_ref(pool *p)
+{
+    __atomic_add_fetch(&p->refs, 1, __ATOMIC_RELAXED);
+}
+
+void pool_unref(pool *p)
+{
+    pool **link;
+
+    if (__atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    pthread_mutex_lock(&registry_mu);
+    for (link = &all_head; *link; link = &(*link)->next_all) {
+        if (*link == p) {
+            *link = p->next_all;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&registry_mu);
+    release_replicas(p->replicas, p->n_replicas);
+    pool_destroy(p);
+}
+
+/* ---- names ------------------------------------------------------------- */
+
+static void forget_shut_down_name(const char *name)
+{
+    int i;
+    for (i = 0; i < shut_down_count; i++) {
+        if (strcmp(shut_down_names[i], name) == 0) {
+            free(shut_down_names[i]);
+            shut_down_names[i] = shut_down_names[--shut_down_count];
+            return;
+        }
+    }
+}
+
+static void remember_shut_down_name(const char *name)
+{
+    char **grown = realloc(shut_down_names,
+                           sizeof *grown * (size_t)(shut_down_count + 1));
+    char *copy = strdup(name);
+    if (!grown || !copy) {
+        free(copy);
+        if (grown)
+            shut_down_names = grown;
+        return;
+    }
+    shut_down_names = grown;
+    shut_down_names[shut_down_count++] = copy;
+}
+
+static pool *find_registered(const char *name)
+{
+    pool *p;
+    for (p = registry_head; p; p = p->next_registered)
+        if (strcmp(p->cfg.name, name) == 0)
+            return p;
+    return NULL;
+}
+
+/* ---- configure --------------------------------------------------------- */
+
+static int same_string(const char *a, const char *b)
+{
+    if (!a || !b)
+        return a == b;
+    return strcmp(a, b) == 0;
+}
+
+static int same_config(const pool_config *a, const pool_config *b)
+{
+    return same_string(a->name, b->name) &&
+           same_string(a->conninfo, b->conninfo) && a->max == b->max &&
+           a->min == b->min && a->idle_timeout == b->idle_timeout &&
+           a->acquire_timeout == b->acquire_timeout &&
+           a->connect_timeout == b->connect_timeout &&
+           a->query_timeout == b->query_timeout &&
+           a->max_lifetime == b->max_lifetime &&
+           a->slow_query == b->slow_query &&
+           a->leak_timeout == b->leak_timeout &&
+           a->max_waiting == b->max_waiting &&
+           a->statement_cache == b->statement_cache &&
+           a->max_shared == b->max_shared && a->log_level == b->log_level;
+}
+
+/* Configure the replicas of cfg (mutex not held): NULL and errbuf when one
+ * cannot be (a name configured with other options). */
+static pool **configure_replicas(const pool_config *cfg, int start_now,
+                                 char *errbuf, size_t errlen)
+{
+    size_t len = strlen(cfg->name) + 32;
+    char *name = malloc(len);
+    pool **replicas = calloc((size_t)cfg->n_replicas, sizeof *replicas);
+    int i;
+
+    if (!name || !replicas) {
+        free(name);
+        free(replicas);
+        snprintf(errbuf, errlen, "pgpool: out of memory");
+        return NULL;
+    }
+    for (i = 0; i < cfg->n_replicas; i++) {
+        pool_config replica = *cfg;
+        snprintf(name, len, "%s/replica-%d", cfg->name, i + 1);
+        replica.name = name;
+        replica.conninfo = cfg->replicas[i];
+        replica.replicas = NULL;
+        replica.n_replicas = 0;
+        replicas[i] = pool_configure(&replica, start_now, errbuf, errlen);
+        if (!replicas[i]) {
+            release_replicas(replicas, i);
+            replicas = NULL;
+            break;
+        }
+    }
+    free(name);
+    return replicas;
+}
+
+static int same_replicas(const pool *p, const pool_config *cfg)
+{
+    int i;
+    if (p->n_replicas != cfg->n_replicas)
+        return 0;
+    for (i = 0; i < p->n_replicas; i++)
+        if (!same_string(p->replicas[i]->cfg.conninfo, cfg->replicas[i]))
+            return 0;
+    return 1;
+}
+
+pool *pool_configure(const pool_config *cfg, int start_now, char *errbuf,
+                     size_t errlen)
+{
+    pool **replicas = NULL;
+    pool *p;
+
+    if (cfg->n_replicas > 0) {
+        replicas = configure_replicas(cfg, start_now, errbuf, errlen);
+        if (!replicas)
+            return NULL;
+    }
+    pthread_mutex_lock(&registry_mu);
+    p = find_registered(cfg->name);
+    if (p) {
+        int same = same_config(&p->cfg, cfg) && same_replicas(p, cfg);
+        if (same)
+            pool_ref(p);
+        pthread_mutex_unlock(&registry_mu);
+        release_replicas(replicas, cfg->n_replicas);
+        if (same)
+            return p;
+        snprintf(errbuf, errlen,
+                 "pgpool: pool \"%s\" is already configured with different "
+                 "options (call shutdown first)", cfg->name);
+        return NULL;
+    }
+    p = pool_new(cfg);
+    if (!p) {
+        pthread_mutex_unlock(&registry_mu);
+        release_replicas(replicas, cfg->n_replicas);
+        snprintf(errbuf, errlen, "pgpool: out of memory");
+        return NULL;
+    }
+    p->refs = 2;   /* the registry's and the caller's */
+    p->in_registry = 1;
+    p->replicas = replicas;
+    p->n_replicas = cfg->n_replicas;
+    p->next_registered = registry_head;
+    registry_head = p;
+    p->next_all = all_head;
+    all_head = p;
+    forget_shut_down_name(cfg->name);
+    pthread_mutex_unlock(&registry_mu);
+
+    pool_log(p, POOL_LOG_INFO, "pool initialized (max %d, min %d)", cfg->max,
+             cfg->min);
+    if (start_now) {
+        hk_ensure();
+        if (cfg->min > 0)
+            hk_poke();
+    }
+    return p;
+}
+
+int pool_replica_count(const pool *p)
+{
+    return p->n_replicas;
+}
+
+pool *pool_replica(pool *p, unsigned i)
+{
+    return p->replicas[i % (unsigned)p->n_replicas];
+}
+
+unsigned pool_next_turn(pool *p)
+{
+    return __atomic_fetch_add(&p->turn, 1, __ATOMIC_RELAXED);
+}
+
+pool *pool_lookup(const char *name, int *was_shut_down)
+{
+    pool *p;
+    int i;
+
+    pthread_mutex_lock(&registry_mu);
+    p = find_registered(name);
+    if (p)
+        pool_ref(p);
+    *was_shut_down = 0;
+    for (i = 0; !p && i < shut_down_count; i++)
+        if (strcmp(shut_down_names[i], name) == 0)
+            *was_shut_down = 1;
+    pthread_mutex_unlock(&registry_mu);
+    if (p)
+        hk_ensure();
+    return p;
+}
+
+/* ---- shutdown and walks ------------------------------------------------ */
+
+/* Unregister p, then drain it; drops the registry's reference. */
+static int shutdown_one(pool *p, double deadline)
+{
+    int clean, was_registered = 0;
+
+    pthread_mutex_lock(&registry_mu);
+    if (p->in_registry) {
+        pool **link = &registry_head;
+        while (*link != p)
+            link = &(*link)->next_registered;
+        *link = p->next_registered;
+        p->in_registry = 0;
+        was_registered = 1;
+        remember_shut_down_name(p->cfg.name);
+    }
+    pthread_mutex_unlock(&registry_mu);
+
+    clean = pool_drain(p, deadline);
+    if (was_registered) {
+        pool_log(p, POOL_LOG_INFO, "pool closed");
+        pool_unref(p);   /* the registry's reference */
+    }
+    return clean;
+}
+
+int pool_shutdown(pool *p, double timeout)
+{
+    double deadline = clock_now() + timeout;
+    int clean = shutdown_one(p, deadline), i;
+    for (i = 0; i < p->n_replicas; i++)
+        clean &= shutdown_one(p->replicas[i], deadline);
+    return clean;
+}
+
+/* References to every registered pool (caller unrefs and frees). */
+static pool **registered_pools(int *count)
+{
+    pool *p, **list;
+    int n = 0, i = 0;
+
+    pthread_mutex_lock(&registry_mu);
+    for (p = registry_head; p; p = p->next_registered)
+        n++;
+    list = calloc((size_t)n + 1, sizeof *list);
+    for (p = registry_head; list && p; p = p->next_registered) {
+        pool_ref(p);
+        list[i++] = p;
+    }
+    pthread_mutex_unlock(&registry_mu);
+    *count = i;
+    return list;
+}
+
+int pool_shutdown_all(double timeout)
+{
+    double deadline = clock_now() + timeout;
+    int n, i, clean = 1;
+    pool **list = registered_pools(&n);
+
+    for (i = 0; i < n; i++) {
+        clean &= shutdown_one(list[i], deadline);
+        pool_unref(list[i]);
+    }
+    free(list);
+    return clean;
+}
+
+void pool_each(void (*fn)(pool *p, void *ud), void *ud)
+{
+    int n, i;
+    pool **list = registered_pools(&n);
+    for (i = 0; i < n; i++) {
+        fn(list[i], ud);
+        pool_unref(list[i]);
+    }
+    free(list);
+}
+
+void registry_each_live(void (*fn)(pool *p, void *ud), void *ud)
+{
+    pool *p;
+    pthread_mutex_lock(&registry_mu);
+    for (p = all_head; p; p = p->next_all)
+        fn(p, ud);
+    pthread_mutex_unlock(&registry_mu);
+}
+
+/* ---- fork -------------------------------------------------------------- */
+
+void registry_fork_prepare(void)
+{
+    pool *p;
+    pthread_mutex_lock(&registry_mu);
+    for (p = all_head; p; p = p->next_all)
+        pthread_mutex_lock(&p->mu);
+}
+
+void registry_fork_parent(void)
+{
+    pool *p;
+    for (p = all_head; p; p = p->next_all)
+        pthread_mutex_unlock(&p->mu);
+    pthread_mutex_unlock(&registry_mu);
+}
+
+void registry_fork_child(void)
+{
+    pool *p;
+    for (p = all_head; p; p = p->next_all) {
+        pool_forget_in_child(p);
+        pthread_mutex_unlock(&p->mu);
+    }
+    pthread_mutex_unlock(&registry_mu);
+}
