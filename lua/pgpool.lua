@@ -58,6 +58,11 @@ local OPTION_KINDS = {
   replicas = "conninfo list", max_shared = "count",
 }
 
+-- The most connections one pool may have: far above what one PostgreSQL
+-- server serves well, and a bound on the memory a pool takes (its slots
+-- are allocated up front).
+local MAX_CONNECTIONS = 10000
+
 local LOG_LEVELS = { debug = true, info = true, warn = true, error = true, off = true }
 
 local function option_error(key, message)
@@ -94,6 +99,9 @@ local function check_option(key, value)
     if kind == "count" and value ~= floor(value) then
       option_error(key, "must be a whole number")
     end
+    if kind == "count" and value > 2147483647 then
+      option_error(key, "must be <= 2147483647")
+    end
   end
 end
 
@@ -110,6 +118,12 @@ local function normalize(opts)
     cfg[key] = value
   end
   if cfg.max < 1 then option_error("max", "must be >= 1") end
+  if cfg.max > MAX_CONNECTIONS then
+    option_error("max", format("must be <= %d", MAX_CONNECTIONS))
+  end
+  if cfg.max_shared > MAX_CONNECTIONS then
+    option_error("max_shared", format("must be <= %d", MAX_CONNECTIONS))
+  end
   if cfg.min > cfg.max then option_error("min", "must be <= max") end
   if cfg.name == "" then option_error("name", "must not be empty") end
   if opts.max_shared ~= nil and cfg.max_shared < 1 then
@@ -140,6 +154,10 @@ pgpool.pool = core.pool
 pgpool.shutdown_all = function(opts)
   local timeout = opts
   if type(opts) == "table" then timeout = opts.timeout end
+  if timeout ~= nil and (type(timeout) ~= "number" or not (timeout >= 0)) then
+    error("pgpool.shutdown_all: timeout must be a number >= 0 (math.huge: no limit), got "
+      .. tostring(timeout), 2)
+  end
   return core.shutdown_all(timeout)
 end
 

@@ -5,6 +5,8 @@
 #define _GNU_SOURCE
 #include "clock.h"
 
+#include <math.h>
+
 double clock_now(void)
 {
     struct timespec ts;
@@ -12,9 +14,20 @@ double clock_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+double clock_deadline(double from, double timeout)
+{
+    if (timeout > CLOCK_FOREVER)
+        return HUGE_VAL;
+    return timeout > 0 ? from + timeout : from;
+}
+
 struct timespec clock_timespec(double t)
 {
     struct timespec ts;
+    if (!(t >= 0))
+        t = clock_now();
+    else if (t > 2 * CLOCK_FOREVER)
+        t = 2 * CLOCK_FOREVER;
     ts.tv_sec = (time_t)t;
     ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
     if (ts.tv_nsec >= 1000000000L) {

@@ -57,6 +57,8 @@ static void *hk_main(void *arg)
         if (!stopping && !poked)
             pthread_cond_timedwait(&hk_cond, &hk_mu, &until);
     }
+    __atomic_store_n(&running, 0, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&hk_cond);     /* hk_stop may wait for this */
     pthread_mutex_unlock(&hk_mu);
     return NULL;
 }
@@ -93,11 +95,15 @@ void hk_poke_before(double t)
         hk_poke();
 }
 
-void hk_stop(void)
+void hk_stop(double deadline)
 {
+    struct timespec until = clock_timespec(deadline);
     pthread_mutex_lock(&hk_mu);
     stopping = 1;
     pthread_cond_broadcast(&hk_cond);
+    while (running &&
+           pthread_cond_timedwait(&hk_cond, &hk_mu, &until) == 0) {
+    }
     pthread_mutex_unlock(&hk_mu);
 }
 

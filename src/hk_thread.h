@@ -24,8 +24,9 @@ void hk_ensure(void);
 void hk_poke(void);
 void hk_poke_before(double t);
 
-/* Process exit: the thread ends after its current pass. */
-void hk_stop(void);
+/* Process exit: the thread ends after its current pass; waits for that
+ * until the monotonic time deadline. */
+void hk_stop(double deadline);
 
 /* fork(): hk_fork_prepare holds the thread's mutex across it; in the child
  * the thread is gone and starts again on first use. */

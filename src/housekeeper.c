@@ -4,11 +4,14 @@
  *  - records the second's gauges in the history ring;
  *  - closes idle connections past idle_timeout (above min, oldest first)
  *    and idle ones past their lifetime, counting the reason;
- *  - closes the connections that __gc returned broken (retired);
+ *  - closes the connections that __gc returned broken, and rolls back
+ *    (with a deadline) and releases the ones __gc returned inside a
+ *    transaction, so their locks go at once;
  *  - warns once about each checkout held past leak_timeout;
- *  - tops the pool up to min, backing off a second after a failed connect.
- * It works under each pool's mutex only to pick what to do; connects and
- * closes happen after the mutex is released (pool_internal.h).
+ *  - tops the pool up to min (attempts run on connector.c's threads),
+ *    backing off a second after a failed connect.
+ * It works under each pool's mutex only to pick what to do; closes and
+ * rollbacks happen after the mutex is released (pool_internal.h).
  */
 #define _GNU_SOURCE
 #include "housekeeper.h"
@@ -52,33 +55,30 @@ static double until_next_second(void)
     return 1.0 - (double)ts.tv_nsec * 1e-9 + 0.002;
 }
 
+/* At most this many closes and leak warnings per pool and pass; the pass
+ * comes again at once while more are due (so its memory does not grow
+ * with max). */
+#define HK_BATCH 32
+
 /* One pass over p: close idle connections past idle_timeout (above min) or
- * past their lifetime, close retired ones, warn about leaks, top up min.
- * Returns the time of the next thing to do. */
+ * past their lifetime, close retired ones, roll back collected ones, warn
+ * about leaks, top up min. Returns the time of the next thing to do. */
 static double housekeep(pool *p, double t, int64_t wall)
 {
-    pq_conn **doomed = NULL;
-    const char **why = NULL;
-    pool_slot **opening = NULL;
-    char **leaks = NULL;
-    int n_doomed = 0, n_opening = 0, n_leaks = 0, i, spare;
+    pq_conn *doomed[HK_BATCH];
+    const char *why[HK_BATCH];
+    char leaks[HK_BATCH][512];
+    int n_doomed = 0, n_leaks = 0, i, spare;
     double next = t + until_next_second();
     retired *ret;
     pool_slot *s, *older;
-
-    doomed = calloc((size_t)p->cfg.max, sizeof *doomed);
-    why = calloc((size_t)p->cfg.max, sizeof *why);
-    opening = calloc((size_t)p->cfg.max, sizeof *opening);
-    leaks = calloc((size_t)p->cfg.max, sizeof *leaks);
-    if (!doomed || !why || !opening || !leaks)
-        goto done;
 
     pthread_mutex_lock(&p->mu);
     ret = p->retired_head;
     p->retired_head = NULL;
     if (p->closing) {
         pthread_mutex_unlock(&p->mu);
-        goto close_retired;
+        goto retired_work;
     }
     sample_history(p, wall);
     spare = pool_total(p) - p->cfg.min;
@@ -98,6 +98,10 @@ static double housekeep(pool *p, double t, int64_t wall)
                 next = s->expires_at;
             continue;
         }
+        if (n_doomed == HK_BATCH) {
+            next = t;
+            break;
+        }
         pool_idle_remove(p, s);
         why[n_doomed] = reason;
         doomed[n_doomed++] = s->conn;
@@ -110,87 +114,44 @@ static double housekeep(pool *p, double t, int64_t wall)
             s = &p->slots[i];
             if (s->state != SLOT_IN_USE || s->leak_warned)
                 continue;
-            if (t - s->checkout_at >= p->cfg.leak_timeout) {
-                char buf[2048];
-                s->leak_warned = 1;
-                snprintf(buf, sizeof buf,
-                         "connection held for %.1f s (leak_timeout %g s)%s%s",
-                         t - s->checkout_at, p->cfg.leak_timeout,
-                         s->origin ? ", acquired at " : "",
-                         s->origin ? s->origin : "");
-                leaks[n_leaks++] = strdup(buf);
-            } else if (s->checkout_at + p->cfg.leak_timeout < next) {
-                next = s->checkout_at + p->cfg.leak_timeout;
+            if (t - s->checkout_at < p->cfg.leak_timeout) {
+                if (s->checkout_at + p->cfg.leak_timeout < next)
+                    next = s->checkout_at + p->cfg.leak_timeout;
+                continue;
             }
+            if (n_leaks == HK_BATCH) {
+                next = t;
+                break;
+            }
+            s->leak_warned = 1;
+            snprintf(leaks[n_leaks++], sizeof leaks[0],
+                     "connection held for %.1f s (leak_timeout %g s)%s%.400s",
+                     t - s->checkout_at, p->cfg.leak_timeout,
+                     s->origin ? ", acquired at " : "",
+                     s->origin ? s->origin : "");
         }
     }
-    while (pool_total(p) < p->cfg.min && t >= p->reconnect_after &&
-           (s = pool_take_free_slot(p)) != NULL)
-        opening[n_opening++] = s;
-    if (pool_total(p) < p->cfg.min && p->reconnect_after > t &&
-        p->reconnect_after < next)
+    if (t >= p->reconnect_after)
+        pool_top_up(p, p->cfg.min);
+    else if (pool_total(p) < p->cfg.min && p->reconnect_after < next)
         next = p->reconnect_after;
     pthread_mutex_unlock(&p->mu);
 
     for (i = 0; i < n_doomed; i++)
         pool_close_conn(p, doomed[i], why[i], POOL_LOG_INFO);
-    for (i = 0; i < n_leaks; i++) {
-        if (leaks[i])
-            pool_log(p, POOL_LOG_WARN, "%s", leaks[i]);
-        free(leaks[i]);
-    }
-    for (i = 0; i < n_opening; i++) {
-        pq_error err;
-        pq_conn *conn;
-        s = opening[i];
-        conn = pq_connect(p->cfg.conninfo, clock_now() + p->cfg.connect_timeout,
-                          &err);
-        pthread_mutex_lock(&p->mu);
-        p->n_connecting--;
-        if (!conn || p->closing) {
-            if (conn) {
-                p->counters.closed++;
-            } else {
-                p->counters.connect_errors++;
-                p->counters.connect_failures++;
-            }
-            p->reconnect_after = clock_now() + 1.0;
-            pool_slot_vacate(p, s);
-            pthread_mutex_unlock(&p->mu);
-            if (conn)
-                pq_close(conn);
-            else
-                pool_log(p, POOL_LOG_ERROR, "connection error: %s",
-                         err.message);
-            continue;
-        }
-        s->conn = conn;
-        s->created_at = clock_now();
-        s->expires_at = pool_lifetime_end(p, s->created_at);
-        p->counters.created++;
-        p->counters.connect_failures = 0;
-        pool_slot_return(p, s, s->created_at);
-        {
-            int tot = pool_total(p);
-            pthread_mutex_unlock(&p->mu);
-            pool_log(p, POOL_LOG_INFO,
-                     "new connection (backend %d, %d/%d, min top-up)",
-                     pq_backend_pid(conn), tot, p->cfg.max);
-        }
-    }
+    for (i = 0; i < n_leaks; i++)
+        pool_log(p, POOL_LOG_WARN, "%s", leaks[i]);
 
-close_retired:
+retired_work:
     while (ret) {
         retired *r = ret;
         ret = r->next;
-        pool_close_conn(p, r->conn, "broken", POOL_LOG_WARN);
+        if (r->slot)
+            pool_finish_collected(p, r->slot);
+        else
+            pool_close_conn(p, r->conn, "broken", POOL_LOG_WARN);
         free(r);
     }
-done:
-    free(doomed);
-    free(why);
-    free(opening);
-    free(leaks);
     return next;
 }
 

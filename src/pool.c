@@ -21,9 +21,16 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "connector.h"
 #include "hk_thread.h"
+#include <math.h>
 
 static uint64_t ticket_counter;    /* atomic */
+
+/* Every pool not yet freed, configured or shut down: fork and exit reach
+ * the ones that handles still hold after their shutdown. */
+static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
+static pool *live_head;
 
 static uint64_t new_ticket(void)
 {
@@ -94,6 +101,7 @@ static waiter *waiter_pop(pool *p)
         if (!p->wait_head)
             p->wait_tail = NULL;
         w->next = NULL;
+        p->n_queued--;
     }
     return w;
 }
@@ -109,23 +117,124 @@ static void waiter_remove(pool *p, waiter *w)
         *link = w->next;
         if (p->wait_tail == w)
             p->wait_tail = prev;
+        p->n_queued--;
     }
+}
+
+/* ---- connection attempts (connector.c runs them) ----------------------- */
+
+static void attempt_done(void *arg, pq_conn *conn, const pq_error *err);
+
+static double connect_deadline_at(pool *p, double t)
+{
+    /* connect_timeout 0: no limit, as in libpq */
+    return p->cfg.connect_timeout > 0 ? clock_deadline(t, p->cfg.connect_timeout)
+                                      : HUGE_VAL;
+}
+
+/* The end of the attempt for s (mutex held): the new connection goes to the
+ * oldest waiter or the idle list; a failure to the oldest waiter, who gets
+ * its error. Returns a connection to close once the mutex is released. */
+static pq_conn *attempt_end(pool *p, pool_slot *s, pq_conn *conn,
+                            const pq_error *err)
+{
+    double t = clock_now();
+    p->n_connecting--;
+    if (!conn) {
+        waiter *w = waiter_pop(p);
+        p->counters.connect_errors++;
+        p->counters.connect_failures++;
+        p->reconnect_after = t + 1.0;
+        if (w) {
+            *w->err = *err;
+            w->failed = 1;
+            pthread_cond_signal(&w->cond);
+        }
+        pool_slot_vacate(p, s);
+        return NULL;
+    }
+    if (p->closing) {
+        p->counters.closed++;
+        pool_slot_vacate(p, s);
+        return conn;
+    }
+    s->conn = conn;
+    s->created_at = t;
+    s->expires_at = pool_lifetime_end(p, t);
+    p->counters.created++;
+    p->counters.connect_failures = 0;
+    pool_slot_return(p, s, t);
+    return NULL;
+}
+
+/* Connect for the CONNECTING slot s (mutex held). The attempt holds a
+ * reference to the pool until it has ended. */
+static void start_attempt(pool *p, pool_slot *s)
+{
+    pq_error err;
+    pool_ref(p);
+    if (connector_start(p->cfg.conninfo, connect_deadline_at(p, clock_now()),
+                        attempt_done, s))
+        return;
+    pq_error_set(&err, PQ_CODE_CONNECT,
+                 "could not start a connection attempt (no thread)");
+    attempt_end(p, s, NULL, &err);
+    __atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL);  /* not the last */
+}
+
+static void attempt_done(void *arg, pq_conn *conn, const pq_error *err)
+{
+    pool_slot *s = arg;
+    pool *p = s->owner;
+    pq_conn *doomed;
+
+    /* Logged before a waiter hears of it (and may close the connection). */
+    if (!conn) {
+        pool_log(p, POOL_LOG_ERROR, "connection error: %s", err->message);
+    } else {
+        int tot;
+        pthread_mutex_lock(&p->mu);
+        tot = pool_total(p);          /* this slot counts as connecting */
+        pthread_mutex_unlock(&p->mu);
+        pool_log(p, POOL_LOG_INFO, "new connection (backend %d, %d/%d)",
+                 pq_backend_pid(conn), tot, p->cfg.max);
+    }
+    pthread_mutex_lock(&p->mu);
+    doomed = attempt_end(p, s, conn, err);
+    pthread_mutex_unlock(&p->mu);
+    if (doomed)
+        pq_close(doomed);
+    pool_unref(p);
+}
+
+/* Start attempts while the queue is longer than the attempts under way
+ * and there is capacity (mutex held). */
+static void start_attempts(pool *p)
+{
+    pool_slot *s;
+    while (p->n_queued > p->n_connecting &&
+           (s = pool_take_free_slot(p)) != NULL)
+        start_attempt(p, s);
+}
+
+void pool_top_up(pool *p, int target)
+{
+    pool_slot *s;
+    while (pool_total(p) < target && (s = pool_take_free_slot(p)) != NULL)
+        start_attempt(p, s);
 }
 
 /* The slot's connection is gone and not counted anywhere yet. */
 void pool_slot_vacate(pool *p, pool_slot *s)
 {
-    waiter *w = p->closing ? NULL : waiter_pop(p);
-
     s->conn = NULL;
-    s->busy = s->revoke_pending = s->needs_rollback = s->leak_warned = 0;
+    s->busy = s->revoke_pending = s->leak_warned = 0;
     free(s->origin);
     s->origin = NULL;
-    if (w) {
+    if (!p->closing && p->n_queued > p->n_connecting) {
         s->state = SLOT_CONNECTING;
         p->n_connecting++;
-        w->granted = s;
-        pthread_cond_signal(&w->cond);
+        start_attempt(p, s);
     } else {
         s->state = SLOT_EMPTY;
         s->next = p->free_head;
@@ -254,13 +363,29 @@ pool *pool_new(const pool_config *cfg)
              (uint64_t)(uintptr_t)p;
     if (!p->rng)
         p->rng = 88172645463325252ULL;
+    p->refs = 1;
+    pthread_mutex_lock(&live_mu);
+    p->next_live = live_head;
+    live_head = p;
+    pthread_mutex_unlock(&live_mu);
     return p;
 }
 
-void pool_destroy(pool *p)
+/* The end of a pool whose last reference is gone. */
+static void pool_destroy(pool *p)
 {
+    pool **link;
     retired *r;
     int i;
+
+    pthread_mutex_lock(&live_mu);
+    for (link = &live_head; *link != p; link = &(*link)->next_live) {
+    }
+    *link = p->next_live;
+    pthread_mutex_unlock(&live_mu);
+    for (i = 0; i < p->n_replicas; i++)
+        pool_unref(p->replicas[i]);
+    free(p->replicas);
 
     for (i = 0; i < p->cfg.max; i++) {
         if (p->slots[i].conn)
@@ -276,6 +401,49 @@ void pool_destroy(pool *p)
     pthread_cond_destroy(&p->drained);
     shared_cap_free(p->shared);
     free_parts(p);
+}
+
+void pool_ref(pool *p)
+{
+    __atomic_add_fetch(&p->refs, 1, __ATOMIC_RELAXED);
+}
+
+void pool_unref(pool *p)
+{
+    if (__atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        pool_destroy(p);
+}
+
+/* A reference to p unless its last one is already gone (live_mu held). */
+static int ref_if_alive(pool *p)
+{
+    int n = __atomic_load_n(&p->refs, __ATOMIC_RELAXED);
+    while (n > 0)
+        if (__atomic_compare_exchange_n(&p->refs, &n, n + 1, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+            return 1;
+    return 0;
+}
+
+void pool_each_live(void (*fn)(pool *p, void *ud), void *ud)
+{
+    pool *p, **list = NULL;
+    int n = 0, i;
+
+    pthread_mutex_lock(&live_mu);
+    for (p = live_head; p; p = p->next_live)
+        n++;
+    list = calloc((size_t)n + 1, sizeof *list);
+    n = 0;
+    for (p = live_head; list && p; p = p->next_live)
+        if (ref_if_alive(p))
+            list[n++] = p;
+    pthread_mutex_unlock(&live_mu);
+    for (i = 0; i < n; i++) {
+        fn(list[i], ud);
+        pool_unref(list[i]);
+    }
+    free(list);
 }
 
 const pool_config *pool_get_config(const pool *p)
@@ -318,8 +486,9 @@ static int shutdown_error(pool *p, pq_error *err)
                         p->cfg.name);
 }
 
-/* Take ownership of s for a new checkout (mutex held). */
-static void start_checkout(pool *p, pool_slot *s, double started, double t)
+/* Take ownership of s for a new checkout (mutex held); returns the wait
+ * counted. */
+static double start_checkout(pool *p, pool_slot *s, double started, double t)
 {
     double waited = t - started;
     s->busy = 1;                  /* ours to check and use; see pool_acquire */
@@ -330,6 +499,14 @@ static void start_checkout(pool *p, pool_slot *s, double started, double t)
     p->counters.wait_time_total += waited;
     if (waited > p->counters.wait_time_max)
         p->counters.wait_time_max = waited;
+    return waited;
+}
+
+/* A checkout whose connection turned out unusable is not counted. */
+static void uncount_checkout(pool *p, double waited)
+{
+    p->counters.acquired--;
+    p->counters.wait_time_total -= waited;
 }
 
 /* How often a waiter looks for a token freed by another process (nothing
@@ -351,8 +528,9 @@ static void timeout_error(pool *p, double timeout, pq_error *err)
                  p->n_in_use, p->cfg.max, connecting, p->n_waiting, shared);
 }
 
-/* Wait in the FIFO queue (mutex held). Returns the granted slot, or NULL
- * with err (timeout, shutdown). */
+/* Wait in the FIFO queue (mutex held), starting a connection attempt when
+ * there is capacity. Returns the granted slot (IN_USE, with a connection),
+ * or NULL with err (timeout, shutdown, the error of a failed attempt). */
 static pool_slot *wait_in_line(pool *p, double timeout, double deadline,
                                pq_error *err)
 {
@@ -360,26 +538,26 @@ static pool_slot *wait_in_line(pool *p, double timeout, double deadline,
 
     memset(&w, 0, sizeof w);
     clock_cond_init(&w.cond);
+    w.err = err;
     if (p->wait_tail)
         p->wait_tail->next = &w;
     else
         p->wait_head = &w;
     p->wait_tail = &w;
+    p->n_queued++;
     p->n_waiting++;
-    while (!w.granted && !w.shut_down) {
+    start_attempts(p);
+    while (!w.granted && !w.shut_down && !w.failed) {
         double until = deadline;
         struct timespec ts;
         if (p->shared && clock_now() + SHARED_POLL < deadline)
             until = clock_now() + SHARED_POLL;
         ts = clock_timespec(until);
         pthread_cond_timedwait(&w.cond, &p->mu, &ts);
-        if (w.granted || w.shut_down)
+        if (w.granted || w.shut_down || w.failed)
             break;
-        if (p->shared && p->wait_head == &w &&
-            (w.granted = pool_take_free_slot(p)) != NULL) {
-            waiter_pop(p);          /* the head of the line: that is us */
-            break;
-        }
+        if (p->shared)
+            start_attempts(p);
         if (clock_now() >= deadline) {
             waiter_remove(p, &w);
             break;
@@ -392,27 +570,11 @@ static pool_slot *wait_in_line(pool *p, double timeout, double deadline,
     if (w.shut_down) {
         p->counters.shutdown_rejects++;
         shutdown_error(p, err);
-    } else {
+    } else if (!w.failed) {
         p->counters.timeouts++;
         timeout_error(p, timeout, err);
     }
     return NULL;
-}
-
-/* Close the connection of a slot we own and keep the slot, now CONNECTING,
- * for a new connection. No mutex held. */
-static void drop_for_reconnect(pool *p, pool_slot *s, const char *reason)
-{
-    pq_conn *conn;
-    pthread_mutex_lock(&p->mu);
-    conn = s->conn;
-    s->conn = NULL;
-    s->state = SLOT_CONNECTING;
-    p->n_in_use--;
-    p->n_connecting++;
-    pool_count_close(p, reason);
-    pthread_mutex_unlock(&p->mu);
-    pool_close_conn(p, conn, reason, POOL_LOG_INFO);
 }
 
 /* A connection returned less than this long ago (seconds) is handed out
@@ -421,8 +583,7 @@ static void drop_for_reconnect(pool *p, pool_slot *s, const char *reason)
 #define LIVENESS_BYPASS 0.005
 
 /* Why the connection of a slot we own cannot be handed out, or NULL: past
- * its lifetime, closed by the server, or stuck in a transaction. A
- * connection returned by __gc inside a transaction is rolled back here. */
+ * its lifetime, closed by the server, or stuck in a transaction. */
 static const char *unusable_reason(pool_slot *s)
 {
     double t = clock_now();
@@ -430,115 +591,72 @@ static const char *unusable_reason(pool_slot *s)
         return "lifetime over";
     if (t - s->idle_since >= LIVENESS_BYPASS && !pq_is_alive(s->conn))
         return "broken";
-    if (s->needs_rollback) {
-        s->needs_rollback = 0;
-        if (!pq_rollback(s->conn, clock_now() + 5.0))
-            return "broken";
-    }
     return pq_txn_status(s->conn) == PQ_TXN_IDLE ? NULL : "broken";
 }
 
-/* We own s (IN_USE with a connection, or CONNECTING without). Make it a
- * healthy idle connection or give the capacity back. No mutex held. */
-static int make_ready(pool *p, pool_slot *s, double deadline, pq_error *err)
+/* Callers that would wait for a release rather than for a connection
+ * attempt (mutex held): the queue less what attempts under way and free
+ * capacity will serve. */
+static int waiting_for_release(const pool *p)
 {
-    pq_conn *conn;
-    double t, connect_deadline;
-
-    if (s->conn) {
-        const char *reason = unusable_reason(s);
-        if (!reason)
-            return 1;
-        drop_for_reconnect(p, s, reason);
-    }
-
-    t = clock_now();
-    connect_deadline = t + p->cfg.connect_timeout;
-    if (deadline < connect_deadline)
-        connect_deadline = deadline;
-    conn = pq_connect(p->cfg.conninfo, connect_deadline, err);
-
-    pthread_mutex_lock(&p->mu);
-    p->n_connecting--;
-    if (!conn || p->closing) {
-        p->counters.acquired--;       /* counted in start_checkout */
-        if (conn) {
-            p->counters.closed++;
-        } else {
-            p->counters.connect_errors++;
-            p->counters.connect_failures++;
-        }
-        pool_slot_vacate(p, s);
-        if (conn) {
-            pthread_mutex_unlock(&p->mu);
-            pq_close(conn);
-            return shutdown_error(p, err);
-        }
-        pthread_mutex_unlock(&p->mu);
-        pool_log(p, POOL_LOG_ERROR, "connection error: %s", err->message);
-        return 0;
-    }
-    t = clock_now();
-    s->conn = conn;
-    s->created_at = t;
-    s->expires_at = pool_lifetime_end(p, t);
-    s->state = SLOT_IN_USE;
-    p->n_in_use++;
-    p->counters.created++;
-    p->counters.connect_failures = 0;
-    {
-        int tot = pool_total(p);
-        pthread_mutex_unlock(&p->mu);
-        pool_log(p, POOL_LOG_INFO, "new connection (backend %d, %d/%d)",
-                 pq_backend_pid(conn), tot, p->cfg.max);
-    }
-    return 1;
+    return p->n_queued - p->n_connecting - (p->cfg.max - pool_total(p));
 }
 
 int pool_acquire(pool *p, double timeout, int hold_busy, pool_slot **slot,
                  uint64_t *ticket, pq_error *err)
 {
-    double started = clock_now(), deadline = started + timeout;
+    double started = clock_now(), deadline = clock_deadline(started, timeout);
     pool_slot *s;
     pq_conn *revoked;
 
     hk_ensure();
     pthread_mutex_lock(&p->mu);
-    if (p->closing) {
-        p->counters.shutdown_rejects++;
-        pthread_mutex_unlock(&p->mu);
-        return shutdown_error(p, err);
-    }
-    if (!p->wait_head && p->idle_head) {
-        s = pick_idle(p);
-        s->state = SLOT_IN_USE;
-        p->n_in_use++;
-    } else if (!p->wait_head && (s = pool_take_free_slot(p)) != NULL) {
-        /* s is ours, CONNECTING */
-    } else if (p->cfg.max_waiting > 0 && p->n_waiting >= p->cfg.max_waiting) {
-        p->counters.full_rejects++;
-        pq_error_set(err, PQ_CODE_FULL,
-                     "too many waiting for a connection (pool \"%s\": %d/%d "
-                     "in use, %d waiting, max_waiting %d)", p->cfg.name,
-                     p->n_in_use, p->cfg.max, p->n_waiting,
-                     p->cfg.max_waiting);
-        pthread_mutex_unlock(&p->mu);
-        return 0;
-    } else {
-        s = wait_in_line(p, timeout, deadline, err);
-        if (!s) {
+    for (;;) {
+        const char *reason;
+        double waited;
+
+        if (p->closing) {
+            p->counters.shutdown_rejects++;
+            pthread_mutex_unlock(&p->mu);
+            return shutdown_error(p, err);
+        }
+        if (!p->wait_head && p->idle_head) {
+            s = pick_idle(p);
+            s->state = SLOT_IN_USE;
+            p->n_in_use++;
+        } else if (p->cfg.max_waiting > 0 &&
+                   waiting_for_release(p) >= p->cfg.max_waiting) {
+            p->counters.full_rejects++;
+            pq_error_set(err, PQ_CODE_FULL,
+                         "too many waiting for a connection (pool \"%s\": "
+                         "%d/%d in use, %d waiting, max_waiting %d)",
+                         p->cfg.name, p->n_in_use, p->cfg.max, p->n_waiting,
+                         p->cfg.max_waiting);
+            pthread_mutex_unlock(&p->mu);
+            return 0;
+        } else if ((s = wait_in_line(p, timeout, deadline, err)) == NULL) {
             pthread_mutex_unlock(&p->mu);
             return 0;
         }
-    }
-    start_checkout(p, s, started, clock_now());
-    *ticket = s->ticket;
-    pthread_mutex_unlock(&p->mu);
+        waited = start_checkout(p, s, started, clock_now());
+        *ticket = s->ticket;
+        pthread_mutex_unlock(&p->mu);
 
-    /* busy while we check the connection: a shutdown revoking checkouts
-     * meanwhile leaves it to us (revoke_pending) instead of closing it. */
-    if (!make_ready(p, s, deadline, err))
-        return 0;
+        /* busy while we check the connection: a shutdown revoking
+         * checkouts meanwhile leaves it to us (revoke_pending). */
+        reason = unusable_reason(s);
+        if (!reason)
+            break;
+        pthread_mutex_lock(&p->mu);
+        revoked = s->conn;
+        uncount_checkout(p, waited);
+        p->n_in_use--;
+        pool_count_close(p, reason);
+        pool_slot_vacate(p, s);
+        pthread_mutex_unlock(&p->mu);
+        pool_close_conn(p, revoked, reason, POOL_LOG_INFO);
+        pthread_mutex_lock(&p->mu);
+    }
     *slot = s;
     if (hold_busy)
         return 1;
@@ -555,6 +673,7 @@ int pool_acquire(pool *p, double timeout, int hold_busy, pool_slot **slot,
 
 /* ---- release ----------------------------------------------------------- */
 
+/* Leave conn to the housekeeper to close (no network I/O inside __gc). */
 static void retire_later(pool *p, pq_conn *conn)
 {
     retired *r = malloc(sizeof *r);
@@ -563,11 +682,29 @@ static void retire_later(pool *p, pq_conn *conn)
         return;
     }
     r->conn = conn;
+    r->slot = NULL;
     pthread_mutex_lock(&p->mu);
     r->next = p->retired_head;
     p->retired_head = r;
     pthread_mutex_unlock(&p->mu);
     hk_poke();
+}
+
+/* A checkout collected inside a transaction (mutex held, slot busy): the
+ * housekeeper rolls it back, with a deadline, and releases it
+ * (pool_finish_collected), so that its locks go at once and not when the
+ * connection is next used. 0 when out of memory. */
+static int roll_back_later(pool *p, pool_slot *s)
+{
+    retired *r = malloc(sizeof *r);
+    if (!r)
+        return 0;
+    r->conn = s->conn;
+    r->slot = s;
+    r->next = p->retired_head;
+    p->retired_head = r;
+    p->counters.leaked++;
+    return 1;
 }
 
 /* The second half of every release (mutex held): count it, then give the
@@ -641,8 +778,19 @@ int pool_release(pool *p, pool_slot *s, uint64_t ticket,
             break;
         case PQ_TXN_INBLOCK:
             if (how == POOL_COLLECTED) {
-                s->needs_rollback = 1;     /* the next acquirer rolls back */
-            } else if (pq_rollback(conn, clock_now() + 5.0)) {
+                int later;
+                pool_log(p, POOL_LOG_WARN, "connection garbage-collected "
+                         "without release (leaked) inside a transaction; "
+                         "rolled back in the background");
+                pthread_mutex_lock(&p->mu);
+                later = roll_back_later(p, s);
+                pthread_mutex_unlock(&p->mu);
+                if (later) {
+                    hk_poke();
+                    return 1;
+                }
+                reason = "broken";
+            } else if (pq_rollback(conn, clock_deadline(clock_now(), ROLLBACK_TIMEOUT))) {
                 rolled_back = 1;
             } else {
                 reason = "broken";
@@ -653,7 +801,7 @@ int pool_release(pool *p, pool_slot *s, uint64_t ticket,
         }
     }
 
-    if (how == POOL_COLLECTED)
+    if (how == POOL_COLLECTED && !reason)
         pool_log(p, POOL_LOG_WARN, "connection garbage-collected without "
                  "release (leaked); returned to the pool");
     pthread_mutex_lock(&p->mu);
@@ -662,6 +810,21 @@ int pool_release(pool *p, pool_slot *s, uint64_t ticket,
     pthread_mutex_unlock(&p->mu);
     close_released(p, conn, reason, how);
     return 1;
+}
+
+void pool_finish_collected(pool *p, pool_slot *s)
+{
+    int ok = pq_rollback(s->conn, clock_deadline(clock_now(), ROLLBACK_TIMEOUT));
+    const char *reason = ok ? NULL : "broken";
+    pq_conn *conn;
+
+    pthread_mutex_lock(&p->mu);
+    p->counters.rollbacks += (uint64_t)ok;
+    conn = finish_release(p, s, reason, POOL_RELEASE, clock_now());
+    pthread_mutex_unlock(&p->mu);
+    if (conn)
+        pool_close_conn(p, conn, reason ? reason : "pool closed",
+                        POOL_LOG_WARN);
 }
 
 /* ---- statements on a checkout ------------------------------------------ */
@@ -900,7 +1063,24 @@ int pool_history(pool *p, pool_sample *out)
 
 /* ---- fork -------------------------------------------------------------- */
 
-void pool_forget_in_child(pool *p)
+void pool_fork_prepare(void)
+{
+    pool *p;
+    pthread_mutex_lock(&live_mu);
+    for (p = live_head; p; p = p->next_live)
+        pthread_mutex_lock(&p->mu);
+}
+
+void pool_fork_parent(void)
+{
+    pool *p;
+    for (p = live_head; p; p = p->next_live)
+        pthread_mutex_unlock(&p->mu);
+    pthread_mutex_unlock(&live_mu);
+}
+
+/* The child: empty every pool without touching the parent's sessions. */
+static void forget_in_child(pool *p)
 {
     retired *r;
     int i;
@@ -912,7 +1092,7 @@ void pool_forget_in_child(pool *p)
         s->conn = NULL;
         s->state = SLOT_EMPTY;
         s->ticket = new_ticket();
-        s->busy = s->revoke_pending = s->needs_rollback = 0;
+        s->busy = s->revoke_pending = 0;
         s->next = p->free_head;
         s->prev = NULL;
         p->free_head = s;
@@ -927,4 +1107,14 @@ void pool_forget_in_child(pool *p)
     memset(&p->counters, 0, sizeof p->counters);
     p->reconnect_after = 0;
     clock_cond_init(&p->drained);
+}
+
+void pool_fork_child(void)
+{
+    pool *p;
+    for (p = live_head; p; p = p->next_live) {
+        forget_in_child(p);
+        pthread_mutex_unlock(&p->mu);
+    }
+    pthread_mutex_unlock(&live_mu);
 }

@@ -66,6 +66,22 @@ enum pool_release_how {
     POOL_COLLECTED    /* __gc: no network I/O here; counted as leaked */
 };
 
+/* A pool lives while it has references: the registry's (from configure to
+ * shutdown), every Lua handle's, and each connection attempt's. */
+void pool_ref(pool *p);
+void pool_unref(pool *p);
+
+/* Call fn for every pool not yet freed, configured or shut down, holding a
+ * reference during the call (process exit). */
+void pool_each_live(void (*fn)(pool *p, void *ud), void *ud);
+
+/* fork(): prepare holds every pool's mutex across it; the child empties
+ * every pool without touching the parent's sessions (connections
+ * abandoned, checkouts invalidated). */
+void pool_fork_prepare(void);
+void pool_fork_parent(void);
+void pool_fork_child(void);
+
 const pool_config *pool_get_config(const pool *p);
 int pool_is_closing(pool *p);
 

@@ -40,7 +40,6 @@ struct pool_slot {
     double created_at, expires_at, idle_since, checkout_at;
     int busy;                 /* a statement is running on it */
     int revoke_pending;       /* shutdown wants it closed when not busy */
-    int needs_rollback;       /* returned by __gc inside a transaction */
     int leak_warned;
     char *origin;             /* where it was acquired (leak_timeout) */
     pool_slot *prev, *next;   /* idle list or free list */
@@ -49,26 +48,38 @@ struct pool_slot {
 typedef struct waiter {
     pthread_cond_t cond;
     struct waiter *next;
-    pool_slot *granted;       /* IN_USE with a connection, or CONNECTING */
+    pool_slot *granted;       /* IN_USE, with a connection */
     int shut_down;
+    int failed;               /* the attempt it waited for failed: *err */
+    pq_error *err;
 } waiter;
 
-typedef struct retired {      /* connections the housekeeper must close */
+/* Work the housekeeper does after __gc (which may do no network I/O): a
+ * connection to close (slot NULL), or a checkout collected inside a
+ * transaction to roll back and release (pool_finish_collected). */
+typedef struct retired {
     pq_conn *conn;
+    pool_slot *slot;
     struct retired *next;
 } retired;
+
+/* How long a rollback on release may take before the connection is
+ * counted broken and closed (seconds). */
+#define ROLLBACK_TIMEOUT 5.0
 
 struct pool {
     pool_config cfg;          /* name and conninfo point to the copies below */
     char *name, *conninfo;
     pthread_mutex_t mu;
     pthread_cond_t drained;   /* signalled when in_use + connecting drops */
-    int refs;                 /* atomic; see registry.c */
+    int refs;                 /* atomic */
     int closing;
     int in_registry;          /* guarded by the registry's mutex */
     pool_slot *slots;
     pool_slot *idle_head, *idle_tail, *free_head;
     int n_idle, n_in_use, n_connecting, n_waiting;
+    int n_queued;             /* waiters in the queue (n_waiting counts them
+                                 until they have woken up) */
     waiter *wait_head, *wait_tail;
     retired *retired_head;
     double reconnect_after;   /* min top-up backs off after a failure */
@@ -80,18 +91,14 @@ struct pool {
     pool **replicas;          /* references, fixed once published */
     int n_replicas;
     unsigned turn;            /* atomic: pool_next_turn */
-    pool *next_all;           /* every live pool (registry.c) */
+    pool *next_live;          /* every pool not yet freed (pool.c) */
     pool *next_registered;    /* configured pools (registry.c) */
 };
 
-/* A new pool (no connection, not registered), or NULL when out of memory;
- * and its end, closing what it still holds (pool.c). */
+/* A new pool with one reference (no connection, not registered), or NULL
+ * when out of memory. Its last pool_unref closes what it still holds and
+ * releases its replicas. */
 POOL_INTERNAL pool *pool_new(const pool_config *cfg);
-POOL_INTERNAL void pool_destroy(pool *p);
-
-/* In a forked child, with the pool's mutex held since before fork(): empty
- * the pool without touching the parent's sessions (pool.c). */
-POOL_INTERNAL void pool_forget_in_child(pool *p);
 
 /* Slot moves, each with the pool's mutex held (pool.c). */
 POOL_INTERNAL int pool_total(const pool *p);
@@ -108,6 +115,14 @@ POOL_INTERNAL void pool_slot_return(pool *p, pool_slot *s, double t);
 /* When a connection created at `created` reaches its max_lifetime. */
 POOL_INTERNAL double pool_lifetime_end(pool *p, double created);
 POOL_INTERNAL void pool_count_close(pool *p, const char *reason);
+
+/* Start connection attempts until total reaches target, capacity allowing
+ * (mutex held; the min top-up). */
+POOL_INTERNAL void pool_top_up(pool *p, int target);
+
+/* Roll back and release a checkout collected inside a transaction (no
+ * mutex held; the housekeeper). */
+POOL_INTERNAL void pool_finish_collected(pool *p, pool_slot *s);
 
 /* Close a connection detached from its slot (no mutex held), logging why. */
 POOL_INTERNAL void pool_close_conn(pool *p, pq_conn *c, const char *reason,

@@ -6,13 +6,17 @@
  * is emptied, its connections abandoned (socket closed, nothing sent),
  * every checkout invalidated, and the housekeeper restarts on first use.
  *
- * Exit: every idle connection and every checked-out one not running a
- * statement is closed, so each server session ends with a Terminate
- * message rather than an unexpected EOF.
+ * Exit: the housekeeper is stopped (waiting up to a second for a pass
+ * under way), then every idle connection and every checked-out one not
+ * running a statement is closed, so each of those server sessions ends
+ * with a Terminate message. A connection running a statement in another
+ * thread at that moment is left to the operating system, which closes its
+ * socket (the server logs an unexpected EOF for it): waiting for it could
+ * hold the exit up for as long as the statement runs.
  *
  * Signals (close_on_signals, opt-in): the handler only posts a semaphore;
  * a thread of ours closes the idle connections, then re-raises with the
- * default action.
+ * default action. A second signal meanwhile ends the process at once.
  */
 #define _GNU_SOURCE
 #include "process.h"
@@ -24,6 +28,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "hk_thread.h"
 #include "housekeeper.h"
 #include "log.h"
@@ -31,11 +36,15 @@
 
 static pthread_once_t process_once = PTHREAD_ONCE_INIT;
 
+/* How long exit waits for the housekeeper to end a pass under way. */
+#define EXIT_HOUSEKEEPER_WAIT 1.0
+
 /* ---- fork and exit ----------------------------------------------------- */
 
 static void fork_prepare(void)
 {
-    registry_fork_prepare();
+    registry_fork_lock();
+    pool_fork_prepare();
     hk_fork_prepare();
     log_fork_prepare();
 }
@@ -44,14 +53,16 @@ static void fork_parent(void)
 {
     log_fork_release();
     hk_fork_parent();
-    registry_fork_parent();
+    pool_fork_parent();
+    registry_fork_unlock();
 }
 
 static void fork_child(void)
 {
     log_fork_release();
     hk_fork_child();
-    registry_fork_child();
+    pool_fork_child();
+    registry_fork_unlock();
 }
 
 static void close_for_exit(pool *p, void *ud)
@@ -62,8 +73,8 @@ static void close_for_exit(pool *p, void *ud)
 
 static void close_at_exit(void)
 {
-    hk_stop();
-    registry_each_live(close_for_exit, NULL);
+    hk_stop(clock_now() + EXIT_HOUSEKEEPER_WAIT);
+    pool_each_live(close_for_exit, NULL);
 }
 
 static void process_init(void)
@@ -89,6 +100,12 @@ static void on_signal(int sig)
 {
     if (getpid() != signal_owner) {
         /* A forked child has no closer thread: just die as usual. */
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    if (signal_caught) {
+        /* A second signal while the first is being handled: end now. */
         signal(sig, SIG_DFL);
         raise(sig);
         return;

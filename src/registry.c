@@ -1,14 +1,14 @@
 /*
  * registry.c - the pools of this process by name (see registry.h).
  *
- * State: the configured pools (registry_head), every pool not yet freed
- * (all_head: fork and exit reach shut-down pools that handles still hold),
- * and the names shut down since.
+ * State: the configured pools (registry_head) and the names shut down
+ * since.
  *
  * Lock order of the whole pool core, outermost first:
- *   registry_mu -> a pool's mu -> { a shared cap's mu, hk_mu, log_mu }
+ *   registry_mu -> live_mu (pool.c) -> a pool's mu
+ *               -> { a shared cap's mu, hk_mu, log_mu }
  * The last three are leaves: nothing is taken under them. No network I/O
- * happens under registry_mu, except at process exit (registry_each_live).
+ * happens under any of them.
  */
 #define _GNU_SOURCE
 #include "registry.h"
@@ -24,11 +24,8 @@
 
 static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
 static pool *registry_head;        /* configured pools */
-static pool *all_head;             /* every pool not yet freed */
 static char **shut_down_names;     /* names shut down and not reconfigured */
 static int shut_down_count;
-
-/* ---- references -------------------------------------------------------- */
 
 static void release_replicas(pool **replicas, int n)
 {
@@ -36,29 +33,6 @@ static void release_replicas(pool **replicas, int n)
     for (i = 0; i < n; i++)
         pool_unref(replicas[i]);
     free(replicas);
-}
-
-void pool_ref(pool *p)
-{
-    __atomic_add_fetch(&p->refs, 1, __ATOMIC_RELAXED);
-}
-
-void pool_unref(pool *p)
-{
-    pool **link;
-
-    if (__atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) != 0)
-        return;
-    pthread_mutex_lock(&registry_mu);
-    for (link = &all_head; *link; link = &(*link)->next_all) {
-        if (*link == p) {
-            *link = p->next_all;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&registry_mu);
-    release_replicas(p->replicas, p->n_replicas);
-    pool_destroy(p);
 }
 
 /* ---- names ------------------------------------------------------------- */
@@ -202,14 +176,12 @@ pool *pool_configure(const pool_config *cfg, int start_now, char *errbuf,
         snprintf(errbuf, errlen, "pgpool: out of memory");
         return NULL;
     }
-    p->refs = 2;   /* the registry's and the caller's */
+    pool_ref(p);   /* the caller's, beside the registry's */
     p->in_registry = 1;
     p->replicas = replicas;
     p->n_replicas = cfg->n_replicas;
     p->next_registered = registry_head;
     registry_head = p;
-    p->next_all = all_head;
-    all_head = p;
     forget_shut_down_name(cfg->name);
     pthread_mutex_unlock(&registry_mu);
 
@@ -286,7 +258,7 @@ static int shutdown_one(pool *p, double deadline)
 
 int pool_shutdown(pool *p, double timeout)
 {
-    double deadline = clock_now() + timeout;
+    double deadline = clock_deadline(clock_now(), timeout);
     int clean = shutdown_one(p, deadline), i;
     for (i = 0; i < p->n_replicas; i++)
         clean &= shutdown_one(p->replicas[i], deadline);
@@ -314,7 +286,7 @@ static pool **registered_pools(int *count)
 
 int pool_shutdown_all(double timeout)
 {
-    double deadline = clock_now() + timeout;
+    double deadline = clock_deadline(clock_now(), timeout);
     int n, i, clean = 1;
     pool **list = registered_pools(&n);
 
@@ -337,39 +309,14 @@ void pool_each(void (*fn)(pool *p, void *ud), void *ud)
     free(list);
 }
 
-void registry_each_live(void (*fn)(pool *p, void *ud), void *ud)
-{
-    pool *p;
-    pthread_mutex_lock(&registry_mu);
-    for (p = all_head; p; p = p->next_all)
-        fn(p, ud);
-    pthread_mutex_unlock(&registry_mu);
-}
-
 /* ---- fork -------------------------------------------------------------- */
 
-void registry_fork_prepare(void)
+void registry_fork_lock(void)
 {
-    pool *p;
     pthread_mutex_lock(&registry_mu);
-    for (p = all_head; p; p = p->next_all)
-        pthread_mutex_lock(&p->mu);
 }
 
-void registry_fork_parent(void)
+void registry_fork_unlock(void)
 {
-    pool *p;
-    for (p = all_head; p; p = p->next_all)
-        pthread_mutex_unlock(&p->mu);
-    pthread_mutex_unlock(&registry_mu);
-}
-
-void registry_fork_child(void)
-{
-    pool *p;
-    for (p = all_head; p; p = p->next_all) {
-        pool_forget_in_child(p);
-        pthread_mutex_unlock(&p->mu);
-    }
     pthread_mutex_unlock(&registry_mu);
 }

@@ -2,8 +2,6 @@
  * registry.h - the pools of this process, by name: configure, look up,
  * reference counts, replicas, shutdown, and walks over them.
  *
- * A pool lives while it has references: the registry's (from configure to
- * shutdown), every Lua handle's, and the housekeeper's during its pass.
  * A name that was shut down and not configured again is remembered, so that
  * a lookup can tell "shut down" from "never configured".
  */
@@ -27,9 +25,6 @@ pool *pool_configure(const pool_config *cfg, int start_now, char *errbuf,
  * housekeeping of this process if it was deferred. */
 pool *pool_lookup(const char *name, int *was_shut_down);
 
-void pool_ref(pool *p);
-void pool_unref(pool *p);
-
 /* The replicas of a pool (pools "<name>/replica-<i>" with its options,
  * configured with it and shut down with it): how many, and the one at
  * position i (modulo the count; the pool holds the reference). Each call of
@@ -46,16 +41,8 @@ int pool_shutdown_all(double timeout);
 /* Call fn for each configured pool (holding a reference during the call). */
 void pool_each(void (*fn)(pool *p, void *ud), void *ud);
 
-/* Call fn for every pool not yet freed, configured or shut down, with the
- * registry's mutex held: for process exit only (fn must not call back
- * into the registry). */
-void registry_each_live(void (*fn)(pool *p, void *ud), void *ud);
-
-/* fork(): prepare takes the registry's mutex and every pool's; parent
- * releases them; child empties every pool (pool_forget_in_child), then
- * releases them. */
-void registry_fork_prepare(void);
-void registry_fork_parent(void);
-void registry_fork_child(void);
+/* fork(): the registry's mutex is held across it (taken first). */
+void registry_fork_lock(void);
+void registry_fork_unlock(void);
 
 #endif
