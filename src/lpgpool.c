@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "lpgpool.h"
+#include "lvalue.h"
 
 /* ---- shared upvalues ---------------------------------------------------- */
 
@@ -245,10 +246,10 @@ static int lmodule_decode_array(lua_State *L)
 {
     size_t len;
     const char *text = luaL_checklstring(L, 1, &len);
-    unsigned elem = larray_element_type((unsigned)luaL_checkinteger(L, 2));
+    unsigned elem = lvalue_element_type((unsigned)luaL_checkinteger(L, 2));
     if (!elem)
         return luaL_argerror(L, 2, "not a known array type");
-    if (larray_push(L, text, len, elem))
+    if (lvalue_push_array(L, text, len, elem))
         return 1;
     lua_pushnil(L);
     lua_pushstring(L, "malformed");

@@ -21,10 +21,7 @@
 #define LPGPOOL_VERSION  "pgpool 1.0.0"
 #define LPOOL_MT  "pgpool.pool"
 #define LCONN_MT  "pgpool.conn"
-#define LBYTEA_MT "pgpool.bytea"
 #define LCTX_MT   "pgpool.context"
-
-#define LPGPOOL_INTERNAL __attribute__((visibility("hidden")))
 
 /* Per-Lua-state context, upvalue 1 of every module function. */
 typedef struct lctx {
@@ -119,25 +116,5 @@ LPGPOOL_INTERNAL int lresult_push_error(lua_State *L, const pq_error *err);
 /* The error as one table { error = msg, code = code, info = {...} }. */
 LPGPOOL_INTERNAL void lresult_push_error_table(lua_State *L,
                                                const pq_error *err);
-
-/* Arrays (larray.c). larray_element_type: the element type of a known array
- * type, or 0. larray_push: decode a PostgreSQL array literal into a Lua
- * array (pushes 1 value and returns 1), or push nothing and return 0 when
- * the literal is malformed. larray_encode: push the array literal of the Lua
- * array at idx; raises naming parameter param_no on a value it cannot send. */
-LPGPOOL_INTERNAL unsigned larray_element_type(unsigned array_oid);
-LPGPOOL_INTERNAL int larray_push(lua_State *L, const char *text, size_t len,
-                                 unsigned elem_oid);
-LPGPOOL_INTERNAL void larray_encode(lua_State *L, int idx, int param_no);
-
-/* Text of the number at idx as PostgreSQL reads it back exactly (lparam.c):
- * integers in decimal, floats in the shortest exact form, Infinity, NaN. */
-LPGPOOL_INTERNAL void lparam_format_number(lua_State *L, int idx,
-                                           char buf[40]);
-
-/* Push one text-format value of type oid (lresult.c; used by arrays too).
- * Returns 0, pushing nothing, when an array value is malformed. */
-LPGPOOL_INTERNAL int lresult_push_value(lua_State *L, unsigned oid,
-                                        const char *v, size_t len);
 
 #endif
