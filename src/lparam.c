@@ -20,7 +20,8 @@
  */
 #include <string.h>
 
-#include "lpgpool.h"
+#include "lparam.h"
+
 #include "lvalue.h"
 
 /* Room for n parameters: inline in ps, or in a userdata left on the stack. */

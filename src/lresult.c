@@ -12,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lpgpool.h"
+#include "lresult.h"
+
+#include "lcommon.h"
 #include "lvalue.h"
 
 /* Push the result key kept in upvalue upv (literal when called without the
