@@ -3,7 +3,7 @@
 -- Lua array tables become array literals the server accepts, for `= any($1)`
 -- and for casts such as `$1::text[]`.
 --
--- The decoder (src/larray.c) is strict and total. Only the server's own
+-- The decoder (src/arraytext.c) is strict and total. Only the server's own
 -- array_out text reaches it through queries, so malformed literals go
 -- through the test hook pgpool.core._decode_array.
 local helpers = require 'spec.support.helpers'

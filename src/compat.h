@@ -1,6 +1,8 @@
 /*
  * compat.h - the few shims that let one source build for Lua 5.1/LuaJIT,
- * 5.2, 5.3 and 5.4. Written for pgpool; nothing else lives here.
+ * 5.2, 5.3 and 5.4, and LPGPOOL_INTERNAL, the mark on what the Lua-facing
+ * files share but the module does not export (only luaopen_pgpool_core is).
+ * Written for pgpool; nothing else lives here.
  *
  * In 5.1 mode (vanilla 5.1 and LuaJIT) the 5.2+ auxiliary functions are
  * replaced by static versions below, whatever the headers declare, so the
@@ -11,6 +13,8 @@
 
 #include <lua.h>
 #include <lauxlib.h>
+
+#define LPGPOOL_INTERNAL __attribute__((visibility("hidden")))
 
 #if LUA_VERSION_NUM == 501
 
@@ -82,7 +86,7 @@ static inline void compat_traceback(lua_State *L, lua_State *L1, const char *msg
      luaL_setfuncs((L), (l), 0))
 
 /* 5.1 has no integer subtype: a number is written as an integer when it is
- * integral (see lparam.c). */
+ * integral (see lvalue.c). */
 #define compat_isinteger(L, i) 0
 
 #elif LUA_VERSION_NUM >= 503

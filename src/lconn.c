@@ -5,11 +5,18 @@
  * __close and __gc end the checkout, each at most once; after that every
  * method but release/discard raises "pgpool: connection released". __gc
  * never raises and does no network I/O (pool.c defers the rollback or close).
+ * query and exec run through lstatement.c like the pool's.
  */
 #include <stdlib.h>
 #include <string.h>
 
-#include "lpgpool.h"
+#include "lconn.h"
+
+#include "lcommon.h"
+#include "lparam.h"
+#include "lresult.h"
+#include "lstatement.h"
+#include "clock.h"
 
 typedef struct lconn {
     pool *p;
@@ -36,25 +43,19 @@ void lconn_push(lua_State *L, pool *p, pool_slot *slot, uint64_t ticket)
 
 static lconn *lconn_check(lua_State *L, int idx)
 {
-    lconn *c = (lconn *)lpgpool_check(L, idx, LUPV_CONN_MT, LCONN_MT);
+    lconn *c = (lconn *)lcommon_check(L, idx, LUPV_CONN_MT, LCONN_MT);
     if (c->released)
         luaL_error(L, "pgpool: connection released");
     return c;
 }
 
-int lconn_run(pool *p, pq_conn *conn, const char *sql, const lparam_set *ps,
-              pq_result **res, pq_error *err)
-{
-    const pool_config *cfg = pool_get_config(p);
-    if (!ps)
-        return pq_exec(conn, sql, cfg->query_timeout, err);
-    *res = pq_query(conn, sql, &ps->pq, cfg->query_timeout,
-                    cfg->statement_cache, err);
-    return *res != NULL;
-}
-
-int lconn_execute(pool *p, pool_slot *slot, uint64_t ticket, const char *sql,
-                  const lparam_set *ps, pq_result **res, pq_error *err)
+/* Run sql on the checkout: with ps, as one statement with those parameters
+ * (*res set on success); with ps NULL, as a script. No Lua calls. Returns 1
+ * on success, 0 with err on a runtime failure, -1 when the checkout was
+ * already released (a misuse the caller raises for). */
+static int lconn_execute(pool *p, pool_slot *slot, uint64_t ticket,
+                         const char *sql, const lparam_set *ps,
+                         pq_result **res, pq_error *err)
 {
     pq_conn *conn = pool_begin_use(p, slot, ticket, err);
     double started;
@@ -63,7 +64,7 @@ int lconn_execute(pool *p, pool_slot *slot, uint64_t ticket, const char *sql,
     if (!conn)
         return strcmp(err->code, PQ_CODE_SHUTDOWN) == 0 ? 0 : -1;
     started = clock_now();
-    ok = lconn_run(p, conn, sql, ps, res, err);
+    ok = lstatement_run(p, conn, sql, ps, res, err);
     pool_end_use(p, slot, sql, started, 1, !ok);
     return ok;
 }
@@ -78,37 +79,11 @@ static void end_checkout(lconn *c, enum pool_release_how how)
     pool_unref(c->p);
 }
 
-const char *lconn_statement_args(lua_State *L, int exec, lparam_set *ps)
-{
-    const char *sql = luaL_checkstring(L, 2);
-    if (exec) {
-        if (lua_gettop(L) > 2)
-            luaL_error(L, "pgpool: exec takes no parameters");
-    } else {
-        lparam_encode(L, 3, lua_gettop(L) - 2, ps);
-    }
-    return sql;
-}
-
-int lconn_push_outcome(lua_State *L, int ok, int exec, pq_result *res,
-                       const pq_error *err)
-{
-    lctx_flush_log(L);
-    if (!ok)
-        return lresult_push_error(L, err);
-    if (exec) {
-        lua_pushboolean(L, 1);
-        return 1;
-    }
-    lresult_push(L, res);   /* frees res */
-    return 1;
-}
-
 static int run(lua_State *L, int exec)
 {
     lconn *c = lconn_check(L, 1);
     lparam_set ps;
-    const char *sql = lconn_statement_args(L, exec, &ps);
+    const char *sql = lstatement_args(L, exec, &ps);
     pq_result *res = NULL;
     pq_error err;
     int rc = lconn_execute(c->p, c->slot, c->ticket, sql, exec ? NULL : &ps,
@@ -116,7 +91,7 @@ static int run(lua_State *L, int exec)
 
     if (rc < 0)
         return luaL_error(L, "pgpool: connection released");
-    return lconn_push_outcome(L, rc, exec, res, &err);
+    return lstatement_push_outcome(L, rc, exec, res, &err);
 }
 
 static int lconn_query(lua_State *L)
@@ -131,7 +106,7 @@ static int lconn_exec(lua_State *L)
 
 static int lconn_release(lua_State *L)
 {
-    lconn *c = (lconn *)lpgpool_check(L, 1, LUPV_CONN_MT, LCONN_MT);
+    lconn *c = (lconn *)lcommon_check(L, 1, LUPV_CONN_MT, LCONN_MT);
     end_checkout(c, POOL_RELEASE);
     lctx_flush_log(L);
     lua_pushboolean(L, 1);
@@ -351,9 +326,9 @@ void lconn_open(lua_State *L)
     };
     luaL_getmetatable(L, LCONN_MT);
     lua_newtable(L);
-    lpgpool_setfuncs(L, lconn_methods);
+    lcommon_setfuncs(L, lconn_methods);
     lua_setfield(L, -2, "__index");
-    lpgpool_setfuncs(L, close_fn);
+    lcommon_setfuncs(L, close_fn);
     lua_pushcfunction(L, lconn_gc);
     lua_setfield(L, -2, "__gc");
     lua_pushcfunction(L, lconn_tostring);

@@ -9,84 +9,20 @@
  *                            Infinity, -Infinity, NaN
  *   string                -> text (a NUL byte raises: use pgpool.bytea)
  *   pgpool.bytea(s)       -> binary bytea (format 1, type bytea)
- *   array table           -> array literal (larray.c)
+ *   array table           -> array literal
  *   anything else         -> raises, naming the parameter and its type
+ *
+ * Numbers and array tables are written by the value codec (lvalue.c); this
+ * file fills the parameter set that pq_query takes.
  *
  * Pointers in the set point into Lua strings that stay on the stack (or in
  * their parent table) until the statement has run.
  */
-#include <float.h>
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
-#include "lpgpool.h"
+#include "lparam.h"
 
-#define OID_BYTEA 17
-
-/* Decimal text of an integer, without printf (the hot path). */
-static void format_integer(long long v, char buf[40])
-{
-    char digits[24];
-    int n = 0, i = 0;
-    /* Work with the negative value: it also holds the minimum integer. */
-    long long neg = v < 0 ? v : -v;
-
-    do {
-        digits[n++] = (char)('0' - (int)(neg % 10));
-        neg /= 10;
-    } while (neg);
-    if (v < 0)
-        buf[i++] = '-';
-    while (n)
-        buf[i++] = digits[--n];
-    buf[i] = '\0';
-}
-
-void lparam_format_number(lua_State *L, int idx, char buf[40])
-{
-    lua_Number d;
-    int prec;
-
-#if LUA_VERSION_NUM >= 503
-    if (lua_isinteger(L, idx)) {
-        format_integer(lua_tointeger(L, idx), buf);
-        return;
-    }
-#endif
-    d = lua_tonumber(L, idx);
-    if (isnan(d)) {
-        strcpy(buf, "NaN");
-    } else if (isinf(d)) {
-        strcpy(buf, d > 0 ? "Infinity" : "-Infinity");
-    } else if (d == floor(d) && fabs(d) < 9e18 && (d != 0 || !signbit(d))) {
-        /* Whole numbers in plain digits, as int8 parameters need them
-         * (LuaJIT has no integer subtype). */
-        format_integer((long long)d, buf);
-    } else if (d == floor(d) && fabs(d) < 1e21) {
-        snprintf(buf, 40, "%.0f", (double)d);     /* beyond int8; "-0" */
-    } else {
-        /* 15 digits always read back the same decimal; subnormals have
-         * fewer significant digits, so start lower for them. */
-        for (prec = fabs(d) < DBL_MIN ? 1 : 15; prec <= 17; prec++) {
-            snprintf(buf, 40, "%.*g", prec, (double)d);
-            if (strtod(buf, NULL) == d)
-                break;
-        }
-    }
-}
-
-static int is_bytea(lua_State *L, int idx)
-{
-    int same = 0;
-    if (lua_getmetatable(L, idx)) {
-        luaL_getmetatable(L, LBYTEA_MT);
-        same = lua_rawequal(L, -1, -2);
-        lua_pop(L, 2);
-    }
-    return same;
-}
+#include "lvalue.h"
 
 /* Room for n parameters: inline in ps, or in a userdata left on the stack. */
 static void reserve(lua_State *L, int n, lparam_set *ps)
@@ -141,7 +77,7 @@ void lparam_encode(lua_State *L, int first, int n, lparam_set *ps)
             ps->values[i] = lua_toboolean(L, idx) ? "true" : "false";
             break;
         case LUA_TNUMBER:
-            lparam_format_number(L, idx, ps->numbers[i]);
+            lvalue_format_number(L, idx, ps->numbers[i]);
             ps->values[i] = ps->numbers[i];
             break;
         case LUA_TSTRING:
@@ -152,7 +88,7 @@ void lparam_encode(lua_State *L, int first, int n, lparam_set *ps)
             ps->values[i] = s;
             break;
         case LUA_TTABLE:
-            if (is_bytea(L, idx)) {
+            if (lvalue_is_bytea(L, idx)) {
                 lua_rawgeti(L, idx, 1);   /* stays alive in the marker */
                 s = lua_tolstring(L, -1, &len);
                 lua_pop(L, 1);
@@ -162,10 +98,11 @@ void lparam_encode(lua_State *L, int first, int n, lparam_set *ps)
                 ps->values[i] = s;
                 ps->lengths[i] = (int)len;
                 ps->formats[i] = 1;
-                ps->types[i] = OID_BYTEA;
+                ps->types[i] = LVALUE_OID_BYTEA;
             } else {
                 luaL_checkstack(L, 4, "pgpool: too many array parameters");
-                larray_encode(L, idx, i + 1);  /* leaves the literal pushed */
+                /* Leaves the literal pushed. */
+                lvalue_encode_array(L, idx, i + 1);
                 ps->values[i] = lua_tostring(L, -1);
             }
             break;

@@ -1,6 +1,9 @@
 /*
- * lpgpool.c - the module table of pgpool.core: configure, pool lookup,
- * shutdown_all, the null sentinel, bytea, on_log, and the per-state context.
+ * lpgpool.c - the module entry, luaopen_pgpool_core, and the functions of
+ * the module table: configure, pool lookup, shutdown_all, the null
+ * sentinel, bytea, on_log, close_on_signals and the _decode_array test hook.
+ * The handles' methods are lpool.c's and lconn.c's; what they all share,
+ * lcommon.c's.
  *
  * Options reach configure already checked and completed by the Lua facade
  * (lua/pgpool.lua validates in one place); here they are only read.
@@ -15,62 +18,17 @@
 
 #include "lpgpool.h"
 
-/* ---- shared upvalues ---------------------------------------------------- */
+#include "lcommon.h"
+#include "lconn.h"
+#include "lpool.h"
+#include "lvalue.h"
+#include "pool.h"
+#include "process.h"
+#include "registry.h"
 
-#define LUPV_REGISTRY_KEY "pgpool.upvalues"
+#define LPGPOOL_VERSION  "pgpool 1.0.0"
 
-void lpgpool_setfuncs(lua_State *L, const luaL_Reg *fns)
-{
-    int i;
-    lua_getfield(L, LUA_REGISTRYINDEX, LUPV_REGISTRY_KEY);
-    for (i = 1; i <= LUPV_COUNT; i++)
-        lua_rawgeti(L, -i, i);
-    lua_remove(L, -(LUPV_COUNT + 1));
-    luaL_setfuncs(L, fns, LUPV_COUNT);
-}
-
-void *lpgpool_check(lua_State *L, int idx, int mt_upvalue, const char *tname)
-{
-    void *p = lua_touserdata(L, idx);
-    if (p && lua_getmetatable(L, idx)) {
-        int same = lua_rawequal(L, -1, lua_upvalueindex(mt_upvalue));
-        lua_pop(L, 1);
-        if (same)
-            return p;
-    }
-    return luaL_checkudata(L, idx, tname);
-}
-
-/* ---- per-state context ------------------------------------------------- */
-
-static int lctx_gc(lua_State *L)
-{
-    lctx *ctx = (lctx *)lua_touserdata(L, 1);
-    if (ctx->log_fn != LUA_NOREF) {
-        ctx->log_fn = LUA_NOREF;
-        pool_log_listeners(-1);
-    }
-    return 0;
-}
-
-void lctx_flush_log(lua_State *L)
-{
-    lctx *ctx = lctx_get(L);
-    char line[512];
-    uint64_t seq;
-    int level;
-
-    if (ctx->log_fn == LUA_NOREF || pool_log_seq() == ctx->log_seq)
-        return;
-    while ((seq = pool_log_read(ctx->log_seq, &level, line, sizeof line))) {
-        ctx->log_seq = seq;
-        lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->log_fn);
-        lua_pushstring(L, pool_log_level_names[level]);
-        lua_pushstring(L, line);
-        if (lua_pcall(L, 2, 0, 0) != LUA_OK)
-            lua_pop(L, 1);    /* a failing log function must not break us */
-    }
-}
+/* ---- on_log ------------------------------------------------------------ */
 
 /* on_log(fn): receive log lines in this Lua state; on_log(nil) stops. While
  * any state listens, lines are not written to stderr. */
@@ -245,10 +203,10 @@ static int lmodule_decode_array(lua_State *L)
 {
     size_t len;
     const char *text = luaL_checklstring(L, 1, &len);
-    unsigned elem = larray_element_type((unsigned)luaL_checkinteger(L, 2));
+    unsigned elem = lvalue_element_type((unsigned)luaL_checkinteger(L, 2));
     if (!elem)
         return luaL_argerror(L, 2, "not a known array type");
-    if (larray_push(L, text, len, elem))
+    if (lvalue_push_array(L, text, len, elem))
         return 1;
     lua_pushnil(L);
     lua_pushstring(L, "malformed");
@@ -277,44 +235,18 @@ static void pin_library(void)
         dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE);
 }
 
-__attribute__((visibility("default"))) int luaopen_pgpool_core(lua_State *L);
-
 int luaopen_pgpool_core(lua_State *L)
 {
-    lctx *ctx;
-
     pin_library();
     pool_process_init();
-    /* The shared upvalues, in LUPV_* order, kept in the registry for
-     * lpgpool_setfuncs. */
-    lua_createtable(L, LUPV_COUNT, 0);
-    ctx = (lctx *)lua_newuserdata(L, sizeof *ctx);
-    ctx->log_seq = 0;
-    ctx->log_fn = LUA_NOREF;
-    luaL_newmetatable(L, LCTX_MT);
-    lua_pushcfunction(L, lctx_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_setmetatable(L, -2);
-    lua_rawseti(L, -2, LUPV_CTX);
-    luaL_newmetatable(L, LPOOL_MT);
-    lua_rawseti(L, -2, LUPV_POOL_MT);
-    luaL_newmetatable(L, LCONN_MT);
-    lua_rawseti(L, -2, LUPV_CONN_MT);
-    lua_pushstring(L, "columns");
-    lua_rawseti(L, -2, LUPV_KEY_COLUMNS);
-    lua_pushstring(L, "affected");
-    lua_rawseti(L, -2, LUPV_KEY_AFFECTED);
-    lua_pushstring(L, "command");
-    lua_rawseti(L, -2, LUPV_KEY_COMMAND);
-    lua_setfield(L, LUA_REGISTRYINDEX, LUPV_REGISTRY_KEY);
-
+    lcommon_open(L);
     lpool_open(L);
     lconn_open(L);
     luaL_newmetatable(L, LBYTEA_MT);
     lua_pop(L, 1);
 
     lua_newtable(L);
-    lpgpool_setfuncs(L, module_fns);
+    lcommon_setfuncs(L, module_fns);
     lua_pushlightuserdata(L, NULL);
     lua_setfield(L, -2, "null");
     lua_pushstring(L, LPGPOOL_VERSION);

@@ -3,20 +3,29 @@
  *
  * Methods: acquire, query, exec, stats, shutdown, name, is_shut_down. The
  * facade (lua/pgpool.lua) adds transaction, with, health and metrics to the
- * same method table.
+ * same method table. acquire hands out connection handles (lconn.c);
+ * query and exec run through lstatement.c like the connection's.
  */
 #include <stdlib.h>
 #include <string.h>
 
-#include "lpgpool.h"
+#include "lpool.h"
+
+#include "lcommon.h"
+#include "lconn.h"
+#include "lparam.h"
+#include "lresult.h"
+#include "lstatement.h"
+#include "clock.h"
+#include "registry.h"
 
 typedef struct lpool {
     pool *p;
 } lpool;
 
-pool *lpool_check(lua_State *L, int idx)
+static pool *lpool_check(lua_State *L, int idx)
 {
-    return ((lpool *)lpgpool_check(L, idx, LUPV_POOL_MT, LPOOL_MT))->p;
+    return ((lpool *)lcommon_check(L, idx, LUPV_POOL_MT, LPOOL_MT))->p;
 }
 
 void lpool_push(lua_State *L, pool *p)
@@ -148,7 +157,7 @@ static int run_once(lua_State *L, int exec)
 {
     pool *p = lpool_check(L, 1);
     lparam_set ps;
-    const char *sql = lconn_statement_args(L, exec, &ps);
+    const char *sql = lstatement_args(L, exec, &ps);
     pool_slot *slot;
     uint64_t ticket;
     pq_error err;
@@ -163,10 +172,10 @@ static int run_once(lua_State *L, int exec)
         return lresult_push_error(L, &err);
     }
     started = clock_now();
-    ok = lconn_run(p, pool_slot_conn(slot), sql, exec ? NULL : &ps, &res,
-                   &err);
+    ok = lstatement_run(p, pool_slot_conn(slot), sql, exec ? NULL : &ps,
+                        &res, &err);
     pool_end_use_release(p, slot, ticket, sql, started, !ok);
-    return lconn_push_outcome(L, ok, exec, res, &err);
+    return lstatement_push_outcome(L, ok, exec, res, &err);
 }
 
 static int lpool_query(lua_State *L)
@@ -288,7 +297,7 @@ void lpool_open(lua_State *L)
 {
     luaL_getmetatable(L, LPOOL_MT);
     lua_newtable(L);
-    lpgpool_setfuncs(L, lpool_methods);
+    lcommon_setfuncs(L, lpool_methods);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, lpool_gc);
     lua_setfield(L, -2, "__gc");

@@ -6,130 +6,16 @@
  * and res.command. Only plain tables, strings, numbers, booleans and the
  * null sentinel are produced, so results cross ngx.run_worker_thread.
  *
- * Values arrive in text format and are converted by type OID:
- * bool -> boolean; int2/int4/oid -> integer; int8 -> integer (5.3+), or on
- * 5.1/LuaJIT a number when exact (|v| <= 2^53) else a string; float4/float8
- * -> number; bytea -> raw bytes; arrays -> Lua arrays; everything else, and
- * numeric, -> string.
+ * Values arrive in text format and are converted by type OID by the value
+ * codec (lvalue.c).
  */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "lpgpool.h"
+#include "lresult.h"
 
-enum {
-    OID_BOOL = 16, OID_BYTEA = 17, OID_INT8 = 20, OID_INT2 = 21,
-    OID_INT4 = 23, OID_OID = 26, OID_FLOAT4 = 700, OID_FLOAT8 = 701
-};
-
-static int hex_digit(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Decode bytea text output: hex ("\x4142") or the old escape format. */
-static void push_bytea(lua_State *L, const char *v, size_t len)
-{
-    char *out = malloc(len + 1);
-    size_t i = 0, n = 0;
-
-    if (!out) {
-        luaL_error(L, "pgpool: out of memory");
-        return;
-    }
-    if (len >= 2 && v[0] == '\\' && v[1] == 'x') {
-        for (i = 2; i + 1 < len; i += 2) {
-            int hi = hex_digit((unsigned char)v[i]);
-            int lo = hex_digit((unsigned char)v[i + 1]);
-            out[n++] = (char)((hi << 4) | lo);
-        }
-    } else {
-        while (i < len) {
-            if (v[i] == '\\' && i + 1 < len && v[i + 1] == '\\') {
-                out[n++] = '\\';
-                i += 2;
-            } else if (v[i] == '\\' && i + 3 < len) {
-                out[n++] = (char)(((v[i + 1] - '0') << 6) |
-                                  ((v[i + 2] - '0') << 3) | (v[i + 3] - '0'));
-                i += 4;
-            } else {
-                out[n++] = v[i++];
-            }
-        }
-    }
-    lua_pushlstring(L, out, n);
-    free(out);
-}
-
-/* Decimal text as the server writes integers ("-123"); stops at the first
- * non-digit. Faster than strtoll on the hot path, and int8's -2^63 is
- * handled by accumulating negatively. */
-static long long parse_integer(const char *v)
-{
-    long long n = 0;
-    int negative = *v == '-';
-
-    if (negative || *v == '+')
-        v++;
-    while (*v >= '0' && *v <= '9')
-        n = n * 10 - (*v++ - '0');
-    return negative ? n : -n;
-}
-
-static void push_int8(lua_State *L, const char *v, size_t len)
-{
-    long long n = parse_integer(v);
-#if COMPAT_INT64
-    (void)len;
-    lua_pushinteger(L, (lua_Integer)n);
-#else
-    /* Doubles hold every integer up to 2^53 exactly; beyond, keep the text. */
-    if (n <= 9007199254740992LL && n >= -9007199254740992LL)
-        lua_pushnumber(L, (lua_Number)n);
-    else
-        lua_pushlstring(L, v, len);
-#endif
-}
-
-int lresult_push_value(lua_State *L, unsigned oid, const char *v, size_t len)
-{
-    unsigned elem;
-
-    switch (oid) {
-    case OID_BOOL:
-        lua_pushboolean(L, v[0] == 't');
-        return 1;
-    case OID_INT2:
-    case OID_INT4:
-    case OID_OID:
-        lua_pushinteger(L, (lua_Integer)parse_integer(v));
-        return 1;
-    case OID_INT8:
-        push_int8(L, v, len);
-        return 1;
-    case OID_FLOAT4:
-    case OID_FLOAT8:
-        /* strtod reads "Infinity", "-Infinity" and "NaN" too. */
-        lua_pushnumber(L, (lua_Number)strtod(v, NULL));
-        return 1;
-    case OID_BYTEA:
-        push_bytea(L, v, len);
-        return 1;
-    default:
-        elem = larray_element_type(oid);
-        if (elem)
-            return larray_push(L, v, len, elem);
-        lua_pushlstring(L, v, len);
-        return 1;
-    }
-}
+#include "lcommon.h"
+#include "lvalue.h"
 
 /* Push the result key kept in upvalue upv (literal when called without the
  * module's upvalues). */
@@ -194,7 +80,7 @@ void lresult_push(lua_State *L, pq_result *r)
             lua_pushvalue(L, names + col);
             if (!v) {
                 lua_pushlightuserdata(L, NULL);
-            } else if (!lresult_push_value(L, types[col], v, len)) {
+            } else if (!lvalue_push(L, types[col], v, len)) {
                 if (types != types_inline)
                     free(types);
                 pq_result_free(r);
@@ -218,7 +104,7 @@ void lresult_push(lua_State *L, pq_result *r)
     affected = pq_result_affected(r);
     if (affected && *affected) {
         push_key(L, LUPV_KEY_AFFECTED, "affected");
-        lua_pushinteger(L, (lua_Integer)parse_integer(affected));
+        lua_pushinteger(L, (lua_Integer)lvalue_parse_integer(affected));
         lua_rawset(L, res);
     }
     push_key(L, LUPV_KEY_COMMAND, "command");

@@ -1,0 +1,21 @@
+/*
+ * lconn.h - the connection handle (lconn.c).
+ */
+#ifndef PGPOOL_LCONN_H
+#define PGPOOL_LCONN_H
+
+#include <stdint.h>
+
+#include "compat.h"
+#include "pool.h"
+
+/* Fill the connection metatable (created by lcommon_open); leaves the stack
+ * as it found it. */
+LPGPOOL_INTERNAL void lconn_open(lua_State *L);
+
+/* Push a handle for the checkout (slot, ticket) of p; takes a reference
+ * of p of its own. */
+LPGPOOL_INTERNAL void lconn_push(lua_State *L, pool *p, pool_slot *slot,
+                                 uint64_t ticket);
+
+#endif

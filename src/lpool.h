@@ -1,0 +1,20 @@
+/*
+ * lpool.h - the pool handle (lpool.c).
+ */
+#ifndef PGPOOL_LPOOL_H
+#define PGPOOL_LPOOL_H
+
+#include "compat.h"
+#include "pool.h"
+
+/* Fill the pool metatable (created by lcommon_open); leaves the stack as it
+ * found it. */
+LPGPOOL_INTERNAL void lpool_open(lua_State *L);
+
+/* Push a handle of p; takes over one reference of p. */
+LPGPOOL_INTERNAL void lpool_push(lua_State *L, pool *p);
+
+/* true, or nil and a message when connections were still in use. */
+LPGPOOL_INTERNAL int lpool_push_shutdown_outcome(lua_State *L, int clean);
+
+#endif

@@ -1,0 +1,50 @@
+/*
+ * lstatement.c - one statement, from the Lua arguments of query or exec to
+ * what they return: the SQL and its parameters off the stack, the run on a
+ * connection the caller holds busy, and the result or error pushed.
+ *
+ * Shared by the two handles: the pool's query/exec (acquire, run, release
+ * in one call) and the connection's. Acquiring and releasing are theirs;
+ * this file neither checks out nor releases anything.
+ */
+#include "lstatement.h"
+
+#include "lcommon.h"
+#include "lresult.h"
+
+const char *lstatement_args(lua_State *L, int exec, lparam_set *ps)
+{
+    const char *sql = luaL_checkstring(L, 2);
+    if (exec) {
+        if (lua_gettop(L) > 2)
+            luaL_error(L, "pgpool: exec takes no parameters");
+    } else {
+        lparam_encode(L, 3, lua_gettop(L) - 2, ps);
+    }
+    return sql;
+}
+
+int lstatement_run(pool *p, pq_conn *conn, const char *sql,
+                   const lparam_set *ps, pq_result **res, pq_error *err)
+{
+    const pool_config *cfg = pool_get_config(p);
+    if (!ps)
+        return pq_exec(conn, sql, cfg->query_timeout, err);
+    *res = pq_query(conn, sql, &ps->pq, cfg->query_timeout,
+                    cfg->statement_cache, err);
+    return *res != NULL;
+}
+
+int lstatement_push_outcome(lua_State *L, int ok, int exec, pq_result *res,
+                            const pq_error *err)
+{
+    lctx_flush_log(L);
+    if (!ok)
+        return lresult_push_error(L, err);
+    if (exec) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lresult_push(L, res);   /* frees res */
+    return 1;
+}

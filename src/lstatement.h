@@ -1,0 +1,32 @@
+/*
+ * lstatement.h - one statement from Lua arguments to Lua results, shared by
+ * pool:query/exec (lpool.c) and conn:query/exec (lconn.c).
+ */
+#ifndef PGPOOL_LSTATEMENT_H
+#define PGPOOL_LSTATEMENT_H
+
+#include "compat.h"
+#include "lparam.h"
+#include "pool.h"
+#include "pq.h"
+
+/* The arguments of query (sql, params... from index 2) or exec (a script,
+ * no parameters): returns the SQL and, for query, encodes ps. Raises on
+ * misuse. */
+LPGPOOL_INTERNAL const char *lstatement_args(lua_State *L, int exec,
+                                             lparam_set *ps);
+
+/* Run sql on conn, which the caller holds busy: with ps, as one statement
+ * with those parameters (*res set on success); with ps NULL, as a script.
+ * No Lua calls. 1 on success, 0 with err. */
+LPGPOOL_INTERNAL int lstatement_run(pool *p, pq_conn *conn, const char *sql,
+                                    const lparam_set *ps, pq_result **res,
+                                    pq_error *err);
+
+/* Push what lstatement_run gave: the result (freed), true for exec, or
+ * nil, msg, code, info. Delivers pending log lines first. */
+LPGPOOL_INTERNAL int lstatement_push_outcome(lua_State *L, int ok, int exec,
+                                             pq_result *res,
+                                             const pq_error *err);
+
+#endif

@@ -1,0 +1,415 @@
+/*
+ * lvalue.c - the value codec: one value at a time, Lua <-> PostgreSQL text.
+ *
+ * PostgreSQL -> Lua, by type OID (values arrive in text format):
+ * bool -> boolean; int2/int4/oid -> integer; int8 -> integer (5.3+), or on
+ * 5.1/LuaJIT a number when exact (|v| <= 2^53) else a string; float4/float8
+ * -> number; bytea -> raw bytes; arrays of the types in array_types -> Lua
+ * arrays (nested for several dimensions, NULL elements as the NULL light
+ * userdata); everything else, and numeric, -> string. Only plain tables,
+ * strings, numbers, booleans and the null sentinel are produced.
+ *
+ * Lua -> PostgreSQL: numbers as text the server reads back exactly; a Lua
+ * array (nested for several dimensions) as an array literal, elements
+ * always quoted, NULL unquoted. A table that is not a sequence, a NUL byte
+ * or an unsupported value raises, naming the parameter.
+ *
+ * Array literals are read and written by arraytext.c; this file decides
+ * what each element becomes. Decoding a malformed literal returns 0 with
+ * the stack as it was; it never raises for one.
+ */
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arraytext.h"
+#include "lvalue.h"
+
+/* ---- type OIDs --------------------------------------------------------- */
+
+static const struct {
+    unsigned array, element;
+} array_types[] = {
+    { 1000, 16 },   /* bool */         { 1001, 17 },   /* bytea */
+    { 1002, 18 },   /* char */         { 1003, 19 },   /* name */
+    { 1005, 21 },   /* int2 */         { 1007, 23 },   /* int4 */
+    { 1016, 20 },   /* int8 */         { 1028, 26 },   /* oid */
+    { 1021, 700 },  /* float4 */       { 1022, 701 },  /* float8 */
+    { 1231, 1700 }, /* numeric */      { 1009, 25 },   /* text */
+    { 1015, 1043 }, /* varchar */      { 1014, 1042 }, /* bpchar */
+    { 2951, 2950 }, /* uuid */         { 199, 114 },   /* json */
+    { 3807, 3802 }, /* jsonb */        { 1182, 1082 }, /* date */
+    { 1183, 1083 }, /* time */         { 1115, 1114 }, /* timestamp */
+    { 1185, 1184 }, /* timestamptz */  { 1270, 1266 }, /* timetz */
+    { 1187, 1186 }, /* interval */     { 1041, 869 },  /* inet */
+    { 651, 650 },   /* cidr */         { 1040, 829 },  /* macaddr */
+    { 1561, 1560 }, /* bit */          { 1563, 1562 }, /* varbit */
+    { 1790, 1790 }, /* refcursor */    { 0, 0 },
+};
+
+unsigned lvalue_element_type(unsigned array_oid)
+{
+    int i;
+    if (array_oid < 199)   /* every array type above has an OID >= 199 */
+        return 0;
+    for (i = 0; array_types[i].array; i++)
+        if (array_types[i].array == array_oid)
+            return array_types[i].element;
+    return 0;
+}
+
+/* ---- PostgreSQL -> Lua: scalars ---------------------------------------- */
+
+static int hex_digit(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Decode bytea text output: hex ("\x4142") or the old escape format. */
+static void push_bytea(lua_State *L, const char *v, size_t len)
+{
+    char *out = malloc(len + 1);
+    size_t i = 0, n = 0;
+
+    if (!out) {
+        luaL_error(L, "pgpool: out of memory");
+        return;
+    }
+    if (len >= 2 && v[0] == '\\' && v[1] == 'x') {
+        for (i = 2; i + 1 < len; i += 2) {
+            int hi = hex_digit((unsigned char)v[i]);
+            int lo = hex_digit((unsigned char)v[i + 1]);
+            out[n++] = (char)((hi << 4) | lo);
+        }
+    } else {
+        while (i < len) {
+            if (v[i] == '\\' && i + 1 < len && v[i + 1] == '\\') {
+                out[n++] = '\\';
+                i += 2;
+            } else if (v[i] == '\\' && i + 3 < len) {
+                out[n++] = (char)(((v[i + 1] - '0') << 6) |
+                                  ((v[i + 2] - '0') << 3) | (v[i + 3] - '0'));
+                i += 4;
+            } else {
+                out[n++] = v[i++];
+            }
+        }
+    }
+    lua_pushlstring(L, out, n);
+    free(out);
+}
+
+/* Faster than strtoll on the hot path; accumulating negatively holds
+ * int8's -2^63. */
+long long lvalue_parse_integer(const char *v)
+{
+    long long n = 0;
+    int negative = *v == '-';
+
+    if (negative || *v == '+')
+        v++;
+    while (*v >= '0' && *v <= '9')
+        n = n * 10 - (*v++ - '0');
+    return negative ? n : -n;
+}
+
+static void push_int8(lua_State *L, const char *v, size_t len)
+{
+    long long n = lvalue_parse_integer(v);
+#if COMPAT_INT64
+    (void)len;
+    lua_pushinteger(L, (lua_Integer)n);
+#else
+    /* Doubles hold every integer up to 2^53 exactly; beyond, keep the text. */
+    if (n <= 9007199254740992LL && n >= -9007199254740992LL)
+        lua_pushnumber(L, (lua_Number)n);
+    else
+        lua_pushlstring(L, v, len);
+#endif
+}
+
+int lvalue_push(lua_State *L, unsigned oid, const char *v, size_t len)
+{
+    unsigned elem;
+
+    switch (oid) {
+    case LVALUE_OID_BOOL:
+        lua_pushboolean(L, v[0] == 't');
+        return 1;
+    case LVALUE_OID_INT2:
+    case LVALUE_OID_INT4:
+    case LVALUE_OID_OID:
+        lua_pushinteger(L, (lua_Integer)lvalue_parse_integer(v));
+        return 1;
+    case LVALUE_OID_INT8:
+        push_int8(L, v, len);
+        return 1;
+    case LVALUE_OID_FLOAT4:
+    case LVALUE_OID_FLOAT8:
+        /* strtod reads "Infinity", "-Infinity" and "NaN" too. */
+        lua_pushnumber(L, (lua_Number)strtod(v, NULL));
+        return 1;
+    case LVALUE_OID_BYTEA:
+        push_bytea(L, v, len);
+        return 1;
+    default:
+        elem = lvalue_element_type(oid);
+        if (elem)
+            return lvalue_push_array(L, v, len, elem);
+        lua_pushlstring(L, v, len);
+        return 1;
+    }
+}
+
+/* ---- PostgreSQL -> Lua: arrays ----------------------------------------- */
+
+/* The callbacks of arraytext_read build the Lua array on the stack: the
+ * table of each open '{' above its parent's. */
+typedef struct decoder {
+    lua_State *L;
+    unsigned elem;
+} decoder;
+
+static int decode_open(void *ud, int depth)
+{
+    lua_State *L = ((decoder *)ud)->L;
+    (void)depth;
+    /* The table, an element's scratch text and the element itself. */
+    if (!lua_checkstack(L, 4))
+        return 0;
+    lua_newtable(L);
+    return 1;
+}
+
+/* A sub-array goes into its parent; the outermost array stays pushed. */
+static int decode_close(void *ud, int depth, int position)
+{
+    if (depth > 0)
+        lua_rawseti(((decoder *)ud)->L, -2, position);
+    return 1;
+}
+
+static int decode_element(void *ud, const char *text, size_t len,
+                          enum arraytext_kind kind, int position)
+{
+    decoder *d = (decoder *)ud;
+    lua_State *L = d->L;
+
+    if (kind == ARRAYTEXT_NULL) {
+        lua_pushlightuserdata(L, NULL);
+    } else {
+        /* The converters read numbers up to a terminator: give them one,
+         * on the C stack when the element is short. */
+        char small[64], *value = small;
+        int ok;
+        if (len >= sizeof small)
+            value = (char *)lua_newuserdata(L, len + 1);
+        len = arraytext_element_value(text, len, kind, value);
+        ok = lvalue_push(L, d->elem, value, len);
+        if (value != small) {
+            if (ok)
+                lua_remove(L, -2);
+            else
+                lua_pop(L, 1);
+        }
+        if (!ok)
+            return 0;
+    }
+    lua_rawseti(L, -2, position);
+    return 1;
+}
+
+int lvalue_push_array(lua_State *L, const char *text, size_t len,
+                      unsigned elem_oid)
+{
+    static const arraytext_reader reader = {
+        decode_open, decode_close, decode_element
+    };
+    decoder d;
+    int top = lua_gettop(L);
+
+    d.L = L;
+    d.elem = elem_oid;
+    if (arraytext_read(text, len, &reader, &d))
+        return 1;
+    lua_settop(L, top);
+    return 0;
+}
+
+/* ---- Lua -> PostgreSQL: numbers ---------------------------------------- */
+
+/* Decimal text of an integer, without printf (the hot path). */
+static void format_integer(long long v, char buf[40])
+{
+    char digits[24];
+    int n = 0, i = 0;
+    /* Work with the negative value: it also holds the minimum integer. */
+    long long neg = v < 0 ? v : -v;
+
+    do {
+        digits[n++] = (char)('0' - (int)(neg % 10));
+        neg /= 10;
+    } while (neg);
+    if (v < 0)
+        buf[i++] = '-';
+    while (n)
+        buf[i++] = digits[--n];
+    buf[i] = '\0';
+}
+
+void lvalue_format_number(lua_State *L, int idx, char buf[40])
+{
+    lua_Number d;
+    int prec;
+
+#if LUA_VERSION_NUM >= 503
+    if (lua_isinteger(L, idx)) {
+        format_integer(lua_tointeger(L, idx), buf);
+        return;
+    }
+#endif
+    d = lua_tonumber(L, idx);
+    if (isnan(d)) {
+        strcpy(buf, "NaN");
+    } else if (isinf(d)) {
+        strcpy(buf, d > 0 ? "Infinity" : "-Infinity");
+    } else if (d == floor(d) && fabs(d) < 9e18 && (d != 0 || !signbit(d))) {
+        /* Whole numbers in plain digits, as int8 parameters need them
+         * (LuaJIT has no integer subtype). */
+        format_integer((long long)d, buf);
+    } else if (d == floor(d) && fabs(d) < 1e21) {
+        snprintf(buf, 40, "%.0f", (double)d);     /* beyond int8; "-0" */
+    } else {
+        /* 15 digits always read back the same decimal; subnormals have
+         * fewer significant digits, so start lower for them. */
+        for (prec = fabs(d) < DBL_MIN ? 1 : 15; prec <= 17; prec++) {
+            snprintf(buf, 40, "%.*g", prec, (double)d);
+            if (strtod(buf, NULL) == d)
+                break;
+        }
+    }
+}
+
+/* ---- Lua -> PostgreSQL: arrays ----------------------------------------- */
+
+int lvalue_is_bytea(lua_State *L, int idx)
+{
+    int same = 0;
+    if (lua_getmetatable(L, idx)) {
+        luaL_getmetatable(L, LBYTEA_MT);
+        same = lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+    }
+    return same;
+}
+
+/* Length of the sequence at idx, raising when it has other keys. */
+static size_t sequence_length(lua_State *L, int idx, int param_no)
+{
+    size_t n = (size_t)lua_rawlen(L, idx), keys = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        keys++;
+        lua_pop(L, 1);
+    }
+    if (keys != n)
+        luaL_error(L, "pgpool: parameter %d: table is not an array (use a "
+                   "sequence 1..n; pgpool.null for NULL elements)", param_no);
+    return n;
+}
+
+static void encode_table(lua_State *L, int idx, int param_no, int depth,
+                         arraytext_out *o)
+{
+    size_t n, i;
+
+    if (depth >= ARRAYTEXT_MAX_DIMS)
+        luaL_error(L, "pgpool: parameter %d: array nested deeper than %d",
+                   param_no, ARRAYTEXT_MAX_DIMS);
+    luaL_checkstack(L, 4, "pgpool: array too deep");
+    n = sequence_length(L, idx, param_no);
+    arraytext_add_open(o);
+    for (i = 1; i <= n; i++) {
+        char num[40];
+        size_t len;
+        const char *s;
+        int el;
+
+        if (i > 1)
+            arraytext_add_separator(o);
+        lua_rawgeti(L, idx, (int)i);
+        el = lua_gettop(L);
+        switch (lua_type(L, el)) {
+        case LUA_TLIGHTUSERDATA:
+            if (lua_touserdata(L, el) != NULL)
+                goto unsupported;
+            arraytext_add_null(o);
+            break;
+        case LUA_TBOOLEAN:
+            arraytext_add(o, lua_toboolean(L, el) ? "t" : "f", 1);
+            break;
+        case LUA_TNUMBER:
+            lvalue_format_number(L, el, num);
+            arraytext_add(o, num, strlen(num));
+            break;
+        case LUA_TSTRING:
+            s = lua_tolstring(L, el, &len);
+            if (memchr(s, '\0', len))
+                luaL_error(L, "pgpool: parameter %d: array element %d "
+                           "contains a NUL byte", param_no, (int)i);
+            arraytext_add_quoted(o, s, len);
+            break;
+        case LUA_TTABLE:
+            if (lvalue_is_bytea(L, el)) {
+                lua_rawgeti(L, el, 1);
+                s = lua_tolstring(L, -1, &len);
+                arraytext_add_bytea(o, (const unsigned char *)s, len);
+                lua_pop(L, 1);
+            } else {
+                encode_table(L, el, param_no, depth + 1, o);
+            }
+            break;
+        default:
+            goto unsupported;
+        }
+        lua_pop(L, 1);
+    }
+    arraytext_add_close(o);
+    return;
+unsupported:
+    luaL_error(L, "pgpool: parameter %d: cannot send a %s in an array",
+               param_no, luaL_typename(L, -1));
+}
+
+/* The output buffer lives in a userdata so that a raise frees it. */
+static int outbuf_gc(lua_State *L)
+{
+    arraytext_free((arraytext_out *)lua_touserdata(L, 1));
+    return 0;
+}
+
+void lvalue_encode_array(lua_State *L, int idx, int param_no)
+{
+    arraytext_out *o;
+
+    idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+    o = (arraytext_out *)lua_newuserdata(L, sizeof *o);
+    memset(o, 0, sizeof *o);
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, outbuf_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    encode_table(L, idx, param_no, 0, o);
+    if (o->failed)
+        luaL_error(L, "pgpool: out of memory");
+    lua_pushlstring(L, o->data, o->len);
+    lua_remove(L, -2);    /* the buffer; collected later */
+}

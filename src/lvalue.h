@@ -1,0 +1,63 @@
+/*
+ * lvalue.h - the value codec: Lua values <-> the text form of PostgreSQL
+ * types, scalars and arrays.
+ *
+ * lvalue.c owns what a value becomes on each side: number formatting, the
+ * decoding of each type OID, the table of array types, and arrays in terms
+ * of Lua values (the literal's syntax itself is arraytext.c's). It knows
+ * nothing of statements, results or handles: lparam.c and lresult.c call
+ * it, and it calls back into neither.
+ */
+#ifndef PGPOOL_LVALUE_H
+#define PGPOOL_LVALUE_H
+
+#include <stddef.h>
+
+#include "compat.h"
+
+/* The metatable of pgpool.bytea(s) markers: a table { s } sent as bytes. */
+#define LBYTEA_MT "pgpool.bytea"
+
+/* Type OIDs the codec converts (pg_type.dat), besides the array types. */
+enum {
+    LVALUE_OID_BOOL = 16, LVALUE_OID_BYTEA = 17, LVALUE_OID_INT8 = 20,
+    LVALUE_OID_INT2 = 21, LVALUE_OID_INT4 = 23, LVALUE_OID_OID = 26,
+    LVALUE_OID_FLOAT4 = 700, LVALUE_OID_FLOAT8 = 701
+};
+
+/* ---- PostgreSQL -> Lua -------------------------------------------------- */
+
+/* Push one text-format value of type oid; v is '\0'-terminated at len.
+ * Returns 0, pushing nothing, when an array value is malformed. */
+LPGPOOL_INTERNAL int lvalue_push(lua_State *L, unsigned oid, const char *v,
+                                 size_t len);
+
+/* The element type of a known array type, or 0. */
+LPGPOOL_INTERNAL unsigned lvalue_element_type(unsigned array_oid);
+
+/* Decode an array literal of elem_oid elements into a Lua array (nested for
+ * several dimensions): pushes 1 value and returns 1, or pushes nothing and
+ * returns 0 when the literal is malformed. */
+LPGPOOL_INTERNAL int lvalue_push_array(lua_State *L, const char *text,
+                                       size_t len, unsigned elem_oid);
+
+/* Decimal text as the server writes integers ("-123"), up to the first
+ * non-digit; int8's -2^63 included. */
+LPGPOOL_INTERNAL long long lvalue_parse_integer(const char *v);
+
+/* ---- Lua -> PostgreSQL -------------------------------------------------- */
+
+/* Text of the number at idx as PostgreSQL reads it back exactly: integers
+ * in decimal, floats in the shortest exact form, Infinity, NaN. */
+LPGPOOL_INTERNAL void lvalue_format_number(lua_State *L, int idx,
+                                           char buf[40]);
+
+/* Whether the value at idx is a pgpool.bytea marker. */
+LPGPOOL_INTERNAL int lvalue_is_bytea(lua_State *L, int idx);
+
+/* Push the array literal of the Lua array at idx; raises naming parameter
+ * param_no on a value it cannot send. */
+LPGPOOL_INTERNAL void lvalue_encode_array(lua_State *L, int idx,
+                                          int param_no);
+
+#endif
