@@ -1,8 +1,8 @@
 /*
  * pool_internal.h - the pool object's insides, shared by the files of the
- * pool core that work on one pool: pool.c (slots, acquire, release,
- * shutdown) and housekeeper.c (what the housekeeping thread does to a
- * pool). Nothing outside the pool core includes it.
+ * pool core that work on one pool: pool_slots.c (the object, its slots,
+ * queue and connection attempts), pool.c (acquire, release, shutdown),
+ * registry.c and housekeeper.c. Nothing outside the pool core includes it.
  *
  * Invariants (under the pool's mutex):
  *  - every slot is in exactly one state; EMPTY slots are on the free list,
@@ -100,7 +100,19 @@ struct pool {
  * releases its replicas. */
 POOL_INTERNAL pool *pool_new(const pool_config *cfg);
 
-/* Slot moves, each with the pool's mutex held (pool.c). */
+/* A fresh checkout ticket (pool_slots.c). */
+POOL_INTERNAL uint64_t pool_new_ticket(void);
+
+/* The waiter queue (mutex held; pool_slots.c). Enqueueing starts a
+ * connection attempt when capacity allows. */
+POOL_INTERNAL void pool_waiter_enqueue(pool *p, waiter *w);
+POOL_INTERNAL waiter *pool_waiter_pop(pool *p);
+POOL_INTERNAL void pool_waiter_remove(pool *p, waiter *w);
+/* Start attempts while the queue is longer than the attempts under way
+ * and there is capacity. */
+POOL_INTERNAL void pool_start_attempts(pool *p);
+
+/* Slot moves, each with the pool's mutex held (pool_slots.c). */
 POOL_INTERNAL int pool_total(const pool *p);
 POOL_INTERNAL void pool_idle_remove(pool *p, pool_slot *s);
 /* Take a free slot into CONNECTING (with a cross-process token when the

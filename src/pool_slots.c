@@ -1,0 +1,502 @@
+/*
+ * pool_slots.c - the pool object and its slots: the object's lifetime
+ * (references, the list of live pools, fork), the idle and free lists, the
+ * waiter queue, and the connection attempts that fill slots (run by
+ * connector.c). pool.c builds acquire, release and shutdown on these.
+ *
+ * Every function here that takes a pool expects its mutex held, except
+ * pool_new, pool_ref/unref, pool_each_live, the fork handlers and the
+ * attempt's completion (which takes it). Invariants: pool_internal.h.
+ */
+#define _GNU_SOURCE
+#include "pool_internal.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "connector.h"
+#include "hk_thread.h"
+
+static uint64_t ticket_counter;    /* atomic */
+
+/* Every pool not yet freed, configured or shut down: fork and exit reach
+ * the ones that handles still hold after their shutdown. */
+static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
+static pool *live_head;
+
+uint64_t pool_new_ticket(void)
+{
+    return __atomic_add_fetch(&ticket_counter, 1, __ATOMIC_RELAXED);
+}
+
+void pool_log(pool *p, int level, const char *fmt, ...)
+{
+    va_list ap;
+    if (level < (p ? p->cfg.log_level : POOL_LOG_INFO))
+        return;
+    va_start(ap, fmt);
+    log_vwrite(level, p ? p->cfg.name : NULL, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- slot lists (pool mutex held) -------------------------------------- */
+
+static void idle_push(pool *p, pool_slot *s)
+{
+    s->state = SLOT_IDLE;
+    s->prev = NULL;
+    s->next = p->idle_head;
+    if (p->idle_head)
+        p->idle_head->prev = s;
+    else
+        p->idle_tail = s;
+    p->idle_head = s;
+    p->n_idle++;
+}
+
+void pool_idle_remove(pool *p, pool_slot *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        p->idle_head = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    else
+        p->idle_tail = s->prev;
+    s->prev = s->next = NULL;
+    p->n_idle--;
+}
+
+int pool_total(const pool *p)
+{
+    return p->n_idle + p->n_in_use + p->n_connecting;
+}
+
+pool_slot *pool_take_free_slot(pool *p)
+{
+    pool_slot *s = p->free_head;
+    if (!s || (p->shared && !shared_cap_take(p->shared)))
+        return NULL;
+    p->free_head = s->next;
+    s->next = NULL;
+    s->state = SLOT_CONNECTING;
+    p->n_connecting++;
+    return s;
+}
+
+waiter *pool_waiter_pop(pool *p)
+{
+    waiter *w = p->wait_head;
+    if (w) {
+        p->wait_head = w->next;
+        if (!p->wait_head)
+            p->wait_tail = NULL;
+        w->next = NULL;
+        p->n_queued--;
+    }
+    return w;
+}
+
+void pool_waiter_remove(pool *p, waiter *w)
+{
+    waiter **link = &p->wait_head, *prev = NULL;
+    while (*link && *link != w) {
+        prev = *link;
+        link = &(*link)->next;
+    }
+    if (*link) {
+        *link = w->next;
+        if (p->wait_tail == w)
+            p->wait_tail = prev;
+        p->n_queued--;
+    }
+}
+
+/* ---- connection attempts (connector.c runs them) ----------------------- */
+
+static void attempt_done(void *arg, pq_conn *conn, const pq_error *err);
+
+static double connect_deadline_at(pool *p, double t)
+{
+    /* connect_timeout 0: no limit, as in libpq */
+    return p->cfg.connect_timeout > 0 ? clock_deadline(t, p->cfg.connect_timeout)
+                                      : HUGE_VAL;
+}
+
+/* The end of the attempt for s (mutex held): the new connection goes to the
+ * oldest waiter or the idle list; a failure to the oldest waiter, who gets
+ * its error. Returns a connection to close once the mutex is released. */
+static pq_conn *attempt_end(pool *p, pool_slot *s, pq_conn *conn,
+                            const pq_error *err)
+{
+    double t = clock_now();
+    p->n_connecting--;
+    if (!conn) {
+        waiter *w = pool_waiter_pop(p);
+        p->counters.connect_errors++;
+        p->counters.connect_failures++;
+        p->reconnect_after = t + 1.0;
+        if (w) {
+            *w->err = *err;
+            w->failed = 1;
+            pthread_cond_signal(&w->cond);
+        }
+        pool_slot_vacate(p, s);
+        return NULL;
+    }
+    if (p->closing) {
+        p->counters.closed++;
+        pool_slot_vacate(p, s);
+        return conn;
+    }
+    s->conn = conn;
+    s->created_at = t;
+    s->expires_at = pool_lifetime_end(p, t);
+    p->counters.created++;
+    p->counters.connect_failures = 0;
+    pool_slot_return(p, s, t);
+    return NULL;
+}
+
+/* Connect for the CONNECTING slot s (mutex held). The attempt holds a
+ * reference to the pool until it has ended. */
+static void start_attempt(pool *p, pool_slot *s)
+{
+    pq_error err;
+    pool_ref(p);
+    if (connector_start(p->cfg.conninfo, connect_deadline_at(p, clock_now()),
+                        attempt_done, s))
+        return;
+    pq_error_set(&err, PQ_CODE_CONNECT,
+                 "could not start a connection attempt (no thread)");
+    attempt_end(p, s, NULL, &err);
+    __atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL);  /* not the last */
+}
+
+static void attempt_done(void *arg, pq_conn *conn, const pq_error *err)
+{
+    pool_slot *s = arg;
+    pool *p = s->owner;
+    pq_conn *doomed;
+
+    /* Logged before a waiter hears of it (and may close the connection). */
+    if (!conn) {
+        pool_log(p, POOL_LOG_ERROR, "connection error: %s", err->message);
+    } else {
+        int tot;
+        pthread_mutex_lock(&p->mu);
+        tot = pool_total(p);          /* this slot counts as connecting */
+        pthread_mutex_unlock(&p->mu);
+        pool_log(p, POOL_LOG_INFO, "new connection (backend %d, %d/%d)",
+                 pq_backend_pid(conn), tot, p->cfg.max);
+    }
+    pthread_mutex_lock(&p->mu);
+    doomed = attempt_end(p, s, conn, err);
+    pthread_mutex_unlock(&p->mu);
+    if (doomed)
+        pq_close(doomed);
+    pool_unref(p);
+}
+
+void pool_start_attempts(pool *p)
+{
+    pool_slot *s;
+    while (p->n_queued > p->n_connecting &&
+           (s = pool_take_free_slot(p)) != NULL)
+        start_attempt(p, s);
+}
+
+void pool_waiter_enqueue(pool *p, waiter *w)
+{
+    if (p->wait_tail)
+        p->wait_tail->next = w;
+    else
+        p->wait_head = w;
+    p->wait_tail = w;
+    p->n_queued++;
+    p->n_waiting++;
+    pool_start_attempts(p);
+}
+
+void pool_top_up(pool *p, int target)
+{
+    pool_slot *s;
+    while (pool_total(p) < target && (s = pool_take_free_slot(p)) != NULL)
+        start_attempt(p, s);
+}
+
+/* The slot's connection is gone and not counted anywhere yet. */
+void pool_slot_vacate(pool *p, pool_slot *s)
+{
+    s->conn = NULL;
+    s->busy = s->revoke_pending = s->leak_warned = 0;
+    free(s->origin);
+    s->origin = NULL;
+    if (!p->closing && p->n_queued > p->n_connecting) {
+        s->state = SLOT_CONNECTING;
+        p->n_connecting++;
+        start_attempt(p, s);
+    } else {
+        s->state = SLOT_EMPTY;
+        s->next = p->free_head;
+        s->prev = NULL;
+        p->free_head = s;
+        if (p->shared)
+            shared_cap_give(p->shared);
+    }
+    pthread_cond_broadcast(&p->drained);
+}
+
+/* Take an in-use slot away from its holder for shutdown (mutex held, slot
+ * not busy): the holder's handle answers "shutdown" from now on. Returns
+ * the connection to close once the mutex is released. */
+void pool_slot_return(pool *p, pool_slot *s, double t)
+{
+    waiter *w = pool_waiter_pop(p);
+    s->idle_since = t;
+    if (w) {
+        s->state = SLOT_IN_USE;
+        p->n_in_use++;
+        w->granted = s;
+        pthread_cond_signal(&w->cond);
+    } else {
+        idle_push(p, s);
+        /* A short idle_timeout may fall before the housekeeper's next tick. */
+        if (p->cfg.idle_timeout > 0)
+            hk_poke_before(t + p->cfg.idle_timeout);
+    }
+}
+
+double pool_lifetime_end(pool *p, double created)
+{
+    double jitter;
+    if (p->cfg.max_lifetime <= 0)
+        return 1e300;
+    /* xorshift64: a different end for each connection, so they do not all
+     * expire together; up to 2.5% earlier than max_lifetime. */
+    p->rng ^= p->rng << 13;
+    p->rng ^= p->rng >> 7;
+    p->rng ^= p->rng << 17;
+    jitter = (double)(p->rng % 10000) / 10000.0 * 0.025;
+    return created + p->cfg.max_lifetime * (1.0 - jitter);
+}
+
+void pool_count_close(pool *p, const char *reason)
+{
+    p->counters.closed++;
+    if (strcmp(reason, "idle timeout") == 0)
+        p->counters.closed_idle++;
+    else if (strcmp(reason, "lifetime over") == 0)
+        p->counters.closed_lifetime++;
+    else if (strcmp(reason, "discarded") == 0)
+        p->counters.closed_discarded++;
+    else if (strcmp(reason, "broken") == 0)
+        p->counters.closed_broken++;
+}
+
+void pool_close_conn(pool *p, pq_conn *c, const char *reason, int level)
+{
+    pool_log(p, level, "connection closed (%s, backend %d)", reason,
+             pq_backend_pid(c));
+    pq_close(c);
+}
+/* ---- the pool object --------------------------------------------------- */
+
+/* The pool mutex guards a few pointer moves and counters at a time: an
+ * adaptive mutex spins that long before it sleeps, sparing the futex sleep
+ * and wake-up (two context switches) a contended lock would cost. */
+static void init_pool_mutex(pthread_mutex_t *mu)
+{
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+    pthread_mutex_init(mu, &attr);
+    pthread_mutexattr_destroy(&attr);
+}
+
+static void free_parts(pool *p)
+{
+    free(p->slots);
+    free(p->name);
+    free(p->conninfo);
+    free(p);
+}
+
+pool *pool_new(const pool_config *cfg)
+{
+    pool *p = calloc(1, sizeof *p);
+    int i;
+
+    if (!p)
+        return NULL;
+    p->slots = calloc((size_t)cfg->max, sizeof *p->slots);
+    p->name = strdup(cfg->name);
+    p->conninfo = cfg->conninfo ? strdup(cfg->conninfo) : NULL;
+    p->cfg = *cfg;
+    p->cfg.name = p->name;
+    p->cfg.conninfo = p->conninfo;
+    p->cfg.replicas = NULL;       /* the caller's; see p->replicas */
+    if (!p->slots || !p->name || (cfg->conninfo && !p->conninfo) ||
+        (cfg->max_shared > 0 &&
+         (p->shared = shared_cap_new(cfg->max_shared)) == NULL)) {
+        free_parts(p);
+        return NULL;
+    }
+    init_pool_mutex(&p->mu);
+    clock_cond_init(&p->drained);
+    for (i = cfg->max - 1; i >= 0; i--) {
+        p->slots[i].owner = p;
+        p->slots[i].next = p->free_head;
+        p->free_head = &p->slots[i];
+    }
+    p->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^
+             (uint64_t)(uintptr_t)p;
+    if (!p->rng)
+        p->rng = 88172645463325252ULL;
+    p->refs = 1;
+    pthread_mutex_lock(&live_mu);
+    p->next_live = live_head;
+    live_head = p;
+    pthread_mutex_unlock(&live_mu);
+    return p;
+}
+
+/* The end of a pool whose last reference is gone. */
+static void pool_destroy(pool *p)
+{
+    pool **link;
+    retired *r;
+    int i;
+
+    pthread_mutex_lock(&live_mu);
+    for (link = &live_head; *link != p; link = &(*link)->next_live) {
+    }
+    *link = p->next_live;
+    pthread_mutex_unlock(&live_mu);
+    for (i = 0; i < p->n_replicas; i++)
+        pool_unref(p->replicas[i]);
+    free(p->replicas);
+
+    for (i = 0; i < p->cfg.max; i++) {
+        if (p->slots[i].conn)
+            pq_close(p->slots[i].conn);
+        free(p->slots[i].origin);
+    }
+    while ((r = p->retired_head) != NULL) {
+        p->retired_head = r->next;
+        pq_close(r->conn);
+        free(r);
+    }
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->drained);
+    shared_cap_free(p->shared);
+    free_parts(p);
+}
+
+void pool_ref(pool *p)
+{
+    __atomic_add_fetch(&p->refs, 1, __ATOMIC_RELAXED);
+}
+
+void pool_unref(pool *p)
+{
+    if (__atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        pool_destroy(p);
+}
+
+/* A reference to p unless its last one is already gone (live_mu held). */
+static int ref_if_alive(pool *p)
+{
+    int n = __atomic_load_n(&p->refs, __ATOMIC_RELAXED);
+    while (n > 0)
+        if (__atomic_compare_exchange_n(&p->refs, &n, n + 1, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+            return 1;
+    return 0;
+}
+
+void pool_each_live(void (*fn)(pool *p, void *ud), void *ud)
+{
+    pool *p, **list = NULL;
+    int n = 0, i;
+
+    pthread_mutex_lock(&live_mu);
+    for (p = live_head; p; p = p->next_live)
+        n++;
+    list = calloc((size_t)n + 1, sizeof *list);
+    n = 0;
+    for (p = live_head; list && p; p = p->next_live)
+        if (ref_if_alive(p))
+            list[n++] = p;
+    pthread_mutex_unlock(&live_mu);
+    for (i = 0; i < n; i++) {
+        fn(list[i], ud);
+        pool_unref(list[i]);
+    }
+    free(list);
+}
+
+/* ---- fork -------------------------------------------------------------- */
+
+void pool_fork_prepare(void)
+{
+    pool *p;
+    pthread_mutex_lock(&live_mu);
+    for (p = live_head; p; p = p->next_live)
+        pthread_mutex_lock(&p->mu);
+}
+
+void pool_fork_parent(void)
+{
+    pool *p;
+    for (p = live_head; p; p = p->next_live)
+        pthread_mutex_unlock(&p->mu);
+    pthread_mutex_unlock(&live_mu);
+}
+
+/* The child: empty every pool without touching the parent's sessions. */
+static void forget_in_child(pool *p)
+{
+    retired *r;
+    int i;
+
+    p->idle_head = p->idle_tail = p->free_head = NULL;
+    for (i = p->cfg.max - 1; i >= 0; i--) {
+        pool_slot *s = &p->slots[i];
+        pq_abandon(s->conn);
+        s->conn = NULL;
+        s->state = SLOT_EMPTY;
+        s->ticket = pool_new_ticket();
+        s->busy = s->revoke_pending = 0;
+        s->next = p->free_head;
+        s->prev = NULL;
+        p->free_head = s;
+    }
+    while ((r = p->retired_head) != NULL) {
+        p->retired_head = r->next;
+        pq_abandon(r->conn);
+        free(r);
+    }
+    p->n_idle = p->n_in_use = p->n_connecting = p->n_waiting = 0;
+    p->wait_head = p->wait_tail = NULL;   /* their threads are gone */
+    memset(&p->counters, 0, sizeof p->counters);
+    p->reconnect_after = 0;
+    clock_cond_init(&p->drained);
+}
+
+void pool_fork_child(void)
+{
+    pool *p;
+    for (p = live_head; p; p = p->next_live) {
+        forget_in_child(p);
+        pthread_mutex_unlock(&p->mu);
+    }
+    pthread_mutex_unlock(&live_mu);
+}
