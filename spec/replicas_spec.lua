@@ -77,4 +77,32 @@ describe("replicas", function()
       pgpool.configure{ name = "rw-y", conninfo = helpers.dsn(), log_level = "off" }:acquire{ read_only = 1 }
     end, nil)
   end)
+
+  it("leaves no replica pool behind when configure fails on the primary's options", function()
+    local pool = pgpool.configure{ name = "orph", conninfo = helpers.dsn(), log_level = "off" }
+    local ok = pcall(pgpool.configure, {
+      name = "orph", conninfo = helpers.dsn(), log_level = "off", max = 3, min = 1,
+      replicas = { helpers.dsn() .. " application_name=orphan_replica" },
+    })
+    assert.is_false(ok)
+    assert.is_nil(pgpool.pool("orph/replica-1"))
+    pool:shutdown()
+    helpers.sleep(0.3)
+    assert.are.equal(0, helpers.count_backends("orphan_replica"))
+  end)
+
+  it("leaves no replica pool behind when a later replica cannot be configured", function()
+    -- replica 2's name is taken by a pool with other options
+    local taken = pgpool.configure{ name = "orph2/replica-2", conninfo = helpers.dsn(), log_level = "off", max = 1 }
+    local ok = pcall(pgpool.configure, {
+      name = "orph2", conninfo = helpers.dsn(), log_level = "off", min = 1,
+      replicas = { helpers.dsn() .. " application_name=orphan_first", helpers.dsn() },
+    })
+    assert.is_false(ok)
+    assert.is_nil(pgpool.pool("orph2/replica-1"))
+    assert.is_nil(pgpool.pool("orph2"))
+    taken:shutdown()
+    helpers.sleep(0.3)
+    assert.are.equal(0, helpers.count_backends("orphan_first"))
+  end)
 end)

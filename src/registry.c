@@ -98,40 +98,6 @@ static int same_config(const pool_config *a, const pool_config *b)
            a->max_shared == b->max_shared && a->log_level == b->log_level;
 }
 
-/* Configure the replicas of cfg (mutex not held): NULL and errbuf when one
- * cannot be (a name configured with other options). */
-static pool **configure_replicas(const pool_config *cfg, int start_now,
-                                 char *errbuf, size_t errlen)
-{
-    size_t len = strlen(cfg->name) + 32;
-    char *name = malloc(len);
-    pool **replicas = calloc((size_t)cfg->n_replicas, sizeof *replicas);
-    int i;
-
-    if (!name || !replicas) {
-        free(name);
-        free(replicas);
-        snprintf(errbuf, errlen, "pgpool: out of memory");
-        return NULL;
-    }
-    for (i = 0; i < cfg->n_replicas; i++) {
-        pool_config replica = *cfg;
-        snprintf(name, len, "%s/replica-%d", cfg->name, i + 1);
-        replica.name = name;
-        replica.conninfo = cfg->replicas[i];
-        replica.replicas = NULL;
-        replica.n_replicas = 0;
-        replicas[i] = pool_configure(&replica, start_now, errbuf, errlen);
-        if (!replicas[i]) {
-            release_replicas(replicas, i);
-            replicas = NULL;
-            break;
-        }
-    }
-    free(name);
-    return replicas;
-}
-
 static int same_replicas(const pool *p, const pool_config *cfg)
 {
     int i;
@@ -143,50 +109,144 @@ static int same_replicas(const pool *p, const pool_config *cfg)
     return 1;
 }
 
-pool *pool_configure(const pool_config *cfg, int start_now, char *errbuf,
-                     size_t errlen)
+static void conflict_error(const char *name, char *errbuf, size_t errlen)
 {
-    pool **replicas = NULL;
+    snprintf(errbuf, errlen, "pgpool: pool \"%s\" is already configured with "
+             "different options (call shutdown first)", name);
+}
+
+/* The registered pool cfg->name, referenced, when it has the options of
+ * cfg (registry_mu held). NULL with *conflict 1 when it has others. */
+static pool *find_same(const pool_config *cfg, int *conflict)
+{
+    pool *p = find_registered(cfg->name);
+    *conflict = 0;
+    if (!p)
+        return NULL;
+    if (same_config(&p->cfg, cfg) && same_replicas(p, cfg)) {
+        pool_ref(p);
+        return p;
+    }
+    *conflict = 1;
+    return NULL;
+}
+
+static int shutdown_one(pool *p, double deadline);
+
+/* Register a pool for cfg (no replicas of its own), or reference the one
+ * registered with the same options. *created tells which. */
+static pool *configure_one(const pool_config *cfg, pool **replicas,
+                           int *created, char *errbuf, size_t errlen)
+{
+    int conflict;
     pool *p;
 
-    if (cfg->n_replicas > 0) {
-        replicas = configure_replicas(cfg, start_now, errbuf, errlen);
-        if (!replicas)
-            return NULL;
-    }
+    *created = 0;
     pthread_mutex_lock(&registry_mu);
-    p = find_registered(cfg->name);
-    if (p) {
-        int same = same_config(&p->cfg, cfg) && same_replicas(p, cfg);
-        if (same)
-            pool_ref(p);
+    p = find_same(cfg, &conflict);
+    if (p || conflict) {
         pthread_mutex_unlock(&registry_mu);
-        release_replicas(replicas, cfg->n_replicas);
-        if (same)
-            return p;
-        snprintf(errbuf, errlen,
-                 "pgpool: pool \"%s\" is already configured with different "
-                 "options (call shutdown first)", cfg->name);
-        return NULL;
+        if (conflict)
+            conflict_error(cfg->name, errbuf, errlen);
+        return p;
     }
     p = pool_new(cfg);
     if (!p) {
         pthread_mutex_unlock(&registry_mu);
-        release_replicas(replicas, cfg->n_replicas);
         snprintf(errbuf, errlen, "pgpool: out of memory");
         return NULL;
     }
     pool_ref(p);   /* the caller's, beside the registry's */
     p->in_registry = 1;
     p->replicas = replicas;
-    p->n_replicas = cfg->n_replicas;
+    p->n_replicas = replicas ? cfg->n_replicas : 0;
     p->next_registered = registry_head;
     registry_head = p;
     forget_shut_down_name(cfg->name);
     pthread_mutex_unlock(&registry_mu);
-
+    *created = 1;
     pool_log(p, POOL_LOG_INFO, "pool initialized (max %d, min %d)", cfg->max,
              cfg->min);
+    return p;
+}
+
+/* Undo configure_replicas for the first n: shut down the ones it created,
+ * drop the references. */
+static void unwind_replicas(pool **replicas, const int *created, int n)
+{
+    int i;
+    for (i = 0; i < n; i++)
+        if (created[i])
+            shutdown_one(replicas[i], clock_now());
+    release_replicas(replicas, n);
+}
+
+/* Configure the replicas of cfg (mutex not held): NULL and errbuf when one
+ * cannot be (a name configured with other options); then none of them is
+ * left registered by this call. */
+static pool **configure_replicas(const pool_config *cfg, char *errbuf,
+                                 size_t errlen)
+{
+    size_t len = strlen(cfg->name) + 32;
+    char *name = malloc(len);
+    pool **replicas = calloc((size_t)cfg->n_replicas, sizeof *replicas);
+    int *created = calloc((size_t)cfg->n_replicas, sizeof *created);
+    int i;
+
+    if (!name || !replicas || !created) {
+        free(name);
+        free(replicas);
+        free(created);
+        snprintf(errbuf, errlen, "pgpool: out of memory");
+        return NULL;
+    }
+    for (i = 0; i < cfg->n_replicas; i++) {
+        pool_config replica = *cfg;
+        snprintf(name, len, "%s/replica-%d", cfg->name, i + 1);
+        replica.name = name;
+        replica.conninfo = cfg->replicas[i];
+        replica.replicas = NULL;
+        replica.n_replicas = 0;
+        replicas[i] = configure_one(&replica, NULL, &created[i], errbuf,
+                                    errlen);
+        if (!replicas[i]) {
+            unwind_replicas(replicas, created, i);
+            replicas = NULL;
+            break;
+        }
+    }
+    free(name);
+    free(created);
+    return replicas;
+}
+
+pool *pool_configure(const pool_config *cfg, int start_now, char *errbuf,
+                     size_t errlen)
+{
+    pool **replicas = NULL;
+    pool *p;
+    int conflict, created;
+
+    /* Nothing is created when the name is taken with other options. */
+    pthread_mutex_lock(&registry_mu);
+    p = find_same(cfg, &conflict);
+    pthread_mutex_unlock(&registry_mu);
+    if (p || conflict) {
+        if (conflict)
+            conflict_error(cfg->name, errbuf, errlen);
+        return p;
+    }
+    if (cfg->n_replicas > 0) {
+        replicas = configure_replicas(cfg, errbuf, errlen);
+        if (!replicas)
+            return NULL;
+    }
+    p = configure_one(cfg, replicas, &created, errbuf, errlen);
+    if (!created) {     /* configured meanwhile by another thread (racing
+                           with other options, its replicas stay: rare) */
+        release_replicas(replicas, cfg->n_replicas);
+        return p;
+    }
     if (start_now) {
         hk_ensure();
         if (cfg->min > 0)
