@@ -554,8 +554,13 @@ describe('connection errors', function()
       assert.is_nil(c)
       assert.are.equal('connect', code)
     end
-    assert.are.equal(3, p:stats().connect_errors)
-    assert.are.equal(0, p:stats().timeouts)
+    -- the first call's attempt failed; the next two, arriving within the
+    -- backoff step, got its error at once (spec/storm_spec.lua)
+    local st = p:stats()
+    assert.are.equal(st.connect_attempts, st.connect_errors)
+    assert.is_true(st.connect_errors >= 1)
+    assert.are.equal(0, st.total)
+    assert.are.equal(0, st.timeouts)
   end)
 end)
 

@@ -8,8 +8,9 @@
  *    (with a deadline) and releases the ones __gc returned inside a
  *    transaction, so their locks go at once;
  *  - warns once about each checkout held past leak_timeout;
- *  - tops the pool up to min (attempts run on connector.c's threads),
- *    backing off a second after a failed connect.
+ *  - starts the connection attempts the throttle held back (throttle.h)
+ *    when they fall due, and tops the pool up to min (attempts run on
+ *    connector.c's threads).
  * It works under each pool's mutex only to pick what to do; closes and
  * rollbacks happen after the mutex is released (pool_internal.h).
  */
@@ -131,10 +132,14 @@ static double housekeep(pool *p, double t, int64_t wall)
                      s->origin ? s->origin : "");
         }
     }
-    if (t >= p->reconnect_after)
-        pool_top_up(p, p->cfg.min);
-    else if (pool_total(p) < p->cfg.min && p->reconnect_after < next)
-        next = p->reconnect_after;
+    /* attempts the throttle held back: a due probe, the min top-up */
+    pool_start_attempts(p);
+    pool_top_up(p, p->cfg.min);
+    if (p->thr.failures > 0 && p->thr.next_attempt_at < next &&
+        (p->n_queued > 0 || pool_total(p) < p->cfg.min))
+        next = p->thr.next_attempt_at;
+    if (p->thr.limit < p->cfg.max && p->n_queued > 0 && p->thr.probe_at < next)
+        next = p->thr.probe_at;
     pthread_mutex_unlock(&p->mu);
 
     for (i = 0; i < n_doomed; i++)

@@ -211,7 +211,12 @@ static int lpool_stats(lua_State *L)
     SET_INT(rollbacks); SET_INT(closed_idle); SET_INT(closed_lifetime);
     SET_INT(closed_broken); SET_INT(closed_discarded);
     SET_INT(shutdown_rejects); SET_INT(full_rejects);
-    SET_INT(connect_failures);
+    SET_INT(connect_failures); SET_INT(connect_attempts); SET_INT(limit);
+    SET_NUM(backoff);
+    if (st.limit_reason[0]) {
+        lua_pushstring(L, st.limit_reason);
+        lua_setfield(L, -2, "limit_reason");
+    }
     if (st.max_shared > 0) {
         SET_INT(max_shared);
         SET_INT(shared_used);

@@ -104,17 +104,38 @@ static void uncount_checkout(pool *p, double waited)
 
 static void timeout_error(pool *p, double timeout, pq_error *err)
 {
-    char connecting[32] = "", shared[48] = "";
+    char connecting[32] = "", shared[48] = "", limit[200] = "", last[300] = "";
     if (p->n_connecting)
         snprintf(connecting, sizeof connecting, ", %d connecting",
                  p->n_connecting);
     if (p->shared)
         snprintf(shared, sizeof shared, ", %d/%d in use across processes",
                  shared_cap_used(p->shared), p->cfg.max_shared);
+    if (p->thr.limit < p->cfg.max)
+        snprintf(limit, sizeof limit, ", limit lowered to %d: %s",
+                 p->thr.limit, p->thr.reason);
+    if (p->thr.failures > 0)
+        snprintf(last, sizeof last, "; last connect error: %.250s",
+                 p->last_connect_error.message);
     pq_error_set(err, PQ_CODE_TIMEOUT,
                  "timeout after %g s waiting for a connection (pool \"%s\": "
-                 "%d/%d in use%s, %d waiting%s)", timeout, p->cfg.name,
-                 p->n_in_use, p->cfg.max, connecting, p->n_waiting, shared);
+                 "%d/%d in use%s, %d waiting%s%s)%s", timeout, p->cfg.name,
+                 p->n_in_use, p->cfg.max, connecting, p->n_waiting, shared,
+                 limit, last);
+}
+
+/* While connects fail and the pool holds nothing, a caller arriving
+ * before the next attempt is due gets the last connect error at once
+ * (mutex held), as a circuit breaker would: the server refused moments
+ * ago and no release can come. One arriving once the step has passed
+ * starts that attempt and waits for it. */
+static int fails_fast(pool *p, pq_error *err)
+{
+    if (p->thr.failures == 0 || p->n_idle + p->n_in_use > 0 ||
+        p->n_connecting > 0 || clock_now() >= p->thr.next_attempt_at)
+        return 0;
+    *err = p->last_connect_error;
+    return 1;
 }
 
 /* Wait in the FIFO queue (mutex held), starting a connection attempt when
@@ -216,7 +237,8 @@ int pool_acquire(pool *p, double timeout, int hold_busy, pool_slot **slot,
                          p->cfg.max_waiting);
             pthread_mutex_unlock(&p->mu);
             return 0;
-        } else if ((s = wait_in_line(p, timeout, deadline, err)) == NULL) {
+        } else if (fails_fast(p, err) ||
+                   (s = wait_in_line(p, timeout, deadline, err)) == NULL) {
             pthread_mutex_unlock(&p->mu);
             return 0;
         }
@@ -626,6 +648,11 @@ void pool_get_stats(pool *p, pool_stats *out)
     out->total = pool_total(p);
     out->waiting = p->n_waiting;
     out->closing = p->closing;
+    out->connect_failures = p->thr.failures;
+    out->limit = p->thr.limit;
+    out->backoff = p->thr.failures > 0 ? p->thr.step : 0;
+    snprintf(out->limit_reason, sizeof out->limit_reason, "%s",
+             p->thr.limit < p->cfg.max ? p->thr.reason : "");
     out->max_shared = p->cfg.max_shared;
     out->shared_used = p->shared ? shared_cap_used(p->shared) : 0;
     pthread_mutex_unlock(&p->mu);

@@ -46,7 +46,12 @@ typedef struct pool_stats {
     uint64_t leaked, queries, query_errors, slow_queries, rollbacks;
     uint64_t closed_idle, closed_lifetime, closed_broken, closed_discarded;
     uint64_t shutdown_rejects, full_rejects;
+    uint64_t connect_attempts;
     int connect_failures;     /* consecutive failed attempts, 0 after success */
+    int limit;                /* the effective cap (max unless the server
+                                 refused for want of slots) */
+    double backoff;           /* the current backoff step (s), 0 when none */
+    char limit_reason[128];   /* why limit < max, or "" */
     int max_shared, shared_used;  /* the cross-process cap, when on */
     double wait_time_total, wait_time_max, query_time_total;
     int closing;              /* shutdown started */

@@ -26,6 +26,7 @@
 
 #include "pool.h"
 #include "shared_cap.h"
+#include "throttle.h"
 
 #define POOL_INTERNAL __attribute__((visibility("hidden")))
 
@@ -82,7 +83,8 @@ struct pool {
                                  until they have woken up) */
     waiter *wait_head, *wait_tail;
     retired *retired_head;
-    double reconnect_after;   /* min top-up backs off after a failure */
+    throttle thr;             /* backoff and the effective limit */
+    pq_error last_connect_error;
     uint64_t rng;
     pool_stats counters;      /* the cumulative fields */
     pool_sample history[POOL_HISTORY];   /* a ring, one sample a second */

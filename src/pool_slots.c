@@ -22,6 +22,7 @@
 #include "clock.h"
 #include "connector.h"
 #include "hk_thread.h"
+#include "throttle.h"
 
 static uint64_t ticket_counter;    /* atomic */
 
@@ -46,6 +47,17 @@ void pool_log(pool *p, int level, const char *fmt, ...)
 }
 
 /* ---- slot lists (pool mutex held) -------------------------------------- */
+
+/* A number in [0, 1) for jitter (mutex held). */
+static double next_random(pool *p)
+{
+    /* xorshift64 */
+    p->rng ^= p->rng << 13;
+    p->rng ^= p->rng >> 7;
+    p->rng ^= p->rng << 17;
+    return (double)(p->rng % 1000000) / 1000000.0;
+}
+
 
 static void idle_push(pool *p, pool_slot *s)
 {
@@ -130,25 +142,44 @@ static double connect_deadline_at(pool *p, double t)
                                       : HUGE_VAL;
 }
 
+/* The SQLSTATE the server gave for a failed connect, or "". */
+static const char *connect_sqlstate(const pq_error *err)
+{
+    return err->fields[PQ_FIELD_SQLSTATE];
+}
+
+/* Every waiter gets err at once (mutex held): the pool holds no
+ * connection a release could bring them. */
+static void fail_waiters(pool *p, const pq_error *err)
+{
+    waiter *w;
+    while ((w = pool_waiter_pop(p)) != NULL) {
+        *w->err = *err;
+        w->failed = 1;
+        pthread_cond_signal(&w->cond);
+    }
+}
+
 /* The end of the attempt for s (mutex held): the new connection goes to the
- * oldest waiter or the idle list; a failure to the oldest waiter, who gets
- * its error. Returns a connection to close once the mutex is released. */
+ * oldest waiter or the idle list. After a failure the throttle backs off;
+ * with no connection held, every waiter gets the error at once, otherwise
+ * they wait on for the connections held. Returns a connection to close
+ * once the mutex is released. */
 static pq_conn *attempt_end(pool *p, pool_slot *s, pq_conn *conn,
                             const pq_error *err)
 {
     double t = clock_now();
     p->n_connecting--;
     if (!conn) {
-        waiter *w = pool_waiter_pop(p);
+        int held = p->n_idle + p->n_in_use;
         p->counters.connect_errors++;
-        p->counters.connect_failures++;
-        p->reconnect_after = t + 1.0;
-        if (w) {
-            *w->err = *err;
-            w->failed = 1;
-            pthread_cond_signal(&w->cond);
-        }
+        throttle_failed(&p->thr, t, held, connect_sqlstate(err),
+                        next_random(p));
+        p->last_connect_error = *err;
+        if (held == 0)
+            fail_waiters(p, err);
         pool_slot_vacate(p, s);
+        hk_poke_before(p->thr.next_attempt_at);
         return NULL;
     }
     if (p->closing) {
@@ -160,7 +191,7 @@ static pq_conn *attempt_end(pool *p, pool_slot *s, pq_conn *conn,
     s->created_at = t;
     s->expires_at = pool_lifetime_end(p, t);
     p->counters.created++;
-    p->counters.connect_failures = 0;
+    throttle_succeeded(&p->thr);
     pool_slot_return(p, s, t);
     return NULL;
 }
@@ -171,6 +202,7 @@ static void start_attempt(pool *p, pool_slot *s)
 {
     pq_error err;
     pool_ref(p);
+    p->counters.connect_attempts++;
     if (connector_start(p->cfg.conninfo, connect_deadline_at(p, clock_now()),
                         attempt_done, s))
         return;
@@ -205,12 +237,30 @@ static void attempt_done(void *arg, pq_conn *conn, const pq_error *err)
     pool_unref(p);
 }
 
+/* A free slot for one more attempt, if the throttle allows it now. */
+static pool_slot *take_for_attempt(pool *p, double t)
+{
+    if (!throttle_may_start(&p->thr, t, pool_total(p), p->n_connecting))
+        return NULL;
+    return pool_take_free_slot(p);
+}
+
 void pool_start_attempts(pool *p)
 {
+    double t = clock_now();
     pool_slot *s;
-    while (p->n_queued > p->n_connecting &&
-           (s = pool_take_free_slot(p)) != NULL)
+    while (p->n_queued > p->n_connecting) {
+        s = take_for_attempt(p, t);
+        if (!s && p->free_head && throttle_probe(&p->thr, t))
+            s = take_for_attempt(p, t);
+        if (!s) {
+            /* held back by the backoff: the housekeeper starts it when due */
+            if (p->thr.failures > 0 && p->n_connecting == 0)
+                hk_poke_before(p->thr.next_attempt_at);
+            break;
+        }
         start_attempt(p, s);
+    }
 }
 
 void pool_waiter_enqueue(pool *p, waiter *w)
@@ -227,8 +277,9 @@ void pool_waiter_enqueue(pool *p, waiter *w)
 
 void pool_top_up(pool *p, int target)
 {
+    double t = clock_now();
     pool_slot *s;
-    while (pool_total(p) < target && (s = pool_take_free_slot(p)) != NULL)
+    while (pool_total(p) < target && (s = take_for_attempt(p, t)) != NULL)
         start_attempt(p, s);
 }
 
@@ -239,18 +290,14 @@ void pool_slot_vacate(pool *p, pool_slot *s)
     s->busy = s->revoke_pending = s->leak_warned = 0;
     free(s->origin);
     s->origin = NULL;
-    if (!p->closing && p->n_queued > p->n_connecting) {
-        s->state = SLOT_CONNECTING;
-        p->n_connecting++;
-        start_attempt(p, s);
-    } else {
-        s->state = SLOT_EMPTY;
-        s->next = p->free_head;
-        s->prev = NULL;
-        p->free_head = s;
-        if (p->shared)
-            shared_cap_give(p->shared);
-    }
+    s->state = SLOT_EMPTY;
+    s->next = p->free_head;
+    s->prev = NULL;
+    p->free_head = s;
+    if (p->shared)
+        shared_cap_give(p->shared);
+    if (!p->closing)
+        pool_start_attempts(p);     /* the capacity, to whoever waits */
     pthread_cond_broadcast(&p->drained);
 }
 
@@ -276,16 +323,11 @@ void pool_slot_return(pool *p, pool_slot *s, double t)
 
 double pool_lifetime_end(pool *p, double created)
 {
-    double jitter;
     if (p->cfg.max_lifetime <= 0)
         return 1e300;
-    /* xorshift64: a different end for each connection, so they do not all
-     * expire together; up to 2.5% earlier than max_lifetime. */
-    p->rng ^= p->rng << 13;
-    p->rng ^= p->rng >> 7;
-    p->rng ^= p->rng << 17;
-    jitter = (double)(p->rng % 10000) / 10000.0 * 0.025;
-    return created + p->cfg.max_lifetime * (1.0 - jitter);
+    /* A different end for each connection, so they do not all expire
+     * together: up to 2.5% earlier than max_lifetime. */
+    return created + p->cfg.max_lifetime * (1.0 - 0.025 * next_random(p));
 }
 
 void pool_count_close(pool *p, const char *reason)
@@ -356,6 +398,7 @@ pool *pool_new(const pool_config *cfg)
         p->slots[i].next = p->free_head;
         p->free_head = &p->slots[i];
     }
+    throttle_init(&p->thr, cfg->max);
     p->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^
              (uint64_t)(uintptr_t)p;
     if (!p->rng)
@@ -487,7 +530,7 @@ static void forget_in_child(pool *p)
     p->n_idle = p->n_in_use = p->n_connecting = p->n_waiting = 0;
     p->wait_head = p->wait_tail = NULL;   /* their threads are gone */
     memset(&p->counters, 0, sizeof p->counters);
-    p->reconnect_after = 0;
+    throttle_init(&p->thr, p->cfg.max);
     clock_cond_init(&p->drained);
 }
 
