@@ -145,6 +145,8 @@ static double housekeep(pool *p, double t, int64_t wall)
         s = opening[i];
         conn = pq_connect(p->cfg.conninfo, clock_now() + p->cfg.connect_timeout,
                           &err);
+        if (conn)
+            pq_set_notice_handler(conn, pool_log_server_notice, p);
         pthread_mutex_lock(&p->mu);
         p->n_connecting--;
         if (!conn || p->closing) {

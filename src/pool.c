@@ -40,6 +40,11 @@ void pool_log(pool *p, int level, const char *fmt, ...)
     va_end(ap);
 }
 
+void pool_log_server_notice(void *arg, int level, const char *message)
+{
+    pool_log((pool *)arg, level, "server: %s", message);
+}
+
 /* ---- slot lists (pool mutex held) -------------------------------------- */
 
 static void idle_push(pool *p, pool_slot *s)
@@ -457,6 +462,8 @@ static int make_ready(pool *p, pool_slot *s, double deadline, pq_error *err)
     if (deadline < connect_deadline)
         connect_deadline = deadline;
     conn = pq_connect(p->cfg.conninfo, connect_deadline, err);
+    if (conn)
+        pq_set_notice_handler(conn, pool_log_server_notice, p);
 
     pthread_mutex_lock(&p->mu);
     p->n_connecting--;

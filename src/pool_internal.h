@@ -109,6 +109,11 @@ POOL_INTERNAL void pool_slot_return(pool *p, pool_slot *s, double t);
 POOL_INTERNAL double pool_lifetime_end(pool *p, double created);
 POOL_INTERNAL void pool_count_close(pool *p, const char *reason);
 
+/* The notice handler of the pool's connections (pq_set_notice_handler,
+ * arg the pool): a server notice becomes a log line "server: ...". */
+POOL_INTERNAL void pool_log_server_notice(void *arg, int level,
+                                          const char *message);
+
 /* Close a connection detached from its slot (no mutex held), logging why. */
 POOL_INTERNAL void pool_close_conn(pool *p, pq_conn *c, const char *reason,
                                    int level);
