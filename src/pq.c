@@ -15,7 +15,8 @@
  *    connected, and a cancel runs on its own thread, waited for only until
  *    the statement's deadline; a connection whose deadline passed with the
  *    statement or its cancel unanswered is marked broken, never reused;
- *  - a double becomes an int or time_t only through poll_ms (clamped).
+ *  - a double becomes an int or time_t only clamped to an hour ahead
+ *    (poll_ms, settle_cancel).
  *
  * Locking: none on a pq_conn (one thread uses it at a time; pool.c ensures
  * it). A cancel job has its own mutex, shared by the waiter and the cancel
@@ -741,7 +742,9 @@ static int settle_cancel(pq_conn *c, double deadline)
     c->cancel = NULL;
     pthread_mutex_lock(&job->mu);
     while (!job->done && has_limit(deadline) && clock_now() < deadline) {
-        struct timespec until = clock_timespec(deadline);
+        double slice_end = clock_now() + POLL_SLICE_MS / 1000.0;
+        struct timespec until = clock_timespec(deadline < slice_end ? deadline
+                                                                    : slice_end);
         pthread_cond_timedwait(&job->done_cond, &job->mu, &until);
     }
     done = job->done;
