@@ -420,24 +420,20 @@ static const char *option_value(const PQconninfoOption *opts, const char *key)
 }
 
 /* Whether word (n bytes, quoted in a libpq message) may be shown: a
- * connection option's name, punctuation, or one of the conninfo's hosts,
- * never the password. */
+ * connection option's name, one punctuation character ("=", "]"), or one
+ * of the conninfo's hosts, never the password. */
 static int quotable(const char *word, size_t n, const PQconninfoOption *known,
                     const PQconninfoOption *parsed)
 {
     const char *hosts = option_value(parsed, "host");
     const char *password = option_value(parsed, "password");
-    size_t i;
 
-    for (i = 0; i < n; i++)
-        if ((word[i] >= '0' && word[i] <= '9') ||
-            (word[i] >= 'a' && word[i] <= 'z') ||
-            (word[i] >= 'A' && word[i] <= 'Z'))
-            break;
-    if (i == n)
-        return 1;
     if (password && strlen(password) == n && memcmp(password, word, n) == 0)
         return 0;
+    if (n == 1 && !((word[0] >= '0' && word[0] <= '9') ||
+                    (word[0] >= 'a' && word[0] <= 'z') ||
+                    (word[0] >= 'A' && word[0] <= 'Z')))
+        return 1;
     for (; known && known->keyword; known++)
         if (strlen(known->keyword) == n && memcmp(known->keyword, word, n) == 0)
             return 1;
@@ -553,10 +549,11 @@ static void connect_error(pq_error *err, pq_conn *c,
         const char *host = line + 21, *failed = strstr(host, " failed: ");
         size_t eol = strcspn(line, "\n");
         char sqlstate[6] = "";
-        if (!failed || failed > line + eol)
+        int has_reason = failed && failed < line + eol;
+        if (!has_reason)
             failed = line + eol;
         first_line(reason, sizeof reason,
-                   *failed ? skip_severity(failed + 9, sqlstate) : "failed");
+                   has_reason ? skip_severity(failed + 9, sqlstate) : "failed");
         pq_error_set(err, PQ_CODE_CONNECT, "could not connect to server %.*s: %s",
                      (int)(failed - host), host, reason);
         copy_text(err->fields[PQ_FIELD_SQLSTATE], sizeof err->fields[0], sqlstate);
