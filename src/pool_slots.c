@@ -46,6 +46,13 @@ void pool_log(pool *p, int level, const char *fmt, ...)
     va_end(ap);
 }
 
+/* The notice handler of the pool's connections (pq_set_notice_handler):
+ * a server notice or warning becomes a log line "server: ...". */
+static void log_server_notice(void *arg, int level, const char *message)
+{
+    pool_log((pool *)arg, level, "server: %s", message);
+}
+
 /* ---- slot lists (pool mutex held) -------------------------------------- */
 
 /* A number in [0, 1) for jitter (mutex held). */
@@ -218,6 +225,8 @@ static void attempt_done(void *arg, pq_conn *conn, const pq_error *err)
     pool *p = s->owner;
     pq_conn *doomed;
 
+    if (conn)
+        pq_set_notice_handler(conn, log_server_notice, p);
     /* Logged before a waiter hears of it (and may close the connection). */
     if (!conn) {
         pool_log(p, POOL_LOG_ERROR, "connection error: %s", err->message);

@@ -2,21 +2,34 @@
  * pq.c - the only file that calls libpq.
  *
  * Owns: opening a connection without blocking past a deadline, the liveness
- * check, rollback, statement execution with an optional server-side cancel,
- * and the translation of libpq failures into pq_error.
+ * check, rollback, statement execution with a bounded server-side cancel,
+ * the statement cache, server notices, and the translation of libpq
+ * failures into pq_error.
  *
  * Invariants:
  *  - every PGresult is PQclear'ed on every path (or handed out as pq_result);
  *  - every PGconn ends in PQfinish, except in a forked child (pq_abandon);
- *  - a message never contains the connection's password.
+ *  - a message never contains the connection's password, nor any text of a
+ *    conninfo that libpq could not parse;
+ *  - every wait ends at its deadline: the socket is non-blocking once
+ *    connected, and a cancel runs on its own thread, waited for only until
+ *    the statement's deadline; a connection whose deadline passed with the
+ *    statement or its cancel unanswered is marked broken, never reused;
+ *  - a double becomes an int or time_t only clamped to an hour ahead
+ *    (poll_ms, settle_cancel).
  *
- * Locking: none. One thread uses a pq_conn at a time (pool.c ensures it).
+ * Locking: none on a pq_conn (one thread uses it at a time; pool.c ensures
+ * it). A cancel job has its own mutex, shared by the waiter and the cancel
+ * thread; cancels_in_flight is an atomic counter. Neither is held across
+ * anything that blocks.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "pq.h"
 
 #include <errno.h>
+#include <math.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,31 +40,40 @@
 #include <libpq-fe.h>
 
 #include "clock.h"
+#include "log.h"
 
 /* A named prepared statement in the connection's cache (statement_cache).
- * Keyed by the SQL text and which parameters are binary bytea. */
+ * Keyed by the SQL text and which parameters are binary bytea; its name is
+ * derived from the same key (stmt_name). */
 typedef struct pq_stmt {
     uint64_t hash;
     char *key;                   /* sql, NUL, one byte per parameter type */
     size_t key_len;
-    char name[32];
+    char name[64];
     struct pq_stmt *chain;       /* hash bucket */
     struct pq_stmt *newer, *older;   /* LRU list */
 } pq_stmt;
 
 #define STMT_BUCKETS 256
 
+typedef struct cancel_job cancel_job;
+
 struct pq_conn {
     PGconn *pg;
-    PGcancel *cancel;
     int backend_pid;
     int fatal_seen;              /* the server sent a FATAL while idle */
+    int broken;                  /* given up past a deadline: never reused */
+    pq_error last_fatal;         /* the server's last FATAL, when fatal_known */
+    int fatal_known;
+    pq_notice_fn notice_fn;
+    void *notice_arg;
+    cancel_job *cancel;          /* a cancel still running, if any */
     int n_stmts;
-    uint64_t stmt_serial;
     pq_stmt *newest, *oldest;
     pq_stmt *buckets[STMT_BUCKETS];
     char *to_deallocate;         /* "DEALLOCATE a;DEALLOCATE b;" not yet sent */
     size_t to_deallocate_len;
+    char *password;              /* from the conninfo, for redaction */
 };
 
 const char *const pq_field_names[PQ_FIELD_COUNT] = {
@@ -77,28 +99,52 @@ static void copy_text(char *dst, size_t size, const char *src)
     dst[n] = '\0';
 }
 
-/* Drop a trailing newline and a leading "ERROR:  " / "FATAL:  " severity. */
-static void tidy_message(char *msg)
+/* Skip a leading severity ("ERROR:  ", "FATAL:  ", localized too: a word
+ * followed by ":  ") and the SQLSTATE that verbose messages put after it
+ * ("28P01: "). With sqlstate non-NULL, the SQLSTATE found is copied there. */
+static const char *skip_severity(const char *msg, char sqlstate[6])
 {
-    static const char *const prefixes[] = {
-        "ERROR:", "FATAL:", "PANIC:", "WARNING:", NULL,
-    };
-    size_t n;
+    const char *p = msg, *colon = strstr(msg, ":  ");
     int i;
 
-    for (i = 0; prefixes[i]; i++) {
-        size_t plen = strlen(prefixes[i]);
-        if (strncmp(msg, prefixes[i], plen) == 0) {
-            const char *rest = msg + plen;
-            while (*rest == ' ')
-                rest++;
-            memmove(msg, rest, strlen(rest) + 1);
-            break;
-        }
+    if (colon && colon > msg && colon - msg <= 16) {
+        for (p = msg; p < colon && *p != ' '; p++)
+            ;
+        p = p == colon ? colon + 3 : msg;
     }
-    n = strlen(msg);
-    while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
-        msg[--n] = '\0';
+    for (i = 0; i < 5; i++)
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'A' && p[i] <= 'Z')))
+            break;
+    if (p != msg && i == 5 && p[5] == ':' && p[6] == ' ') {
+        if (sqlstate) {
+            memcpy(sqlstate, p, 5);
+            sqlstate[5] = '\0';
+        }
+        p += 7;
+    }
+    return p;
+}
+
+/* The first line of msg, without a severity prefix or trailing blanks. */
+static void first_line(char *dst, size_t size, const char *msg)
+{
+    size_t n;
+    msg = skip_severity(msg, NULL);
+    n = strcspn(msg, "\r\n");
+    if (n >= size)
+        n = size - 1;
+    memcpy(dst, msg, n);
+    dst[n] = '\0';
+    while (n && dst[n - 1] == ' ')
+        dst[--n] = '\0';
+}
+
+/* Replace every newline of msg with a space. */
+static void flatten(char *msg)
+{
+    for (; *msg; msg++)
+        if (*msg == '\n' || *msg == '\r' || *msg == '\t')
+            *msg = ' ';
 }
 
 /* Replace every occurrence of secret in msg (of buffer size) with "***". */
@@ -118,6 +164,21 @@ static void redact(char *msg, size_t size, const char *secret)
     }
 }
 
+/* Keep every password c knows of out of err. */
+static void redact_error(pq_error *err, pq_conn *c)
+{
+    int i;
+    if (!c)
+        return;
+    for (i = -1; i < PQ_FIELD_COUNT; i++) {
+        char *text = i < 0 ? err->message : err->fields[i];
+        size_t size = i < 0 ? sizeof err->message : sizeof err->fields[i];
+        redact(text, size, c->password);
+        if (c->pg)
+            redact(text, size, PQpass(c->pg));
+    }
+}
+
 int pq_error_set(pq_error *err, const char *code, const char *fmt, ...)
 {
     va_list ap;
@@ -131,208 +192,569 @@ int pq_error_set(pq_error *err, const char *code, const char *fmt, ...)
         copy_text(err->message, sizeof err->message, code);
     for (i = 0; i < PQ_FIELD_COUNT; i++)
         err->fields[i][0] = '\0';
+    err->safe_to_retry = 0;
+    err->outcome_unknown = 0;
     return 0;
 }
 
-/* Fill err from the connection's last failure (no result available). */
-static void error_from_conn(pq_error *err, PGconn *pg, const char *code)
+/* The server ended the session before running anything more: an
+ * administrator's terminate, a crash restart, a shutdown. */
+static int is_termination(const char *code)
 {
-    char *msg = pg ? PQerrorMessage(pg) : NULL;
-    pq_error_set(err, code, "%s", msg && *msg ? msg : "connection failed");
-    tidy_message(err->message);
-    if (!err->message[0])
-        copy_text(err->message, sizeof err->message, "connection lost");
-    if (pg)
-        redact(err->message, sizeof err->message, PQpass(pg));
+    return strcmp(code, "57P01") == 0 || strcmp(code, "57P02") == 0 ||
+           strcmp(code, "57P03") == 0;
 }
 
-/* Fill err from an error result; code is the SQLSTATE when there is one. */
-static void error_from_result(pq_error *err, PGconn *pg, const PGresult *res)
+/* Fill err from an error result the server sent (SQLSTATE and fields). */
+static void error_from_server(pq_error *err, const PGresult *res)
 {
     const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-    const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
     int i;
 
-    if (primary && *primary) {
-        pq_error_set(err, PQ_CODE_CLOSED, "%s", primary);
-    } else {
-        const char *msg = PQresultErrorMessage(res);
-        if (!msg || !*msg)
-            msg = PQerrorMessage(pg);
-        pq_error_set(err, PQ_CODE_CLOSED, "%s",
-                     msg && *msg ? msg : "server closed the connection");
-        tidy_message(err->message);
-        if (!err->message[0])
-            copy_text(err->message, sizeof err->message,
-                      "server closed the connection");
-    }
-    if (sqlstate && *sqlstate)
-        copy_text(err->code, sizeof err->code, sqlstate);
-    else if (PQstatus(pg) != CONNECTION_BAD)
-        copy_text(err->code, sizeof err->code, PQ_CODE_CLOSED);
+    pq_error_set(err, PQ_CODE_CLOSED, "%s",
+                 primary && *primary ? primary : "server error");
+    flatten(err->message);
+    copy_text(err->code, sizeof err->code,
+              PQresultErrorField(res, PG_DIAG_SQLSTATE));
     for (i = 0; i < PQ_FIELD_COUNT; i++)
         copy_text(err->fields[i], sizeof err->fields[i],
                   PQresultErrorField(res, pq_field_codes[i]));
-    redact(err->message, sizeof err->message, PQpass(pg));
 }
 
-/* ---- connecting -------------------------------------------------------- */
+/* Keep the server's FATAL: a connection failure reported later says it. */
+static void remember_fatal(pq_conn *c, const PGresult *res)
+{
+    error_from_server(&c->last_fatal, res);
+    c->fatal_known = 1;
+}
+
+static int is_fatal(const PGresult *res)
+{
+    const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    return severity && (strcmp(severity, "FATAL") == 0 ||
+                        strcmp(severity, "PANIC") == 0);
+}
+
+/* Fill err from the connection's last failure (no server result): the
+ * server's FATAL when it sent one, else libpq's first line. */
+static void error_from_conn(pq_error *err, pq_conn *c, const char *code)
+{
+    if (c->fatal_known && PQstatus(c->pg) == CONNECTION_BAD) {
+        *err = c->last_fatal;
+    } else {
+        const char *msg = PQerrorMessage(c->pg);
+        pq_error_set(err, code, "connection lost");
+        if (msg && *msg)
+            first_line(err->message, sizeof err->message, msg);
+        if (!err->message[0])
+            copy_text(err->message, sizeof err->message, "connection lost");
+    }
+    redact_error(err, c);
+}
+
+/* Fill err from an error result; code is the SQLSTATE when there is one
+ * (libpq's own results, for a lost connection, have none). */
+static void error_from_result(pq_error *err, pq_conn *c, const PGresult *res)
+{
+    const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+    if (sqlstate && *sqlstate) {
+        error_from_server(err, res);
+        if (is_fatal(res))
+            remember_fatal(c, res);
+        redact_error(err, c);
+    } else {
+        error_from_conn(err, c, PQ_CODE_CLOSED);
+    }
+}
+
+/* Failure flags of a statement that was sent: answered tells whether a
+ * result of it came before the failure. */
+static void set_failure_flags(pq_error *err, pq_conn *c, int answered)
+{
+    if (is_termination(err->code) && !answered)
+        err->safe_to_retry = 1;
+    else if (PQstatus(c->pg) == CONNECTION_BAD)
+        err->outcome_unknown = 1;
+}
+
+/* The statement could not be sent: it did not run. */
+static void error_not_sent(pq_error *err, pq_conn *c)
+{
+    error_from_conn(err, c, PQ_CODE_CLOSED);
+    err->safe_to_retry = 1;
+}
+
+/* ---- waiting ----------------------------------------------------------- */
+
+/* The longest single poll (ms): a far deadline is waited for in slices. */
+#define POLL_SLICE_MS 3600000
+
+static int has_limit(double deadline)
+{
+    return deadline > 0 && isfinite(deadline);
+}
+
+/* The absolute deadline of a timeout in seconds from now; 0 (none) unless
+ * timeout is a finite number > 0. */
+static double deadline_after(double timeout)
+{
+    return timeout > 0 && isfinite(timeout) ? clock_now() + timeout : 0;
+}
+
+/* The poll timeout (ms) towards deadline: -1 without a limit, 0 once it
+ * passed, else at most POLL_SLICE_MS. */
+static int poll_ms(double deadline)
+{
+    double left;
+    if (!has_limit(deadline))
+        return -1;
+    left = deadline - clock_now();
+    if (!(left > 0))
+        return 0;
+    if (left >= POLL_SLICE_MS / 1000.0)
+        return POLL_SLICE_MS;
+    return (int)(left * 1000.0) + 1;
+}
 
 /* Wait until fd is ready for events or the deadline passes. 1 ready, 0 time
- * out, -1 error. deadline <= 0 waits without limit. */
+ * out, -1 error. */
 static int wait_fd(int fd, short events, double deadline)
 {
+    if (fd < 0)
+        return -1;
     for (;;) {
         struct pollfd pfd;
-        int timeout_ms = -1, rc;
+        int timeout_ms = poll_ms(deadline), rc;
 
-        if (deadline > 0) {
-            double left = deadline - clock_now();
-            if (left <= 0)
-                return 0;
-            timeout_ms = (int)(left * 1000.0) + 1;
-        }
+        if (timeout_ms == 0)
+            return 0;
         pfd.fd = fd;
         pfd.events = events;
         pfd.revents = 0;
         rc = poll(&pfd, 1, timeout_ms);
         if (rc > 0)
             return 1;
-        if (rc == 0) {
-            if (deadline > 0 && clock_now() >= deadline)
-                return 0;
-            continue;
-        }
-        if (errno != EINTR)
+        if (rc < 0 && errno != EINTR)
             return -1;
     }
 }
 
-/* Notices: libpq hands an ErrorResponse that arrives on an idle connection
- * (the FATAL of pg_terminate_backend, say) to the notice receiver. Remember
- * a FATAL; drop the rest rather than print them on stderr. */
+/* ---- notices ----------------------------------------------------------- */
+
+/* enum pool_log_level of a notice's severity. */
+static int notice_level(const char *severity)
+{
+    if (!severity)
+        return POOL_LOG_INFO;
+    if (strncmp(severity, "DEBUG", 5) == 0 || strcmp(severity, "LOG") == 0)
+        return POOL_LOG_DEBUG;
+    if (strcmp(severity, "WARNING") == 0 || strcmp(severity, "ERROR") == 0 ||
+        strcmp(severity, "FATAL") == 0)
+        return POOL_LOG_WARN;
+    if (strcmp(severity, "PANIC") == 0)
+        return POOL_LOG_ERROR;
+    return POOL_LOG_INFO;
+}
+
+/* libpq hands notices, and an ErrorResponse that arrives on an idle
+ * connection (the FATAL of pg_terminate_backend, say), to the notice
+ * receiver: remember a FATAL, and pass each on as one line, never to
+ * stderr. */
 static void on_notice(void *arg, const PGresult *res)
 {
     pq_conn *c = (pq_conn *)arg;
     const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
-    if (severity && (strcmp(severity, "FATAL") == 0 ||
-                     strcmp(severity, "PANIC") == 0))
+    const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    char line[1024];
+
+    if (is_fatal(res)) {
         c->fatal_seen = 1;
+        remember_fatal(c, res);
+    }
+    if (!c->notice_fn)
+        return;
+    if (primary)
+        copy_text(line, sizeof line, primary);
+    else
+        first_line(line, sizeof line, PQresultErrorMessage(res));
+    flatten(line);
+    redact(line, sizeof line, c->password);
+    c->notice_fn(c->notice_arg, notice_level(severity), line);
 }
 
-/* The password in a conninfo string, found by hand so that it can be kept out
- * of messages even when libpq cannot parse the string: "user:PASSWORD@" of
- * a URI, or "password=VALUE" (quoted or not) of key=value. */
-static void conninfo_password(const char *conninfo, char *buf, size_t size)
+void pq_set_notice_handler(pq_conn *c, pq_notice_fn fn, void *arg)
 {
-    const char *p, *end;
-    size_t n;
+    c->notice_fn = fn;
+    c->notice_arg = arg;
+}
 
-    buf[0] = '\0';
-    if (!conninfo)
-        return;
-    p = strstr(conninfo, "://");
-    if (p) {
-        const char *at, *slash, *colon;
-        p += 3;
-        at = strchr(p, '@');
-        slash = strchr(p, '/');
-        if (!at || (slash && slash < at))
-            return;
-        colon = memchr(p, ':', (size_t)(at - p));
-        if (!colon)
-            return;
-        p = colon + 1;
-        end = at;
-    } else {
-        p = strstr(conninfo, "password");
-        if (!p)
-            return;
-        p += 8;
-        while (*p == ' ')
-            p++;
-        if (*p != '=')
-            return;
-        p++;
-        while (*p == ' ')
-            p++;
-        if (*p == '\'') {
-            p++;
-            end = strchr(p, '\'');
-            if (!end)
-                end = p + strlen(p);
+/* ---- connecting -------------------------------------------------------- */
+
+/* TCP keepalive defaults, given before the user's conninfo so that its own
+ * settings win: a peer that vanished is noticed after about a minute on an
+ * idle connection (30 s idle, then 3 probes 10 s apart) and after 30 s of
+ * unacknowledged data on a busy one. */
+static const char *const tcp_defaults[][2] = {
+    { "keepalives_idle", "30" },
+    { "keepalives_interval", "10" },
+    { "keepalives_count", "3" },
+    { "tcp_user_timeout", "30000" },
+};
+#define N_TCP_DEFAULTS (sizeof tcp_defaults / sizeof tcp_defaults[0])
+
+/* libpq's own test: a URI or a string with '=' is a connection string;
+ * anything else is a database name. */
+static int is_connection_string(const char *s)
+{
+    return strncmp(s, "postgresql://", 13) == 0 ||
+           strncmp(s, "postgres://", 11) == 0 || strchr(s, '=') != NULL;
+}
+
+static const char *option_value(const PQconninfoOption *opts, const char *key)
+{
+    for (; opts && opts->keyword; opts++)
+        if (strcmp(opts->keyword, key) == 0)
+            return opts->val;
+    return NULL;
+}
+
+/* Whether word (n bytes, quoted in a libpq message) may be shown: a
+ * connection option's name, one punctuation character ("=", "]"), or one
+ * of the conninfo's hosts, never the password. */
+static int quotable(const char *word, size_t n, const PQconninfoOption *known,
+                    const PQconninfoOption *parsed)
+{
+    const char *hosts = option_value(parsed, "host");
+    const char *password = option_value(parsed, "password");
+
+    if (password && strlen(password) == n && memcmp(password, word, n) == 0)
+        return 0;
+    if (n == 1 && !((word[0] >= '0' && word[0] <= '9') ||
+                    (word[0] >= 'a' && word[0] <= 'z') ||
+                    (word[0] >= 'A' && word[0] <= 'Z')))
+        return 1;
+    for (; known && known->keyword; known++)
+        if (strlen(known->keyword) == n && memcmp(known->keyword, word, n) == 0)
+            return 1;
+    while (hosts && *hosts) {
+        size_t len = strcspn(hosts, ",");
+        if (len == n && memcmp(hosts, word, n) == 0)
+            return 1;
+        hosts += len + (hosts[len] == ',');
+    }
+    return 0;
+}
+
+/* The first line of a libpq message about the conninfo itself, with every
+ * quoted word that could be the user's text replaced by "***". */
+static void scrub_conninfo_message(char *dst, size_t size, const char *msg,
+                                   const PQconninfoOption *parsed)
+{
+    PQconninfoOption *known = PQconndefaults();
+    size_t n = 0, len = strcspn(msg, "\r\n");
+    const char *p = msg, *end = msg + len;
+
+    while (p < end && n + 1 < size) {
+        const char *close = *p == '"' ? memchr(p + 1, '"', (size_t)(end - p - 1))
+                                      : NULL;
+        if (close) {
+            size_t w = (size_t)(close - p - 1);
+            const char *shown = quotable(p + 1, w, known, parsed) ? p + 1 : "***";
+            size_t shown_len = shown == p + 1 ? w : 3;
+            if (n + shown_len + 3 > size)
+                break;
+            dst[n++] = '"';
+            memcpy(dst + n, shown, shown_len);
+            n += shown_len;
+            dst[n++] = '"';
+            p = close + 1;
+        } else if (*p == '"') {
+            break;                    /* an unterminated quote: stop here */
         } else {
-            end = p;
-            while (*end && *end != ' ')
-                end++;
+            dst[n++] = *p++;
         }
     }
-    n = (size_t)(end - p);
-    if (n >= size)
-        n = size - 1;
-    memcpy(buf, p, n);
-    buf[n] = '\0';
+    dst[n] = '\0';
+    PQconninfoFree(known);
 }
 
-/* A failed attempt: the message, without the password, then PQfinish. */
-static void connect_failed(pq_error *err, PGconn *pg, const char *conninfo)
+/* Parse conninfo before libpq sees it, so that a malformed one is reported
+ * without its text. *parsed is set (free with PQconninfoFree). 0 and err
+ * when malformed. */
+static int parse_conninfo(const char *conninfo, PQconninfoOption **parsed,
+                          pq_error *err)
 {
-    char password[256];
-    error_from_conn(err, pg, PQ_CODE_CONNECT);
-    conninfo_password(conninfo, password, sizeof password);
-    redact(err->message, sizeof err->message, password);
-    PQfinish(pg);
+    char *why = NULL;
+    char reason[512];
+
+    *parsed = PQconninfoParse(conninfo, &why);
+    if (*parsed)
+        return 1;
+    if (!why)
+        return pq_error_set(err, PQ_CODE_CONNECT, "out of memory");
+    scrub_conninfo_message(reason, sizeof reason, why, NULL);
+    PQfreemem(why);
+    return pq_error_set(err, PQ_CODE_CONNECT, "malformed conninfo: %s", reason);
+}
+
+/* Copy the lines that follow a server's error in a connect failure
+ * ("DETAIL:  ...", "HINT:  ...", a tab-indented hint) into err's fields,
+ * up to the next "connection to server" line. */
+static void connect_fields(pq_error *err, const char *p)
+{
+    while (*p && strncmp(p, "connection to server ", 21) != 0) {
+        size_t n = strcspn(p, "\n");
+        int field = -1;
+        const char *text = p;
+        if (strncmp(p, "DETAIL:  ", 9) == 0) {
+            field = PQ_FIELD_DETAIL;
+            text = p + 9;
+        } else if (strncmp(p, "HINT:  ", 7) == 0) {
+            field = PQ_FIELD_HINT;
+            text = p + 7;
+        } else if (*p == '\t' && !err->fields[PQ_FIELD_HINT][0]) {
+            field = PQ_FIELD_HINT;
+            text = p + 1;
+        }
+        if (field >= 0) {
+            size_t len = n - (size_t)(text - p);
+            if (len >= sizeof err->fields[field])
+                len = sizeof err->fields[field] - 1;
+            memcpy(err->fields[field], text, len);
+            err->fields[field][len] = '\0';
+        }
+        p += n + (p[n] == '\n');
+    }
+}
+
+/* A failed attempt as one line: "could not connect to server at "h", port
+ * N: <reason>" for the last server tried, its SQLSTATE and fields kept
+ * (libpq's message is verbose here, so it carries the SQLSTATE); a message
+ * about the conninfo itself is scrubbed of the user's text. */
+static void connect_error(pq_error *err, pq_conn *c,
+                          const PQconninfoOption *parsed)
+{
+    const char *msg = PQerrorMessage(c->pg), *line = NULL, *p;
+    char reason[512];
+
+    for (p = msg; p && *p; ) {
+        if (strncmp(p, "connection to server ", 21) == 0)
+            line = p;
+        p = strchr(p, '\n');
+        if (p)
+            p++;
+    }
+    if (line) {
+        const char *host = line + 21, *failed = strstr(host, " failed: ");
+        size_t eol = strcspn(line, "\n");
+        char sqlstate[6] = "";
+        int has_reason = failed && failed < line + eol;
+        if (!has_reason)
+            failed = line + eol;
+        first_line(reason, sizeof reason,
+                   has_reason ? skip_severity(failed + 9, sqlstate) : "failed");
+        pq_error_set(err, PQ_CODE_CONNECT, "could not connect to server %.*s: %s",
+                     (int)(failed - host), host, reason);
+        copy_text(err->fields[PQ_FIELD_SQLSTATE], sizeof err->fields[0], sqlstate);
+        if (sqlstate[0])
+            copy_text(err->fields[PQ_FIELD_SEVERITY], sizeof err->fields[0],
+                      "FATAL");
+        connect_fields(err, line + eol + (line[eol] == '\n'));
+    } else {
+        scrub_conninfo_message(reason, sizeof reason, msg && *msg ? msg
+                               : "could not connect", parsed);
+        pq_error_set(err, PQ_CODE_CONNECT, "%s", reason);
+    }
+    redact_error(err, c);
+}
+
+static void conn_free(pq_conn *c);
+
+/* A failed attempt: its error, then PQfinish. */
+static void connect_failed(pq_conn *c, const PQconninfoOption *parsed,
+                           pq_error *err)
+{
+    connect_error(err, c, parsed);
+    conn_free(c);
 }
 
 pq_conn *pq_connect(const char *conninfo, double deadline, pq_error *err)
 {
-    const char *keywords[] = { "dbname", "fallback_application_name", NULL };
-    const char *values[] = { conninfo && *conninfo ? conninfo : NULL,
-                             "pgpool", NULL };
+    const char *keywords[N_TCP_DEFAULTS + 3], *values[N_TCP_DEFAULTS + 3];
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
-    PGconn *pg;
+    PQconninfoOption *parsed = NULL;
     pq_conn *c;
+    size_t n;
 
-    /* With no conninfo, skip the dbname slot so the PG* environment rules. */
-    pg = values[0] ? PQconnectStartParams(keywords, values, 1)
-                   : PQconnectStartParams(keywords + 1, values + 1, 0);
-    if (!pg) {
+    if (conninfo && *conninfo && is_connection_string(conninfo) &&
+        !parse_conninfo(conninfo, &parsed, err))
+        return NULL;
+    c = calloc(1, sizeof *c);
+    if (c && option_value(parsed, "password"))
+        c->password = strdup(option_value(parsed, "password"));
+    if (!c) {
+        PQconninfoFree(parsed);
         pq_error_set(err, PQ_CODE_CONNECT, "out of memory");
         return NULL;
     }
-    if (PQstatus(pg) == CONNECTION_BAD) {
-        connect_failed(err, pg, conninfo);
+    for (n = 0; n < N_TCP_DEFAULTS; n++) {
+        keywords[n] = tcp_defaults[n][0];
+        values[n] = tcp_defaults[n][1];
+    }
+    /* The conninfo after the defaults (it overrides them); none: the PG*
+     * environment rules. */
+    if (conninfo && *conninfo) {
+        keywords[n] = "dbname";
+        values[n++] = conninfo;
+    }
+    keywords[n] = "fallback_application_name";
+    values[n++] = "pgpool";
+    keywords[n] = values[n] = NULL;
+
+    c->pg = PQconnectStartParams(keywords, values, 1);
+    if (!c->pg) {
+        PQconninfoFree(parsed);
+        conn_free(c);
+        pq_error_set(err, PQ_CODE_CONNECT, "out of memory");
         return NULL;
     }
+    PQsetNoticeReceiver(c->pg, on_notice, c);
+    /* Verbose while connecting: the server's SQLSTATE then is in the text. */
+    PQsetErrorVerbosity(c->pg, PQERRORS_VERBOSE);
     while (st != PGRES_POLLING_OK) {
         int ready;
-        if (st == PGRES_POLLING_FAILED) {
-            connect_failed(err, pg, conninfo);
+        if (st == PGRES_POLLING_FAILED || PQstatus(c->pg) == CONNECTION_BAD) {
+            connect_failed(c, parsed, err);
+            PQconninfoFree(parsed);
             return NULL;
         }
-        ready = wait_fd(PQsocket(pg),
+        ready = wait_fd(PQsocket(c->pg),
                         st == PGRES_POLLING_READING ? POLLIN : POLLOUT,
                         deadline);
         if (ready == 0) {
-            pq_error_set(err, PQ_CODE_CONNECT,
-                         "could not connect: timed out");
-            PQfinish(pg);
+            PQconninfoFree(parsed);
+            conn_free(c);
+            pq_error_set(err, PQ_CODE_CONNECT, "could not connect: timed out");
             return NULL;
         }
-        st = PQconnectPoll(pg);
+        st = PQconnectPoll(c->pg);
     }
-    c = calloc(1, sizeof *c);
-    if (!c) {
-        PQfinish(pg);
-        pq_error_set(err, PQ_CODE_CONNECT, "out of memory");
-        return NULL;
-    }
-    c->pg = pg;
-    c->cancel = PQgetCancel(pg);
-    c->backend_pid = PQbackendPID(pg);
-    PQsetNoticeReceiver(pg, on_notice, c);
+    PQconninfoFree(parsed);
+    PQsetErrorVerbosity(c->pg, PQERRORS_DEFAULT);
+    /* Non-blocking from here on: no send waits past a deadline. */
+    PQsetnonblocking(c->pg, 1);
+    c->backend_pid = PQbackendPID(c->pg);
     return c;
 }
+
+/* ---- cancel ------------------------------------------------------------ */
+
+/*
+ * PQcancel blocks until the server answers (libpq 15 has no asynchronous
+ * cancel), so each cancel runs on a short detached thread that owns its
+ * own copy of the cancel key. The statement's waiter waits for it only
+ * until its deadline; whichever of the two is done last frees the job.
+ * At most MAX_CANCELS run at once; past that a cancel is skipped (the
+ * statement then ends at its grace deadline, its connection given up).
+ */
+struct cancel_job {
+    PGcancel *cancel;
+    pthread_mutex_t mu;          /* guards done, abandoned */
+    pthread_cond_t done_cond;
+    int done;                    /* PQcancel returned */
+    int abandoned;               /* the waiter left: the thread frees */
+};
+
+#define MAX_CANCELS 32
+static int cancels_in_flight;    /* atomic */
+
+static void cancel_job_free(cancel_job *job)
+{
+    PQfreeCancel(job->cancel);
+    pthread_mutex_destroy(&job->mu);
+    pthread_cond_destroy(&job->done_cond);
+    free(job);
+}
+
+static void *cancel_main(void *arg)
+{
+    cancel_job *job = (cancel_job *)arg;
+    char why[256];
+    int abandoned;
+
+    PQcancel(job->cancel, why, sizeof why);
+    pthread_mutex_lock(&job->mu);
+    job->done = 1;
+    abandoned = job->abandoned;
+    pthread_cond_signal(&job->done_cond);
+    pthread_mutex_unlock(&job->mu);
+    if (abandoned)
+        cancel_job_free(job);
+    __atomic_sub_fetch(&cancels_in_flight, 1, __ATOMIC_ACQ_REL);
+    return NULL;
+}
+
+/* Ask the server to cancel c's running statement, without waiting. */
+static void start_cancel(pq_conn *c)
+{
+    cancel_job *job = NULL;
+    pthread_attr_t attr;
+    pthread_t thread;
+    int started = 0;
+
+    if (c->cancel)
+        return;
+    if (__atomic_add_fetch(&cancels_in_flight, 1, __ATOMIC_ACQ_REL) <= MAX_CANCELS)
+        job = calloc(1, sizeof *job);
+    if (job && (job->cancel = PQgetCancel(c->pg)) != NULL) {
+        pthread_mutex_init(&job->mu, NULL);
+        clock_cond_init(&job->done_cond);
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        started = pthread_create(&thread, &attr, cancel_main, job) == 0;
+        pthread_attr_destroy(&attr);
+        if (!started)
+            cancel_job_free(job);
+    } else {
+        free(job);
+    }
+    if (started)
+        c->cancel = job;
+    else
+        __atomic_sub_fetch(&cancels_in_flight, 1, __ATOMIC_ACQ_REL);
+}
+
+/* A cancel still on its way could hit the connection's next statement:
+ * wait for c's cancel to end, until deadline (not a finite number > 0: do
+ * not wait). 1 when it ended or none ran; 0 when it was abandoned, and the
+ * connection with it. */
+static int settle_cancel(pq_conn *c, double deadline)
+{
+    cancel_job *job = c->cancel;
+    int done;
+
+    if (!job)
+        return 1;
+    c->cancel = NULL;
+    pthread_mutex_lock(&job->mu);
+    while (!job->done && has_limit(deadline) && clock_now() < deadline) {
+        double slice_end = clock_now() + POLL_SLICE_MS / 1000.0;
+        struct timespec until = clock_timespec(deadline < slice_end ? deadline
+                                                                    : slice_end);
+        pthread_cond_timedwait(&job->done_cond, &job->mu, &until);
+    }
+    done = job->done;
+    job->abandoned = !done;
+    pthread_mutex_unlock(&job->mu);
+    if (done)
+        cancel_job_free(job);
+    else
+        c->broken = 1;
+    return done;
+}
+
+/* ---- closing and state ------------------------------------------------- */
 
 static void stmt_free_all(pq_conn *c)
 {
@@ -351,15 +773,20 @@ static void stmt_free_all(pq_conn *c)
     c->to_deallocate_len = 0;
 }
 
+static void conn_free(pq_conn *c)
+{
+    settle_cancel(c, 0);
+    stmt_free_all(c);
+    if (c->pg)
+        PQfinish(c->pg);
+    free(c->password);
+    free(c);
+}
+
 void pq_close(pq_conn *c)
 {
-    if (!c)
-        return;
-    stmt_free_all(c);
-    if (c->cancel)
-        PQfreeCancel(c->cancel);
-    PQfinish(c->pg);
-    free(c);
+    if (c)
+        conn_free(c);
 }
 
 void pq_abandon(pq_conn *c)
@@ -370,9 +797,11 @@ void pq_abandon(pq_conn *c)
     fd = PQsocket(c->pg);
     if (fd >= 0)
         close(fd);
-    /* The PGconn and PGcancel are leaked on purpose: freeing them would make
-     * libpq write a Terminate on the parent's session. */
+    /* The PGconn is leaked on purpose: freeing it would make libpq write a
+     * Terminate on the parent's session. A cancel job belongs to a thread
+     * of the parent, which the child does not have: leaked too. */
     stmt_free_all(c);
+    free(c->password);
     free(c);
 }
 
@@ -380,8 +809,6 @@ int pq_backend_pid(const pq_conn *c)
 {
     return c->backend_pid;
 }
-
-/* ---- state ------------------------------------------------------------- */
 
 static void drop_notifications(PGconn *pg)
 {
@@ -401,7 +828,7 @@ int pq_is_alive(pq_conn *c)
         struct pollfd pfd;
         int rc;
 
-        if (PQstatus(c->pg) != CONNECTION_OK || c->fatal_seen)
+        if (c->broken || PQstatus(c->pg) != CONNECTION_OK || c->fatal_seen)
             return 0;
         pfd.fd = PQsocket(c->pg);
         pfd.events = POLLIN;
@@ -424,7 +851,7 @@ int pq_is_alive(pq_conn *c)
 
 enum pq_txn pq_txn_status(pq_conn *c)
 {
-    if (PQstatus(c->pg) != CONNECTION_OK)
+    if (c->broken || PQstatus(c->pg) != CONNECTION_OK)
         return PQ_TXN_BROKEN;
     switch (PQtransactionStatus(c->pg)) {
     case PQTRANS_IDLE:
@@ -439,86 +866,197 @@ enum pq_txn pq_txn_status(pq_conn *c)
     }
 }
 
-/* ---- statements -------------------------------------------------------- */
-
-/* Ask the server to cancel the running statement. */
-static void send_cancel(pq_conn *c)
+/* 1 when c can run a statement; else 0 and err (nothing was sent). */
+static int usable(pq_conn *c, pq_error *err)
 {
-    char buf[256];
-    if (c->cancel)
-        PQcancel(c->cancel, buf, sizeof buf);
+    if (!c->broken)
+        return 1;
+    pq_error_set(err, PQ_CODE_CLOSED,
+                 "connection given up after a timeout; release it");
+    err->safe_to_retry = 1;
+    return 0;
 }
+
+/* ---- statements -------------------------------------------------------- */
 
 /* How long to wait for the server's answer to a cancel before giving the
  * connection up as broken. */
 #define CANCEL_GRACE 5.0
 
-/* The deadline of a statement (0: none) and whether it was cancelled. */
-typedef struct deadline_state {
-    double deadline;
-    int cancelled;
-} deadline_state;
+#define COPY_REFUSED "COPY is not supported by query or exec"
 
-/*
- * Wait until libpq holds a whole result (PQisBusy false). Past the deadline,
- * send a cancel once and allow CANCEL_GRACE more. Returns 1, or 0 when the
- * connection failed, or -1 when the server did not answer the cancel.
- */
-static int await_result(pq_conn *c, deadline_state *ds)
+/* One call's wait budget and what happened to it. */
+typedef struct run_state {
+    double deadline;     /* absolute; no limit unless a finite number > 0 */
+    double grace;        /* past the deadline: cancel, then wait this much
+                          * more; 0: give up at the deadline */
+    double timeout;      /* the statement's timeout, for messages */
+    int cancelled;       /* the deadline passed and a cancel was started */
+    int answered;        /* results of the statement came before its error */
+} run_state;
+
+static void run_init(run_state *rs, double deadline, double grace,
+                     double timeout)
+{
+    rs->deadline = deadline;
+    rs->grace = grace;
+    rs->timeout = timeout;
+    rs->cancelled = 0;
+    rs->answered = 0;
+}
+
+/* Wait for input and read it. At the deadline, start the cancel and allow
+ * the grace; past that (or with no grace) give the connection up. 1 input
+ * read, 0 the connection failed, -1 given up. */
+static int wait_input(pq_conn *c, run_state *rs)
+{
+    for (;;) {
+        int ready = wait_fd(PQsocket(c->pg), POLLIN, rs->deadline);
+        if (ready > 0)
+            return PQconsumeInput(c->pg) ? 1 : 0;
+        if (ready < 0)
+            return 0;
+        if (rs->cancelled || !(rs->grace > 0)) {
+            settle_cancel(c, 0);
+            c->broken = 1;
+            return -1;
+        }
+        start_cancel(c);
+        rs->cancelled = 1;
+        rs->deadline = clock_now() + rs->grace;
+    }
+}
+
+/* Wait until libpq holds a whole result (PQisBusy false). 1, or 0 when the
+ * connection failed and holds no result, or -1 when given up. */
+static int await_result(pq_conn *c, run_state *rs)
 {
     while (PQisBusy(c->pg)) {
-        int ready = wait_fd(PQsocket(c->pg), POLLIN, ds->deadline);
-        if (ready == 0) {
-            if (ds->cancelled)
-                return -1;
-            send_cancel(c);
-            ds->cancelled = 1;
-            ds->deadline = clock_now() + CANCEL_GRACE;
-            continue;
-        }
-        if (ready < 0 || !PQconsumeInput(c->pg))
-            return 0;
+        int waited = wait_input(c, rs);
+        /* A lost connection may still hold the server's last words (the
+         * FATAL of a terminate): PQgetResult returns them without waiting. */
+        if (waited == 0)
+            return PQstatus(c->pg) == CONNECTION_BAD ? 1 : 0;
+        if (waited < 0)
+            return -1;
     }
     return 1;
 }
 
-/* Why await_result gave up: the connection failed (0), or the server left a
- * cancel unanswered (-1), which leaves the connection busy: its release
- * closes it. */
-static void error_wait_failed(pq_error *err, pq_conn *c, int waited)
+/* Send what libpq has buffered, reading meanwhile so that neither side
+ * blocks on a full socket. 1 once everything is sent, 0 when the
+ * connection failed, -1 at the deadline (a message half sent cannot be
+ * cancelled: the connection is given up). */
+static int flush_all(pq_conn *c, run_state *rs)
 {
-    if (waited < 0)
-        pq_error_set(err, PQ_CODE_TIMEOUT,
-                     "query timeout, and no answer from the server %g s after "
-                     "the cancel: the connection is given up", CANCEL_GRACE);
-    else
-        error_from_conn(err, c->pg, PQ_CODE_CLOSED);
+    int pending;
+    while ((pending = PQflush(c->pg)) == 1) {
+        int ready = wait_fd(PQsocket(c->pg), POLLIN | POLLOUT, rs->deadline);
+        if (ready == 0) {
+            c->broken = 1;
+            return -1;
+        }
+        if (ready < 0 || !PQconsumeInput(c->pg))
+            return 0;
+    }
+    return pending == 0;
+}
+
+/* The statement started a COPY, which query and exec do not support: end
+ * it so that its results follow (COPY IN: refuse the data; COPY OUT: read
+ * and drop it; COPY BOTH: no way back, give the connection up). 1 ended,
+ * 0 failed, -1 given up at the deadline. */
+static int refuse_copy(pq_conn *c, ExecStatusType status, run_state *rs)
+{
+    char *data;
+    int n;
+
+    switch (status) {
+    case PGRES_COPY_IN:
+        while ((n = PQputCopyEnd(c->pg, COPY_REFUSED)) == 0) {
+            int flushed = flush_all(c, rs);
+            if (flushed <= 0)
+                return flushed;
+        }
+        return n < 0 ? 0 : flush_all(c, rs);
+    case PGRES_COPY_OUT:
+        while ((n = PQgetCopyData(c->pg, &data, 1)) != -1) {
+            if (n > 0) {
+                PQfreemem(data);
+            } else if (n == -2) {
+                return 0;
+            } else {
+                int waited = wait_input(c, rs);
+                if (waited <= 0)
+                    return waited;
+            }
+        }
+        return 1;
+    default:
+        c->broken = 1;
+        return 0;
+    }
+}
+
+/* Why reading results stopped without a result: the connection failed (0),
+ * or the deadline passed with nothing answered (-1), which gives the
+ * connection up. */
+static void error_wait_failed(pq_error *err, pq_conn *c, const run_state *rs,
+                              int waited)
+{
+    if (waited < 0) {
+        if (rs->cancelled)
+            pq_error_set(err, PQ_CODE_TIMEOUT,
+                         "query timeout, and no answer from the server %g s "
+                         "after the cancel: the connection is given up",
+                         rs->grace);
+        else
+            pq_error_set(err, PQ_CODE_TIMEOUT, "no answer from the server "
+                         "by the deadline: the connection is given up");
+        err->outcome_unknown = 1;
+    } else {
+        error_from_conn(err, c, PQ_CODE_CLOSED);
+        set_failure_flags(err, c, rs->answered);
+    }
 }
 
 /*
- * Read every result of the statement just sent. Keeps the first error (or
- * the last success) and frees the rest. When deadline passes, sends a
- * cancel once and keeps reading; *timed_out tells the caller.
+ * Read every result of what was just sent, ending a COPY it started. Keeps
+ * the first error (or the last success) and frees the rest; then waits
+ * for a cancel it started (until the deadline). NULL and err when the
+ * connection failed, was given up, or a COPY was refused.
  */
-static PGresult *collect_results(pq_conn *c, double deadline, int *timed_out,
-                                 pq_error *err)
+static PGresult *collect_results(pq_conn *c, run_state *rs, pq_error *err)
 {
     PGresult *kept = NULL, *res;
-    deadline_state ds;
+    int waited, copied = 0, seen = 0;
 
-    ds.deadline = deadline;
-    ds.cancelled = 0;
+    rs->answered = 0;
     for (;;) {
-        int ok = await_result(c, &ds);
-        *timed_out = ds.cancelled;
-        if (ok <= 0) {
-            PQclear(kept);
-            error_wait_failed(err, c, ok);
-            return NULL;
-        }
+        waited = await_result(c, rs);
+        if (waited <= 0)
+            break;
         res = PQgetResult(c->pg);
         if (!res)
             break;
+        switch (PQresultStatus(res)) {
+        case PGRES_COPY_IN:
+        case PGRES_COPY_OUT:
+        case PGRES_COPY_BOTH:
+            copied = 1;
+            waited = refuse_copy(c, PQresultStatus(res), rs);
+            PQclear(res);
+            if (waited <= 0)
+                goto done;
+            continue;
+        case PGRES_FATAL_ERROR:
+            if (!kept || PQresultStatus(kept) != PGRES_FATAL_ERROR)
+                rs->answered = seen > 0;
+            break;
+        default:
+            break;
+        }
+        seen++;
         if (kept && PQresultStatus(kept) == PGRES_FATAL_ERROR) {
             PQclear(res);
         } else {
@@ -528,14 +1066,22 @@ static PGresult *collect_results(pq_conn *c, double deadline, int *timed_out,
         if (PQstatus(c->pg) == CONNECTION_BAD)
             break;
     }
-    if (!kept)
-        error_from_conn(err, c->pg, PQ_CODE_CLOSED);
+done:
+    settle_cancel(c, waited > 0 ? rs->deadline : 0);
+    if (waited <= 0 || copied || !kept) {
+        PQclear(kept);
+        if (copied && (waited > 0 || (waited == 0 && c->broken)))
+            pq_error_set(err, PQ_CODE_UNSUPPORTED, "%s", COPY_REFUSED);
+        else
+            error_wait_failed(err, c, rs, waited);
+        return NULL;
+    }
     return kept;
 }
 
 /* Turn a finished PGresult into success (returned) or err (NULL). */
-static pq_result *check_result(pq_conn *c, PGresult *res, int timed_out,
-                               double timeout, pq_error *err)
+static pq_result *check_result(pq_conn *c, PGresult *res, const run_state *rs,
+                               pq_error *err)
 {
     switch (PQresultStatus(res)) {
     case PGRES_TUPLES_OK:
@@ -543,82 +1089,155 @@ static pq_result *check_result(pq_conn *c, PGresult *res, int timed_out,
     case PGRES_EMPTY_QUERY:
     case PGRES_SINGLE_TUPLE:
         return (pq_result *)res;
-    case PGRES_COPY_IN:
-    case PGRES_COPY_OUT:
-    case PGRES_COPY_BOTH:
-        PQclear(res);
-        pq_error_set(err, PQ_CODE_BUSY, "COPY is not supported by query");
-        return NULL;
     default:
-        error_from_result(err, c->pg, res);
+        error_from_result(err, c, res);
+        set_failure_flags(err, c, rs->answered);
         PQclear(res);
-        if (timed_out && strcmp(err->code, "57014") == 0) {
+        if (rs->cancelled && strcmp(err->code, "57014") == 0) {
             char msg[sizeof err->message];
             copy_text(msg, sizeof msg, err->message);
             snprintf(err->message, sizeof err->message,
-                     "query timeout after %g s (%.900s)", timeout, msg);
+                     "query timeout after %g s (%.900s)", rs->timeout, msg);
             copy_text(err->code, sizeof err->code, PQ_CODE_TIMEOUT);
         }
         return NULL;
     }
 }
 
+/* Why sending failed: the connection (flushed 0) or the deadline (-1). */
+static void error_send_failed(pq_error *err, pq_conn *c, int flushed)
+{
+    if (flushed < 0)
+        pq_error_set(err, PQ_CODE_TIMEOUT, "query timeout while sending: "
+                     "the connection is given up");
+    else
+        error_from_conn(err, c, PQ_CODE_CLOSED);
+}
+
+/* After a PQsend* (sent: its return): push it out and read its results
+ * (collect_results). A statement not wholly sent did not run. */
+static PGresult *sent_results(pq_conn *c, int sent, run_state *rs,
+                              pq_error *err)
+{
+    int flushed = sent ? flush_all(c, rs) : 0;
+    if (flushed > 0)
+        return collect_results(c, rs, err);
+    error_send_failed(err, c, flushed);
+    err->safe_to_retry = 1;
+    return NULL;
+}
+
 /* Run one statement, unnamed (name NULL) or prepared, and read its result. */
 static PGresult *run_statement(pq_conn *c, const char *name, const char *sql,
-                               const pq_params *pp, double timeout,
-                               int *timed_out, pq_error *err)
+                               const pq_params *pp, run_state *rs,
+                               pq_error *err)
 {
-    PGresult *res;
-    int sent;
-
-    *timed_out = 0;
-    if (timeout <= 0) {
-        /* The plain path: exactly what a direct libpq user would call. */
-        res = name ? PQexecPrepared(c->pg, name, pp->n, pp->values,
-                                    pp->lengths, pp->formats, 0)
-                   : PQexecParams(c->pg, sql, pp->n, (const Oid *)pp->types,
-                                  pp->values, pp->lengths, pp->formats, 0);
-        if (!res)
-            error_from_conn(err, c->pg, PQ_CODE_CLOSED);
-        return res;
-    }
-    sent = name ? PQsendQueryPrepared(c->pg, name, pp->n, pp->values,
-                                      pp->lengths, pp->formats, 0)
-                : PQsendQueryParams(c->pg, sql, pp->n, (const Oid *)pp->types,
-                                    pp->values, pp->lengths, pp->formats, 0);
-    if (!sent) {
-        error_from_conn(err, c->pg, PQ_CODE_CLOSED);
-        return NULL;
-    }
-    return collect_results(c, clock_now() + timeout, timed_out, err);
+    int sent = name ? PQsendQueryPrepared(c->pg, name, pp->n, pp->values,
+                                          pp->lengths, pp->formats, 0)
+                    : PQsendQueryParams(c->pg, sql, pp->n,
+                                        (const Oid *)pp->types, pp->values,
+                                        pp->lengths, pp->formats, 0);
+    return sent_results(c, sent, rs, err);
 }
 
 /* ---- statement cache --------------------------------------------------- */
 
-static uint64_t fnv1a(const char *s, size_t n)
+/* The cache key: the SQL, a NUL, then each parameter's type OID (4 bytes,
+ * big-endian). Lookups hash and compare it in place (no allocation). */
+#define FNV_BASIS 1469598103934665603ULL
+#define FNV_PRIME 1099511628211ULL
+
+static uint64_t fnv1a(uint64_t h, const unsigned char *s, size_t n)
 {
-    uint64_t h = 1469598103934665603ULL;
     size_t i;
     for (i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ULL;
+        h ^= s[i];
+        h *= FNV_PRIME;
     }
     return h;
 }
 
-/* The cache key: the SQL, a NUL, then 'b' or '-' per parameter. */
-static char *stmt_key(const char *sql, const pq_params *pp, size_t *len)
+static void type_bytes(const pq_params *pp, int i, unsigned char out[4])
 {
-    size_t sql_len = strlen(sql);
-    char *key = malloc(sql_len + 1 + (size_t)pp->n);
+    unsigned t = pp->types ? pp->types[i] : 0;
+    out[0] = (unsigned char)(t >> 24);
+    out[1] = (unsigned char)(t >> 16);
+    out[2] = (unsigned char)(t >> 8);
+    out[3] = (unsigned char)t;
+}
+
+static size_t key_length(size_t sql_len, const pq_params *pp)
+{
+    return sql_len + 1 + 4 * (size_t)pp->n;
+}
+
+static uint64_t key_hash(const char *sql, size_t sql_len, const pq_params *pp)
+{
+    uint64_t h = fnv1a(FNV_BASIS, (const unsigned char *)sql, sql_len + 1);
+    unsigned char t[4];
+    int i;
+    for (i = 0; i < pp->n; i++) {
+        type_bytes(pp, i, t);
+        h = fnv1a(h, t, 4);
+    }
+    return h;
+}
+
+static int key_equals(const pq_stmt *st, const char *sql, size_t sql_len,
+                      const pq_params *pp)
+{
+    unsigned char t[4];
+    int i;
+    if (st->key_len != key_length(sql_len, pp) ||
+        memcmp(st->key, sql, sql_len + 1) != 0)
+        return 0;
+    for (i = 0; i < pp->n; i++) {
+        type_bytes(pp, i, t);
+        if (memcmp(st->key + sql_len + 1 + 4 * (size_t)i, t, 4) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+static char *key_make(const char *sql, size_t sql_len, const pq_params *pp)
+{
+    char *key = malloc(key_length(sql_len, pp));
     int i;
     if (!key)
         return NULL;
     memcpy(key, sql, sql_len + 1);
     for (i = 0; i < pp->n; i++)
-        key[sql_len + 1 + (size_t)i] = pp->types && pp->types[i] ? 'b' : '-';
-    *len = sql_len + 1 + (size_t)pp->n;
+        type_bytes(pp, i, (unsigned char *)key + sql_len + 1 + 4 * (size_t)i);
     return key;
+}
+
+/* A second 64-bit hash of the key, built unlike FNV-1a (multiply-xorshift
+ * per byte, then a final avalanche), so that a collision of one says
+ * nothing about the other. */
+static uint64_t mix_hash(const unsigned char *s, size_t n)
+{
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ (uint64_t)n;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        h = (h ^ s[i]) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 29;
+    }
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+/* The statement's server-side name, the same in every session for the same
+ * key: two independent 64-bit hashes and the length. Behind a pooler that
+ * shares server connections (PgBouncer in transaction mode) a name then
+ * always means the same SQL. */
+static void stmt_name(char *name, size_t size, const char *key, size_t len)
+{
+    const unsigned char *k = (const unsigned char *)key;
+    snprintf(name, size, "pgpool_%016llx%016llx_%lx",
+             (unsigned long long)fnv1a(FNV_BASIS, k, len),
+             (unsigned long long)mix_hash(k, len), (unsigned long)len);
 }
 
 static void stmt_unlink(pq_conn *c, pq_stmt *st)
@@ -649,17 +1268,53 @@ static void stmt_push_newest(pq_conn *c, pq_stmt *st)
     c->newest = st;
 }
 
-/* Send the DEALLOCATEs of dropped statements, in one round trip, once the
- * connection is outside a transaction block: there a failure (the user ran
- * DEALLOCATE ALL, say) cannot abort the user's transaction. */
-static void deallocate_dropped(pq_conn *c)
+static void forget_deallocations(pq_conn *c)
 {
-    if (!c->to_deallocate || PQtransactionStatus(c->pg) != PQTRANS_IDLE)
-        return;
-    PQclear(PQexec(c->pg, c->to_deallocate));
     free(c->to_deallocate);
     c->to_deallocate = NULL;
     c->to_deallocate_len = 0;
+}
+
+/* Send the DEALLOCATEs of dropped statements, in one round trip, once the
+ * connection is outside a transaction block: there a failure (the user ran
+ * DEALLOCATE ALL, say) cannot abort the user's transaction. 0 and err only
+ * when the connection failed (the caller's statement was not sent). */
+static int deallocate_dropped(pq_conn *c, run_state *rs, pq_error *err)
+{
+    PGresult *res;
+
+    if (!c->to_deallocate || PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+        return 1;
+    res = sent_results(c, PQsendQuery(c->pg, c->to_deallocate), rs, err);
+    forget_deallocations(c);
+    if (res || pq_txn_status(c) == PQ_TXN_IDLE) {
+        PQclear(res);
+        return 1;
+    }
+    err->safe_to_retry = 1;
+    err->outcome_unknown = 0;
+    return 0;
+}
+
+/* A DEALLOCATE of name still waiting to be sent is taken back: the server
+ * still has the statement. 1 when there was one. */
+static int undo_deallocate(pq_conn *c, const char *name)
+{
+    char sql[96];
+    size_t n;
+    char *hit;
+
+    if (!c->to_deallocate)
+        return 0;
+    n = (size_t)snprintf(sql, sizeof sql, "DEALLOCATE %s;", name);
+    hit = strstr(c->to_deallocate, sql);
+    if (!hit)
+        return 0;
+    memmove(hit, hit + n, strlen(hit + n) + 1);
+    c->to_deallocate_len -= n;
+    if (!c->to_deallocate_len)
+        forget_deallocations(c);
+    return 1;
 }
 
 /* Forget a statement; with deallocate, also on the server (now or, inside
@@ -668,7 +1323,7 @@ static void stmt_drop(pq_conn *c, pq_stmt *st, int deallocate)
 {
     stmt_unlink(c, st);
     if (deallocate) {
-        char sql[64];
+        char sql[96];
         size_t n = (size_t)snprintf(sql, sizeof sql, "DEALLOCATE %s;", st->name);
         char *grown = realloc(c->to_deallocate, c->to_deallocate_len + n + 1);
         if (grown) {
@@ -681,27 +1336,41 @@ static void stmt_drop(pq_conn *c, pq_stmt *st, int deallocate)
     free(st);
 }
 
+/* Prepare st on the server. A statement of that name already there is the
+ * same statement (stmt_name), so "already exists" (42P05) counts as done,
+ * unless it aborted the transaction block. 0 and err on failure. */
+static int stmt_prepare(pq_conn *c, pq_stmt *st, const char *sql,
+                        const pq_params *pp, run_state *rs, pq_error *err)
+{
+    PGresult *res;
+    pq_result *ok;
+
+    if (!deallocate_dropped(c, rs, err))
+        return 0;
+    res = sent_results(c, PQsendPrepare(c->pg, st->name, sql, pp->n,
+                                        (const Oid *)pp->types), rs, err);
+    if (!res)
+        return 0;
+    ok = check_result(c, res, rs, err);
+    if (ok) {
+        PQclear((PGresult *)ok);
+        return 1;
+    }
+    return strcmp(err->code, "42P05") == 0 &&
+           PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+}
+
 /* The cached statement for sql, prepared now if needed; NULL and err when
  * preparing failed. */
 static pq_stmt *stmt_get(pq_conn *c, const char *sql, const pq_params *pp,
-                         int cache_size, double timeout, pq_error *err)
+                         int cache_size, run_state *rs, pq_error *err)
 {
-    size_t len;
-    char *key = stmt_key(sql, pp, &len);
-    uint64_t hash;
+    size_t sql_len = strlen(sql);
+    uint64_t hash = key_hash(sql, sql_len, pp);
     pq_stmt *st;
-    PGresult *res;
-    int timed_out;
 
-    if (!key) {
-        pq_error_set(err, PQ_CODE_BUSY, "out of memory");
-        return NULL;
-    }
-    hash = fnv1a(key, len);
     for (st = c->buckets[hash % STMT_BUCKETS]; st; st = st->chain) {
-        if (st->hash == hash && st->key_len == len &&
-            memcmp(st->key, key, len) == 0) {
-            free(key);
+        if (st->hash == hash && key_equals(st, sql, sql_len, pp)) {
             if (c->newest != st) {       /* most recently used first */
                 if (st->newer)
                     st->newer->older = st->older;
@@ -716,35 +1385,23 @@ static pq_stmt *stmt_get(pq_conn *c, const char *sql, const pq_params *pp,
     }
     while (c->n_stmts >= cache_size && c->oldest)
         stmt_drop(c, c->oldest, 1);
-    deallocate_dropped(c);
     st = calloc(1, sizeof *st);
-    if (!st) {
-        free(key);
+    if (st)
+        st->key = key_make(sql, sql_len, pp);
+    if (!st || !st->key) {
+        free(st);
         pq_error_set(err, PQ_CODE_BUSY, "out of memory");
+        err->safe_to_retry = 1;
         return NULL;
     }
-    snprintf(st->name, sizeof st->name, "pgpool_%llu",
-             (unsigned long long)++c->stmt_serial);
-    if (timeout <= 0) {
-        res = PQprepare(c->pg, st->name, sql, pp->n, (const Oid *)pp->types);
-        if (!res)
-            error_from_conn(err, c->pg, PQ_CODE_CLOSED);
-        timed_out = 0;
-    } else if (PQsendPrepare(c->pg, st->name, sql, pp->n,
-                             (const Oid *)pp->types)) {
-        res = collect_results(c, clock_now() + timeout, &timed_out, err);
-    } else {
-        error_from_conn(err, c->pg, PQ_CODE_CLOSED);
-        res = NULL;
-    }
-    if (!res || !check_result(c, res, timed_out, timeout, err)) {
-        free(key);
+    st->key_len = key_length(sql_len, pp);
+    stmt_name(st->name, sizeof st->name, st->key, st->key_len);
+    if (!undo_deallocate(c, st->name) &&
+        !stmt_prepare(c, st, sql, pp, rs, err)) {
+        free(st->key);
         free(st);
         return NULL;
     }
-    PQclear(res);
-    st->key = key;
-    st->key_len = len;
     st->hash = hash;
     st->chain = c->buckets[hash % STMT_BUCKETS];
     c->buckets[hash % STMT_BUCKETS] = st;
@@ -762,30 +1419,37 @@ static int stmt_is_stale(const pq_error *err)
 pq_result *pq_query(pq_conn *c, const char *sql, const pq_params *params,
                     double timeout, int cache_size, pq_error *err)
 {
+    run_state rs;
     PGresult *res;
     pq_result *ok;
-    pq_stmt *st = NULL;
-    int timed_out, attempt;
+    int attempt;
 
-    if (c->to_deallocate)
-        deallocate_dropped(c);
-    for (attempt = 0; attempt < 2; attempt++) {
-        if (cache_size > 0) {
-            st = stmt_get(c, sql, params, cache_size, timeout, err);
+    if (!usable(c, err))
+        return NULL;
+    run_init(&rs, deadline_after(timeout), CANCEL_GRACE, timeout);
+    if (c->to_deallocate && !deallocate_dropped(c, &rs, err))
+        return NULL;
+    /* Cached: at most twice (stale or missing: prepared again once), then
+     * unnamed, which needs nothing from the server's session. */
+    for (attempt = 0; attempt < 3; attempt++) {
+        pq_stmt *st = NULL;
+        if (cache_size > 0 && attempt < 2) {
+            st = stmt_get(c, sql, params, cache_size, &rs, err);
             if (!st)
                 return NULL;
         }
-        res = run_statement(c, st ? st->name : NULL, sql, params, timeout,
-                            &timed_out, err);
+        res = run_statement(c, st ? st->name : NULL, sql, params, &rs, err);
         if (!res)
             return NULL;
-        ok = check_result(c, res, timed_out, timeout, err);
+        ok = check_result(c, res, &rs, err);
         if (ok || !st || !stmt_is_stale(err))
             return ok;
-        /* Stale or missing: forget it and, outside a transaction block
-         * (where the failed statement aborted nothing), prepare it again. */
+        /* Forget it and, outside a transaction block (where the failed
+         * statement aborted nothing), try again; a stale plan is
+         * deallocated first, its name being the same. */
         stmt_drop(c, st, strcmp(err->code, "0A000") == 0);
-        if (PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+        if (PQtransactionStatus(c->pg) != PQTRANS_IDLE ||
+            !deallocate_dropped(c, &rs, err))
             return NULL;
     }
     return NULL;
@@ -793,28 +1457,42 @@ pq_result *pq_query(pq_conn *c, const char *sql, const pq_params *params,
 
 int pq_exec(pq_conn *c, const char *script, double timeout, pq_error *err)
 {
+    run_state rs;
     PGresult *res;
     pq_result *ok;
-    int timed_out = 0;
 
-    if (!PQsendQuery(c->pg, script)) {
-        error_from_conn(err, c->pg, PQ_CODE_CLOSED);
+    if (!usable(c, err))
         return 0;
-    }
-    res = collect_results(c, timeout > 0 ? clock_now() + timeout : 0,
-                          &timed_out, err);
+    run_init(&rs, deadline_after(timeout), CANCEL_GRACE, timeout);
+    res = sent_results(c, PQsendQuery(c->pg, script), &rs, err);
     if (!res)
         return 0;
-    ok = check_result(c, res, timed_out, timeout, err);
+    ok = check_result(c, res, &rs, err);
     if (!ok)
         return 0;
     PQclear((PGresult *)ok);
     return 1;
 }
 
+int pq_rollback(pq_conn *c, double deadline)
+{
+    run_state rs;
+    PGresult *res;
+    pq_error err;
+
+    if (c->broken)
+        return 0;
+    run_init(&rs, deadline, 0, 0);
+    res = sent_results(c, PQsendQuery(c->pg, "ROLLBACK"), &rs, &err);
+    if (!res)
+        return 0;
+    PQclear(res);
+    return pq_txn_status(c) == PQ_TXN_IDLE;
+}
+
 /* ---- pipelines --------------------------------------------------------- */
 
-static void item_fail(pq_batch_item *item, PGconn *pg, const PGresult *res,
+static void item_fail(pq_batch_item *item, pq_conn *c, const PGresult *res,
                       const char *code, const char *message)
 {
     if (item->err)
@@ -823,38 +1501,24 @@ static void item_fail(pq_batch_item *item, PGconn *pg, const PGresult *res,
     if (!item->err)
         return;
     if (res)
-        error_from_result(item->err, pg, res);
+        error_from_result(item->err, c, res);
     else
         pq_error_set(item->err, code, "%s", message);
-}
-
-/* Send what libpq has buffered, reading meanwhile so that neither side
- * blocks on a full socket. 1 once everything is sent. */
-static int flush_all(pq_conn *c, double deadline)
-{
-    int pending;
-    while ((pending = PQflush(c->pg)) == 1) {
-        int ready = wait_fd(PQsocket(c->pg), POLLIN | POLLOUT, deadline);
-        if (ready <= 0 || !PQconsumeInput(c->pg))
-            return 0;
-    }
-    return pending == 0;
 }
 
 int pq_pipeline(pq_conn *c, pq_batch_item *items, int count, int sync_each,
                 double timeout, pq_error *err)
 {
-    deadline_state ds;
+    run_state rs;
     int i, syncs = 0, syncs_seen = 0, current = 0, got_result = 0, ok = 1;
-
-    ds.deadline = timeout > 0 ? clock_now() + timeout : 0;
-    ds.cancelled = 0;
 
     if (count == 0)
         return 1;
-    if (!PQenterPipelineMode(c->pg) || PQsetnonblocking(c->pg, 1) != 0) {
-        error_from_conn(err, c->pg, PQ_CODE_BUSY);
-        PQexitPipelineMode(c->pg);
+    if (!usable(c, err))
+        return 0;
+    run_init(&rs, deadline_after(timeout), CANCEL_GRACE, timeout);
+    if (!PQenterPipelineMode(c->pg)) {
+        error_not_sent(err, c);
         return 0;
     }
     for (i = 0; i < count && ok; i++) {
@@ -867,15 +1531,22 @@ int pq_pipeline(pq_conn *c, pq_batch_item *items, int count, int sync_each,
             syncs++;
         }
     }
-    if (!ok || !flush_all(c, ds.deadline)) {
-        error_from_conn(err, c->pg, PQ_CODE_CLOSED);
+    if (!ok || (ok = flush_all(c, &rs)) <= 0) {
+        /* Part of the batch may have gone out: the connection's state is
+         * unknown, so it is given up. */
+        c->broken = 1;
+        error_send_failed(err, c, ok);
+        err->outcome_unknown = 1;
         return 0;
     }
     while (syncs_seen < syncs) {
         PGresult *res;
-        int waited = await_result(c, &ds);
+        int waited = await_result(c, &rs);
         if (waited <= 0) {
-            error_wait_failed(err, c, waited);
+            settle_cancel(c, 0);
+            error_wait_failed(err, c, &rs, waited);
+            err->safe_to_retry = 0;
+            err->outcome_unknown = 1;
             return 0;
         }
         res = PQgetResult(c->pg);
@@ -892,7 +1563,7 @@ int pq_pipeline(pq_conn *c, pq_batch_item *items, int count, int sync_each,
             break;
         case PGRES_PIPELINE_ABORTED:
             if (current < count)
-                item_fail(&items[current], c->pg, NULL, "aborted",
+                item_fail(&items[current], c, NULL, "aborted",
                           "not run: an earlier statement of the pipeline "
                           "failed");
             got_result = 1;
@@ -907,20 +1578,29 @@ int pq_pipeline(pq_conn *c, pq_batch_item *items, int count, int sync_each,
                 PQclear(res);
             got_result = 1;
             break;
+        case PGRES_COPY_IN:
+        case PGRES_COPY_OUT:
+        case PGRES_COPY_BOTH:
+            PQclear(res);
+            c->broken = 1;       /* a COPY inside a pipeline: no way back */
+            pq_error_set(err, PQ_CODE_UNSUPPORTED, "%s", COPY_REFUSED);
+            err->outcome_unknown = 1;
+            return 0;
         default:
             if (current < count)
-                item_fail(&items[current], c->pg, res, PQ_CODE_CLOSED, "");
+                item_fail(&items[current], c, res, PQ_CODE_CLOSED, "");
             got_result = 1;
             PQclear(res);
             if (PQstatus(c->pg) == CONNECTION_BAD) {
-                error_from_conn(err, c->pg, PQ_CODE_CLOSED);
+                error_from_conn(err, c, PQ_CODE_CLOSED);
+                err->outcome_unknown = 1;
                 return 0;
             }
         }
     }
     PQexitPipelineMode(c->pg);
-    PQsetnonblocking(c->pg, 0);
-    if (ds.cancelled)
+    settle_cancel(c, rs.deadline);
+    if (rs.cancelled)
         for (i = 0; i < count; i++)
             if (items[i].err && strcmp(items[i].err->code, "57014") == 0)
                 copy_text(items[i].err->code, sizeof items[i].err->code,
@@ -937,21 +1617,6 @@ void pq_batch_clear(pq_batch_item *items, int count)
         items[i].res = NULL;
         items[i].err = NULL;
     }
-}
-
-int pq_rollback(pq_conn *c, double deadline)
-{
-    PGresult *res;
-    int timed_out;
-    pq_error err;
-
-    if (!PQsendQuery(c->pg, "ROLLBACK"))
-        return 0;
-    res = collect_results(c, deadline, &timed_out, &err);
-    if (!res)
-        return 0;
-    PQclear(res);
-    return !timed_out && pq_txn_status(c) == PQ_TXN_IDLE;
 }
 
 /* ---- results ----------------------------------------------------------- */
@@ -1020,7 +1685,7 @@ static char *escape_with(char *(*fn)(PGconn *, const char *, size_t),
 {
     char *out = fn(c->pg, s, len);
     if (!out) {
-        error_from_conn(err, c->pg, "22021");
+        error_from_conn(err, c, "22021");
         copy_text(err->code, sizeof err->code, "22021");
     }
     return out;

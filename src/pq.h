@@ -5,10 +5,20 @@
  * (non-blocking, with a deadline), checks liveness without a round trip,
  * rolls back, runs statements (with an optional server-side cancel after a
  * timeout), and turns libpq's failures into a pq_error: a readable message
- * without the "ERROR:" prefix or any password, a code (SQLSTATE or a fixed
- * word) and the server's error fields.
+ * in one line, without the "ERROR:" prefix or any password, a code (SQLSTATE
+ * or a fixed word) and the server's error fields.
  *
- * Locking: none here. A pq_conn is used by one thread at a time; pool.c
+ * Deadlines are absolute times on clock_now(). A deadline that is not a
+ * finite number > 0 (0, INFINITY, NaN) means no limit; a timeout (seconds)
+ * that is not a finite number > 0 means none. Past its deadline a statement
+ * is cancelled (the cancel itself bounded too) and, if the server answers
+ * neither, the connection is given up: pq_txn_status says PQ_TXN_BROKEN.
+ *
+ * Server notices (RAISE NOTICE, warnings, the FATAL of a terminated backend)
+ * go to the connection's notice handler, never to stderr.
+ *
+ * Locking: none here but the cancel helper's own (a cancel runs on a short
+ * detached thread). A pq_conn is used by one thread at a time; pool.c
  * guarantees that (a connection is owned by the pool or by one checkout).
  */
 #ifndef PGPOOL_PQ_H
@@ -27,6 +37,7 @@ typedef struct pq_result pq_result;   /* a PGresult, opaque above pq.c */
 #define PQ_CODE_SHUTDOWN "shutdown"
 #define PQ_CODE_BUSY     "busy"
 #define PQ_CODE_FULL     "full"
+#define PQ_CODE_UNSUPPORTED "unsupported"   /* COPY through query/exec */
 
 /* Index of each optional server error field in pq_error.fields. */
 enum pq_field {
@@ -39,11 +50,19 @@ extern const char *const pq_field_names[PQ_FIELD_COUNT];
 
 typedef struct pq_error {
     char code[16];                 /* SQLSTATE or one of PQ_CODE_* */
-    char message[1024];            /* never empty once set */
+    char message[1024];            /* never empty once set; one line */
     char fields[PQ_FIELD_COUNT][256];
+    /* 1 only when the statement certainly did not run: it could not be
+     * sent, or the server's termination error (57P01, 57P02, 57P03) came
+     * before any answer to it. */
+    int safe_to_retry;
+    /* 1 when the connection failed after the statement was sent and before
+     * its answer: it may or may not have run (or committed). */
+    int outcome_unknown;
 } pq_error;
 
-/* Set err to a fixed-word failure; fmt is printf-like. Returns 0. */
+/* Set err to a fixed-word failure (fields empty, flags 0); fmt is
+ * printf-like. Returns 0. */
 int pq_error_set(pq_error *err, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -59,9 +78,19 @@ enum pq_txn {
 enum pq_status { PQ_ROWS, PQ_COMMAND, PQ_EMPTY, PQ_COPY };
 
 /* Connect to conninfo (URI or key=value; NULL or "" uses the PG* environment),
- * adding fallback_application_name=pgpool. Gives up at the absolute
- * monotonic time deadline. NULL and err on failure. */
+ * adding fallback_application_name=pgpool and, unless conninfo sets them,
+ * TCP keepalive defaults (keepalives_idle=30, keepalives_interval=10,
+ * keepalives_count=3, tcp_user_timeout=30000). Gives up at deadline. NULL
+ * and err on failure: code "connect", a one-line message that never quotes
+ * the conninfo's text (a malformed conninfo is named as such, with the
+ * option at fault when known), the server's SQLSTATE in the fields. */
 pq_conn *pq_connect(const char *conninfo, double deadline, pq_error *err);
+
+/* Server notices of c: level is an enum pool_log_level (log.h), message
+ * one line without the severity prefix. Until a handler is set (fn NULL:
+ * none), notices are dropped. Called on the thread using c, inside pq_*. */
+typedef void (*pq_notice_fn)(void *arg, int level, const char *message);
+void pq_set_notice_handler(pq_conn *c, pq_notice_fn fn, void *arg);
 
 /* Close cleanly (Terminate is sent). */
 void pq_close(pq_conn *c);
@@ -73,12 +102,14 @@ void pq_abandon(pq_conn *c);
 int pq_backend_pid(const pq_conn *c);
 
 /* Cheap liveness check, no round trip: reads what the server sent while the
- * connection sat idle (a FATAL from pg_terminate_backend, EOF). 1 if usable. */
+ * connection sat idle (a FATAL from pg_terminate_backend, EOF). 1 if usable;
+ * 0 also for a connection given up after a deadline. */
 int pq_is_alive(pq_conn *c);
 
 enum pq_txn pq_txn_status(pq_conn *c);
 
-/* ROLLBACK; 1 when the connection ends up idle and usable. */
+/* ROLLBACK; 1 when the connection ends up idle and usable. Every wait ends
+ * at deadline (no cancel: past it the connection is given up). */
 int pq_rollback(pq_conn *c, double deadline);
 
 /* Statement parameters: values[i] NULL is SQL NULL; formats[i] 1 with
@@ -91,10 +122,15 @@ typedef struct pq_params {
 } pq_params;
 
 /* Run sql with its parameters. timeout > 0 cancels the statement
- * server-side once it runs longer (code "timeout"). cache_size > 0 runs it
- * as a named prepared statement kept in the connection's LRU of that size
- * (re-prepared once when the server reports it stale or missing). Returns a
- * result to free with pq_result_free, or NULL and err. */
+ * server-side once it runs longer (code "timeout"); if neither the statement
+ * nor the cancel is answered within 5 s more, the connection is given up.
+ * cache_size > 0 runs it as a named prepared statement kept in the
+ * connection's LRU of that size. The name is derived from the SQL and the
+ * parameter types, so behind a pooler that shares server connections the
+ * same name is the same statement: "already exists" counts as prepared, and
+ * a missing or stale statement is prepared again once (then run unnamed).
+ * COPY fails with code "unsupported" and leaves the connection idle.
+ * Returns a result to free with pq_result_free, or NULL and err. */
 pq_result *pq_query(pq_conn *c, const char *sql, const pq_params *params,
                     double timeout, int cache_size, pq_error *err);
 
