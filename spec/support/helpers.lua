@@ -132,6 +132,13 @@ function helpers.runtime()
   return 'lua' .. _VERSION:match('%d+%.%d+')
 end
 
+-- The shell words that start the current runtime as a child that loads this
+-- run's module (under make test SANITIZE=1 it needs the ASan runtime back:
+-- spec/support/sanitizer.lua).
+function helpers.lua_command()
+  return require('spec.support.sanitizer').lua_command(shquote(helpers.runtime()))
+end
+
 -- Run the Lua source `code` in a child process under the current runtime,
 -- with this process's package.path and package.cpath. opts.env: variables
 -- to set ({NAME = value}); opts.unset: names to remove from the environment.
@@ -147,7 +154,7 @@ function helpers.run_lua(code, opts)
   local parts = { 'env' }
   for _, name in ipairs(opts.unset or {}) do parts[#parts + 1] = '-u ' .. shquote(name) end
   for name, value in pairs(opts.env or {}) do parts[#parts + 1] = shquote(name .. '=' .. value) end
-  parts[#parts + 1] = shquote(helpers.runtime())
+  parts[#parts + 1] = helpers.lua_command()
   parts[#parts + 1] = shquote(script)
   parts[#parts + 1] = '2>' .. shquote(errfile) .. ' </dev/null'
   local p = assert(io.popen(table.concat(parts, ' ') .. '; echo "$?"', 'r'))
