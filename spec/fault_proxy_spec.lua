@@ -1,7 +1,9 @@
 -- The specs' fault proxy (spec/support/fault_proxy.lua, driven through
 -- helpers.fault_proxy): each mode does what it says, seen first by plain TCP
 -- clients in front of an echo server, then by pgpool in front of the test
--- server.
+-- server. The TCP checks run luv's loop in the busted process: run them
+-- through make test (spec/support/run-specs.sh loads luv before busted, and
+-- says why).
 local helpers = require 'spec.support.helpers'
 local pgpool = require 'pgpool'
 local uv = require 'luv'

@@ -7,6 +7,11 @@
 # SANITIZE=1 (make test SANITIZE=1): the modules come from build/asan (ASan +
 # UBSan) and busted starts with the ASan runtime preloaded; see
 # spec/support/sanitizer.lua for who else gets it.
+#
+# luv is loaded before busted starts: busted unloads what a spec file
+# loaded when the file ends, and luv frees its event loop with the module
+# table that first loaded it, under the feet of every later copy.
+#
 # PGPOOL_SUMMARY_COLLECT, if set, names a file that also receives the
 # per-runtime counts (.ci/run sums its runs with it).
 set -u
@@ -31,7 +36,7 @@ for rt in $runtimes; do
   runs=$(wc -l <"$summary")
   LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="$builds/$rt/?.so;;" \
     PGPOOL_TEST_RUNTIME="$rt" PGPOOL_TEST_BUILD="$builds/$rt" \
-    $launch "$rt" -e "require('spec.support.sanitizer').detach()" /usr/bin/busted \
+    $launch "$rt" -e "require('luv') require('spec.support.sanitizer').detach()" /usr/bin/busted \
       -o spec/support/summary.lua "${@:-spec}"
   status=$?
   [ $status -eq 0 ] && continue
