@@ -21,12 +21,12 @@ function sanitizer.detach()
 end
 
 -- The shell words that run `interpreter` as a child that loads the module
--- of this run: "env LD_PRELOAD=<runtime> lua5.4" under SANITIZE, else the
--- interpreter alone.
+-- of this run: under SANITIZE, with the runtime preloaded, and detached in
+-- turn for the commands the child runs; else the interpreter alone.
 function sanitizer.lua_command(interpreter)
   local p = preload()
   if not p then return interpreter end
-  return ("env LD_PRELOAD='%s' %s"):format(p, interpreter)
+  return ("env LD_PRELOAD='%s' %s -e \"require('spec.support.sanitizer').detach()\""):format(p, interpreter)
 end
 
 return sanitizer
