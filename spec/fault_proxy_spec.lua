@@ -156,31 +156,30 @@ describe('the fault proxy', function()
     assert.are.equal(2, proxy:stats().upstream)
   end)
 
-  it('closes both sides of every connection with a FIN in drop mode', function()
-    local c = client()
-    assert.is_true(round_trip(c, 'x'))
-    proxy:set('drop')
-    assert.is_true(run_until(function() return c.eof and echo.connections[1].eof end, 2))
-    assert.is_nil(c.err)
-    assert.is_nil(echo.connections[1].err)
-    local fresh = client()
-    assert.is_true(run_until(fresh.ended, 2))
-    assert.is_true(fresh.eof)
-    assert.are.equal(1, #echo.connections)
-    assert.are.equal(0, proxy:stats().open)
-  end)
+  -- How one side's connection ended: 'fin', 'rst' (ECONNRESET), another
+  -- error, or nil while it is open.
+  local function ending(side)
+    if side.err then return side.err:match('ECONNRESET') and 'rst' or side.err end
+    return side.eof and 'fin' or nil
+  end
 
-  it('resets both sides of every connection in reset mode', function()
-    local c = client()
-    assert.is_true(round_trip(c, 'x'))
-    proxy:set('reset')
-    assert.is_true(run_until(function() return c.err and echo.connections[1].err end, 2))
-    assert.are.equal('ECONNRESET', c.err:match('ECONNRESET'))
-    assert.are.equal('ECONNRESET', echo.connections[1].err:match('ECONNRESET'))
-    local fresh = client()
-    assert.is_true(run_until(fresh.ended, 2))
-    assert.matches('ECONNRESET', fresh.err)
-  end)
+  for _, case in ipairs{ { mode = 'drop', ends = 'fin' }, { mode = 'reset', ends = 'rst' } } do
+    it(('ends both sides of every connection, open or new, with a %s in %s mode'):format(case.ends:upper(), case.mode),
+      function()
+        local c = client()
+        assert.is_true(round_trip(c, 'x'))
+        proxy:set(case.mode)
+        local server_side = echo.connections[1]
+        assert.is_true(run_until(function() return ending(c) and ending(server_side) end, 2))
+        assert.are.equal(case.ends, ending(c))
+        assert.are.equal(case.ends, ending(server_side))
+        local fresh = client()
+        assert.is_true(run_until(fresh.ended, 2))
+        assert.are.equal(case.ends, ending(fresh))
+        assert.are.equal(1, #echo.connections)
+        assert.are.equal(0, proxy:stats().open)
+      end)
+  end
 
   it('closes new connections at once in accept_close mode and leaves open ones alone', function()
     local open = client()
@@ -337,33 +336,32 @@ describe('pgpool through the fault proxy', function()
     assert.is_true(took >= 0.9 and took < 2.5, ('gave up after %.3f s'):format(took))
   end)
 
-  it('ends a query on a frozen network within query_timeout and the cancel grace', function()
-    pending('needs the bounded cancel (pq-faults)')
-    local pool = proxied_pool('proxy-stall-query', { max = 1, query_timeout = 0.5, log_level = 'off' })
+  -- query_timeout = 0.5 ends `sql` with code "timeout" in bounded time once
+  -- the proxy is in `mode`, though the cancel pgpool sends is never answered.
+  -- Returns the pool.
+  local function times_out_under(mode, sql)
+    local pool = proxied_pool('proxy-' .. mode .. '-query', { max = 1, query_timeout = 0.5, log_level = 'off' })
     local conn = assert(pool:acquire())
-    proxy:set('stall')
+    proxy:set(mode)
     local t0 = helpers.now()
-    local res, _, code = conn:query('select 1')
+    local res, _, code = conn:query(sql)
     local took = helpers.now() - t0
     assert.is_nil(res)
     assert.are.equal('timeout', code)
     assert.is_true(took < 10, ('gave up after %.3f s'):format(took))
     conn:release()                             -- still busy: closed, not reused
+    return pool
+  end
+
+  it('ends a query on a frozen network within query_timeout and the cancel grace', function()
+    pending('needs the bounded cancel (pq-faults)')
+    local pool = times_out_under('stall', 'select 1')
     assert.are.equal(0, pool:stats().total)
   end)
 
   it('ends a slow query within query_timeout and the cancel grace when its cancel goes unanswered', function()
     pending('needs the bounded cancel (pq-faults)')
-    local pool = proxied_pool('proxy-lost-cancel', { max = 1, query_timeout = 0.5, log_level = 'off' })
-    local conn = assert(pool:acquire())
-    proxy:set('ignore_cancel')
-    local t0 = helpers.now()
-    local res, _, code = conn:query('select pg_sleep(30)')
-    local took = helpers.now() - t0
-    assert.is_nil(res)
-    assert.are.equal('timeout', code)
-    assert.is_true(took < 10, ('gave up after %.3f s'):format(took))
+    times_out_under('ignore_cancel', 'select pg_sleep(30)')
     assert.are.equal(1, proxy:stats().cancels)
-    conn:release()
   end)
 end)

@@ -6,18 +6,7 @@ local helpers = require 'spec.support.helpers'
 local pgpool = require 'pgpool'
 
 local shquote, run = helpers.shquote, helpers.run
-
-local function must_run(cmd)
-  local rc, out = run(cmd)
-  assert(rc == 0, ('command failed (exit %s): %s\n%s'):format(tostring(rc), cmd, out))
-  return out
-end
-
-local function write_file(path, text)
-  local f = assert(io.open(path, 'w'))
-  f:write(text)
-  f:close()
-end
+local must_run, write_file = helpers.must_run, helpers.write_file
 
 -- A CA (DIR/NAME.crt, DIR/NAME.key), self-signed.
 local function make_ca(dir, name)

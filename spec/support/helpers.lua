@@ -71,12 +71,27 @@ function helpers.run(cmd)
   return tonumber(rc), body or out
 end
 
+-- helpers.run that raises, with the output, unless the command succeeds;
+-- returns the output.
+function helpers.must_run(cmd)
+  local rc, out = helpers.run(cmd)
+  assert(rc == 0, ('command failed (exit %s): %s\n%s'):format(tostring(rc), cmd, out))
+  return out
+end
+
 local function read_file(path)
   local f = io.open(path, 'r')
   if not f then return '' end
   local s = f:read('*a')
   f:close()
   return s
+end
+
+-- Write text to path (raises on failure).
+function helpers.write_file(path, text)
+  local f = assert(io.open(path, 'w'))
+  f:write(text)
+  f:close()
 end
 
 -- Run one SQL string through psql as postgres on pgpool_test; returns the
