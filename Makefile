@@ -3,6 +3,10 @@
 #   make            build build/lua5.4/pgpool/core.so (LUA=luajit|lua5.1|lua5.3 for others)
 #   make test       build for Lua 5.4 and LuaJIT, start a throwaway PostgreSQL,
 #                   run the busted specs under both, print one summary line
+#   make test SANITIZE=1
+#                   the same specs on a module built with AddressSanitizer and
+#                   UndefinedBehaviorSanitizer (build/asan), under Lua 5.4 only
+#                   unless RUNTIMES is given
 #   make demo       replay the incident: naive connections vs. pgpool (plain Lua,
 #                   then OpenResty: examples/demo.sh)
 #   make deps       install the Debian packages the above need (as root)
@@ -24,6 +28,16 @@ else
 LUA_INCDIR ?= /usr/include/$(LUA)
 LUA_LIB    ?= -l$(LUA)
 endif
+# make test SANITIZE=1 runs busted under Lua 5.4 alone unless RUNTIMES is
+# set. RUNTIMES=luajit works too, but ASan's stacks stop at LuaJIT's VM
+# frames (no frame pointer), and the C code is the same.
+SANITIZE   ?=
+SANITIZERS := -fsanitize=address,undefined,float-cast-overflow \
+              -fno-sanitize-recover=all -fno-omit-frame-pointer
+ASAN_RUNTIMES := $(if $(filter file,$(origin RUNTIMES)),lua5.4,$(RUNTIMES))
+TEST_RUNTIMES := $(if $(filter 1,$(SANITIZE)),$(ASAN_RUNTIMES),$(RUNTIMES))
+TEST_BUILDS   := $(if $(filter 1,$(SANITIZE)),asan)
+
 PG_INCDIR  ?= $(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
 PG_LIBDIR  ?= $(shell pg_config --libdir 2>/dev/null || echo /usr/lib/x86_64-linux-gnu)
 
@@ -43,14 +57,14 @@ OBJECTS    := $(SOURCES:src/%.c=$(BUILD)/%.o)
 DEBS_BUILD := gcc make pkg-config libpq-dev lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev
 DEBS_TEST  := $(DEBS_BUILD) lua-busted lua-luv postgresql-15 luarocks \
               liblua5.1-0-dev liblua5.3-dev lua5.1 lua5.3 \
-              nginx-light libnginx-mod-http-lua apache2-utils curl pgbouncer
+              nginx-light libnginx-mod-http-lua lua-cjson apache2-utils curl openssl pgbouncer
 DEBS_DEMO  := $(DEBS_TEST)
 # The benchmark: LuaSQL to compare with, valgrind for instruction counts,
 # taskset (util-linux) and ps (procps) to pin client and server, time for
 # the CPU time of pgbench.
 DEBS_BENCH := $(DEBS_TEST) lua-sql-postgres valgrind util-linux procps time
 
-.PHONY: all module build tsan rock test demo deps deps-test deps-bench bench clean
+.PHONY: all module build tsan asan rock test demo deps deps-test deps-bench bench clean
 
 all: module $(BUILD)/lthreads $(BUILD)/lfork.so
 
@@ -77,6 +91,14 @@ $(BUILD)/lfork.so: spec/support/lfork.c | $(BUILD)/pgpool
 tsan:
 	@$(MAKE) --no-print-directory LUA=lua5.4 BUILD=build/tsan CFLAGS="-O1 -g -fsanitize=thread" all
 
+# The module, lthreads and lfork under ASan + UBSan, per runtime that
+# make test SANITIZE=1 runs (spec/support/run-specs.sh preloads the ASan
+# runtime into busted).
+asan:
+	@for rt in $(ASAN_RUNTIMES); do \
+		$(MAKE) --no-print-directory LUA=$$rt BUILD=build/asan/$$rt CFLAGS="-O1 -g $(SANITIZERS)" all || exit 1; \
+	done
+
 # One module per ABI named in RUNTIMES.
 build:
 	@for rt in $(RUNTIMES); do $(MAKE) --no-print-directory LUA=$$rt all || exit 1; done
@@ -88,8 +110,10 @@ rock:
 	rm -rf build/luarocks
 	@$(MAKE) --no-print-directory BUILD=build/luarocks module
 
-test: deps-test build tsan
-	@spec/support/with-pg.sh env RUNTIMES="$(RUNTIMES)" spec/support/run-specs.sh $(SPECS)
+# The LuaJIT build is made under SANITIZE too: nginx loads it (openresty_spec).
+test: deps-test build tsan $(TEST_BUILDS)
+	@spec/support/with-pg.sh env RUNTIMES="$(TEST_RUNTIMES)" SANITIZE="$(SANITIZE)" \
+		spec/support/run-specs.sh $(SPECS)
 
 # Plain Lua first, then OpenResty (skipped with a note when nginx is missing).
 demo: deps build

@@ -30,17 +30,7 @@ else
   builds = { { name = 'no extra variables', args = '' } }
 end
 
-local function must_run(cmd)
-  local rc, out = run(cmd)
-  assert(rc == 0, ('command failed (exit %s): %s\n%s'):format(tostring(rc), cmd, out))
-  return out
-end
-
-local function write_file(path, text)
-  local f = assert(io.open(path, 'w'))
-  f:write(text)
-  f:close()
-end
+local must_run, write_file = helpers.must_run, helpers.write_file
 
 -- The rockspec as a table (rockspecs are Lua assignments).
 local function load_rockspec(path)

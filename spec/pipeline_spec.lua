@@ -320,91 +320,19 @@ describe('conn:pipeline', function()
   end)
 end)
 
--- One round trip, measured through a delaying proxy ------------------------------
-
-local PROXY = [=[
-local uv = require 'luv'
-local port_file, host, port, delay_ms = arg[1], arg[2], tonumber(arg[3]), tonumber(arg[4])
-local server = uv.new_tcp()
-assert(server:bind('127.0.0.1', 0))
-local open_conns, served = 0, 0
-local function close(h) if h and not h:is_closing() then h:close() end end
-assert(server:listen(64, function(err)
-  if err then return end
-  local client = uv.new_tcp()
-  server:accept(client)
-  open_conns, served = open_conns + 1, served + 1
-  local upstream, closed = uv.new_tcp(), false
-  local function shut()
-    if closed then return end
-    closed = true
-    close(client)
-    close(upstream)
-    open_conns = open_conns - 1
-    if open_conns == 0 then close(server) end   -- one batch of clients, then exit
-  end
-  upstream:connect(host, port, function(cerr)
-    if cerr then return shut() end
-    -- client -> server: every chunk held back delay_ms; equal delays keep the order
-    client:read_start(function(rerr, data)
-      local t = uv.new_timer()
-      t:start(delay_ms, 0, function()
-        t:close()
-        if closed then return end
-        if rerr or not data then shut() else upstream:write(data) end
-      end)
-    end)
-    upstream:read_start(function(rerr, data)
-      if rerr or not data then return shut() end
-      if not closed then client:write(data) end
-    end)
-  end)
-end))
-local f = assert(io.open(port_file .. '.tmp', 'w'))
-f:write(tostring(server:getsockname().port))
-f:close()
-os.rename(port_file .. '.tmp', port_file)
-local guard = uv.new_timer()   -- never outlive the spec
-guard:start(60000, 0, function() os.exit(0) end)
-guard:unref()
-uv.run()
-]=]
-
--- Start the proxy in front of the test server; returns a conninfo through it.
-local function start_proxy(delay)
-  local script, port_file = os.tmpname(), helpers.tmpname()
-  local f = assert(io.open(script, 'w'))
-  f:write(PROXY)
-  f:close()
-  local tcp = helpers.tcp_dsn()
-  local host = tcp:match('host=(%S+)')
-  local port = tcp:match('port=(%d+)')
-  os.execute(("%s %s %s %s %s %d >/dev/null 2>&1 &"):format(helpers.runtime(), script, port_file, host, port,
-    math.floor(delay * 1000)))
-  local proxy_port
-  helpers.wait_until(function()
-    local s = helpers.read_file(port_file)
-    proxy_port = tonumber(s)
-    return proxy_port ~= nil
-  end, 10)
-  os.remove(script)
-  os.remove(port_file)
-  assert(proxy_port, 'the proxy did not start')
-  return (tcp:gsub('port=%d+', 'port=' .. proxy_port))
-end
+-- One round trip, measured through the fault proxy in delay mode ------------------
 
 describe('conn:pipeline round trips', function()
   local DELAY = 0.15
 
   it('sends the whole batch in one round trip (20 statements in < 3 delays, sequential needs 20)', function()
-    if not pcall(require, 'luv') then
-      pending('luv is not installed: cannot run the delaying proxy')
-      return
-    end
-    -- Its own application_name: its backend ends DELAY after the pool closes,
+    -- DELAY per round trip: half of it each way
+    local proxy = helpers.fault_proxy{ mode = 'delay', arg = math.floor(DELAY * 1000 / 2) }
+    finally(function() proxy:stop() end)
+    -- Its own application_name: its backend ends a delay after the pool closes,
     -- and must not count as a lingering 'pgpool' backend in later specs.
     local slow = pgpool.configure{ name = 'pipeline_spec_slow', max = 1, log_level = 'warn',
-      conninfo = start_proxy(DELAY) .. ' application_name=pipeline_spec_proxy' }
+      conninfo = proxy:conninfo() .. ' application_name=pipeline_spec_proxy' }
     local c = assert(slow:acquire())
 
     -- the proxy works: three sequential queries take three delays at least

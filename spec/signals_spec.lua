@@ -2,8 +2,6 @@
 -- end the process as the signal would have.
 local helpers = require("spec.support.helpers")
 
-local runtime = os.getenv("PGPOOL_TEST_RUNTIME") or "lua5.4"
-
 -- Run a Lua snippet in a child interpreter that signals itself; returns the
 -- shell's exit status ($?) for it.
 local function run_child(signal_name)
@@ -27,7 +25,7 @@ local function run_child(signal_name)
     os.exit(0)
   ]], package.path, package.cpath, helpers.dsn(), signal_name))
   f:close()
-  local pipe = assert(io.popen(runtime .. " " .. script .. " >/dev/null 2>&1; echo $?"))
+  local pipe = assert(io.popen(helpers.lua_command() .. " " .. script .. " >/dev/null 2>&1; echo $?"))
   local status = tonumber(pipe:read("*a"):match("%d+"))
   pipe:close()
   os.remove(script)

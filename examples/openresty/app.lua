@@ -13,14 +13,13 @@
 --                  request, never closed, until the server runs out of slots
 --
 -- Environment (pass it with nginx's `env` directive): PGPOOL_URL (conninfo),
--- PGPOOL_MAX (connections per worker, default 10).
+-- PGPOOL_MAX (connections per worker, default 10). Needs lua-cjson.
 
 local pgpool = require("pgpool")
 
 local ngx = ngx
-local tonumber, tostring, type, pairs, ipairs = tonumber, tostring, type, pairs, ipairs
+local tonumber, tostring, pairs, ipairs = tonumber, tostring, pairs, ipairs
 local getenv = os.getenv
-local concat = table.concat
 local max = math.max
 local format = string.format
 
@@ -30,72 +29,16 @@ local QUERY = "select $1::int as id, pg_backend_pid() as backend, null::text as 
 
 -- JSON ------------------------------------------------------------------------
 
--- lua-cjson where it is installed (OpenResty bundles it; Debian: lua-cjson),
--- else the small encoder below. pgpool.null is cjson.null: both are the NULL
--- light userdata, so SQL NULLs come out as JSON null either way.
-local encode_json
-do
-  local ok, cjson = pcall(require, "cjson.safe")
-  if ok then
-    cjson.encode_empty_table_as_object(false)
-    encode_json = cjson.encode
-  else
-    local ESCAPES = { ['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f',
-                      ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t' }
-    local function escape(s)
-      return (s:gsub('[%c"\\]', function(c)
-        return ESCAPES[c] or format("\\u%04x", c:byte())
-      end))
-    end
-    local function encode(v, out)
-      local t = type(v)
-      if v == nil or v == pgpool.null then
-        out[#out + 1] = "null"
-      elseif t == "boolean" then
-        out[#out + 1] = tostring(v)
-      elseif t == "number" then
-        if v ~= v or v == math.huge or v == -math.huge then
-          out[#out + 1] = "null"
-        elseif v == math.floor(v) and v >= -2^53 and v <= 2^53 then
-          out[#out + 1] = format("%d", v)
-        else
-          out[#out + 1] = format("%.17g", v)
-        end
-      elseif t == "string" then
-        out[#out + 1] = '"' .. escape(v) .. '"'
-      elseif t == "table" then
-        local n = #v
-        if n > 0 or next(v) == nil then          -- an array (extra keys are dropped)
-          out[#out + 1] = "["
-          for i = 1, n do
-            if i > 1 then out[#out + 1] = "," end
-            encode(v[i], out)
-          end
-          out[#out + 1] = "]"
-        else
-          local keys = {}
-          for k in pairs(v) do keys[#keys + 1] = tostring(k) end
-          table.sort(keys)
-          out[#out + 1] = "{"
-          for i, k in ipairs(keys) do
-            if i > 1 then out[#out + 1] = "," end
-            out[#out + 1] = '"' .. escape(k) .. '":'
-            encode(v[k], out)
-          end
-          out[#out + 1] = "}"
-        end
-      else
-        out[#out + 1] = '"' .. escape(tostring(v)) .. '"'
-      end
-    end
-    encode_json = function(v)
-      local out = {}
-      encode(v, out)
-      return concat(out)
-    end
-  end
+-- lua-cjson: OpenResty bundles its fork; on Debian, apt-get install lua-cjson
+-- (its 5.1 build is the one LuaJIT loads). pgpool.null is cjson.null: both
+-- are the NULL light userdata, so SQL NULLs come out as JSON null.
+local cjson = require("cjson.safe")
+-- OpenResty's fork can write an empty table as [] (no rows); the original
+-- lua-cjson has no such switch and writes {}.
+if cjson.encode_empty_table_as_object then
+  cjson.encode_empty_table_as_object(false)
 end
-app.encode_json = encode_json
+local encode_json = cjson.encode
 
 local function reply(status, body)
   ngx.status = status

@@ -19,13 +19,14 @@ local function say(fmt, ...) io.write(fmt:format(...), "\n") io.flush() end
 local ok, missing = harness.available()
 if not ok then
   say("-- skipping the OpenResty demo: missing %s", missing)
-  say("   (make deps installs nginx-light, libnginx-mod-http-lua, apache2-utils and curl)")
+  say("   (make deps installs nginx-light, libnginx-mod-http-lua, lua-cjson, apache2-utils and curl)")
   os.exit(0)
 end
 if not URL then
   say("-- skipping the OpenResty demo: set PGPOOL_URL (or run it through make demo)")
   os.exit(0)
 end
+local cjson = require("cjson.safe")    -- lua-cjson: harness.available() checked it
 
 -- The sampler's connection, taken before the load: it still works when the
 -- server has no slot left.
@@ -58,17 +59,17 @@ local function run(label, path)
     -- every worker publishes its figures each 0.02 s: let the last load in
     os.execute("sleep 0.1")
     local status, body = srv:get("/stats")
-    stats = status == 200 and body:match('"sum":(%b{})') or nil
+    local answer = status == 200 and cjson.decode(body)
+    stats = answer and answer.sum
     r.too_many = srv:count_in_log("too many clients already")
   end
   srv:stop()
   if not done then error(r, 0) end
   if not wait_for_zero() then say("   (connections still open after nginx stopped)") end
-  local function stat(name)
-    return stats and tonumber(stats:match('"' .. name .. '":([%d.eE+-]+)')) or nil
+  if stats then
+    r.created, r.pool_peak, r.timeouts, r.wait_max =
+      stats.created, stats.peak_total, stats.timeouts, stats.wait_time_max
   end
-  r.created, r.pool_peak, r.timeouts, r.wait_max =
-    stat("created"), stat("peak_total"), stat("timeouts"), stat("wait_time_max")
   say("   %d ok, %d failed (%d \"too many clients\"); server peak %d connections; p50 %s ms, p99 %s ms",
     r.ok, N - r.ok, r.too_many, r.peak, tostring(r.p50), tostring(r.p99))
   return r
@@ -84,7 +85,10 @@ say("")
 
 local function cell(v, fmt)
   if v == nil then return "-" end
-  return fmt and fmt:format(v) or tostring(v)
+  if fmt then return fmt:format(v) end
+  -- cjson decodes every number as a float: 20, not 20.0
+  if type(v) == "number" and v == math.floor(v) then return ("%d"):format(v) end
+  return tostring(v)
 end
 
 local rows = {

@@ -60,6 +60,10 @@ function harness.available()
   if not exists("/usr/share/nginx/modules/ngx_http_lua_module.so") then
     missing[#missing + 1] = "lua-nginx-module (libnginx-mod-http-lua)"
   end
+  -- the app's JSON, in nginx's LuaJIT
+  if run("luajit -e 'require(\"cjson.safe\")' 2>/dev/null") ~= 0 then
+    missing[#missing + 1] = "lua-cjson for LuaJIT (lua-cjson)"
+  end
   if not exists("build/luajit/pgpool/core.so") then
     missing[#missing + 1] = "build/luajit/pgpool/core.so (make build)"
   end

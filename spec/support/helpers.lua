@@ -71,12 +71,27 @@ function helpers.run(cmd)
   return tonumber(rc), body or out
 end
 
+-- helpers.run that raises, with the output, unless the command succeeds;
+-- returns the output.
+function helpers.must_run(cmd)
+  local rc, out = helpers.run(cmd)
+  assert(rc == 0, ('command failed (exit %s): %s\n%s'):format(tostring(rc), cmd, out))
+  return out
+end
+
 local function read_file(path)
   local f = io.open(path, 'r')
   if not f then return '' end
   local s = f:read('*a')
   f:close()
   return s
+end
+
+-- Write text to path (raises on failure).
+function helpers.write_file(path, text)
+  local f = assert(io.open(path, 'w'))
+  f:write(text)
+  f:close()
 end
 
 -- Run one SQL string through psql as postgres on pgpool_test; returns the
@@ -132,6 +147,13 @@ function helpers.runtime()
   return 'lua' .. _VERSION:match('%d+%.%d+')
 end
 
+-- The shell words that start the current runtime as a child that loads this
+-- run's module (under make test SANITIZE=1 it needs the ASan runtime back:
+-- spec/support/sanitizer.lua).
+function helpers.lua_command()
+  return require('spec.support.sanitizer').lua_command(shquote(helpers.runtime()))
+end
+
 -- Run the Lua source `code` in a child process under the current runtime,
 -- with this process's package.path and package.cpath. opts.env: variables
 -- to set ({NAME = value}); opts.unset: names to remove from the environment.
@@ -147,7 +169,7 @@ function helpers.run_lua(code, opts)
   local parts = { 'env' }
   for _, name in ipairs(opts.unset or {}) do parts[#parts + 1] = '-u ' .. shquote(name) end
   for name, value in pairs(opts.env or {}) do parts[#parts + 1] = shquote(name .. '=' .. value) end
-  parts[#parts + 1] = shquote(helpers.runtime())
+  parts[#parts + 1] = helpers.lua_command()
   parts[#parts + 1] = shquote(script)
   parts[#parts + 1] = '2>' .. shquote(errfile) .. ' </dev/null'
   local p = assert(io.popen(table.concat(parts, ' ') .. '; echo "$?"', 'r'))
@@ -269,6 +291,113 @@ function helpers.tagged_table(name)
     return tonumber(helpers.psql(("select count(*) from %s where tag = '%s'"):format(name, tag)))
   end
   return create, drop, count_rows
+end
+
+-- True while process `pid` runs (a zombie awaiting its reaper does not).
+function helpers.process_alive(pid)
+  local stat = read_file('/proc/' .. tonumber(pid) .. '/stat')
+  local state = stat:match('^%d+ %b() (%a)')
+  return state ~= nil and state ~= 'Z'
+end
+
+-- The fault proxy (spec/support/fault_proxy.lua, a lua5.4 + luv child
+-- process) between pgpool and a server on 127.0.0.1: opts.target_port
+-- (default: the test server's), opts.target_host ('127.0.0.1'), opts.mode
+-- ('pass') and opts.arg, opts.lifetime (s, default 120: it also exits when
+-- this process does). The returned object:
+--   proxy:port()             the proxy's TCP port on 127.0.0.1
+--   proxy:conninfo([base])   base (default helpers.tcp_dsn()) through the proxy
+--   proxy:set(mode[, arg])   switch mode; returns once the proxy applies it
+--   proxy:stats()            its counters (accepted, open, upstream, cancels,
+--                            to_server, to_client)
+--   proxy:stop()             end it (idempotent)
+-- Modes: pass, delay (arg: ms per chunk, each way), stall, drop, reset,
+-- accept_close, ignore_cancel; fault_proxy.lua says what each does.
+local FaultProxy = {}
+FaultProxy.__index = FaultProxy
+
+local function parse_state(text)
+  local state = {}
+  for name, value in (text or ''):gmatch('([%w_]+)=([^\n]*)') do
+    state[name] = tonumber(value) or value
+  end
+  return state
+end
+
+function FaultProxy:state()
+  return parse_state(read_file(self.dir .. '/state'))
+end
+
+function FaultProxy:port() return self.listen_port end
+
+function FaultProxy:conninfo(base)
+  base = base or helpers.tcp_dsn()
+  return (base:gsub('host=%S+', 'host=127.0.0.1'):gsub('port=%d+', 'port=' .. self.listen_port))
+end
+
+-- Write "SEQ WORD [ARG]" to the control file (renamed into place whole);
+-- false when the proxy has gone and taken its directory along.
+function FaultProxy:send(word, arg)
+  self.seq = self.seq + 1
+  local path = self.dir .. '/control'
+  local f = io.open(path .. '.tmp', 'w')
+  if not f then return false end
+  f:write(('%d %s %s\n'):format(self.seq, word, arg ~= nil and tostring(arg) or ''))
+  f:close()
+  return os.rename(path .. '.tmp', path) ~= nil
+end
+
+function FaultProxy:set(mode, arg)
+  if not self:send(mode, arg) then error('fault_proxy: the proxy is gone', 2) end
+  local seq, state = self.seq, nil
+  if not helpers.wait_until(function()
+    state = self:state()
+    return (state.seq or -1) >= seq
+  end, 5, 0.01) then
+    error('fault_proxy: mode ' .. tostring(mode) .. ' not applied within 5 s\n' .. self:log(), 2)
+  end
+  if state.error then error('fault_proxy: ' .. state.error, 2) end
+end
+
+function FaultProxy:stats()
+  local state = self:state()
+  state.port, state.pid, state.seq, state.mode, state.error = nil, nil, nil, nil, nil
+  return state
+end
+
+function FaultProxy:log()
+  return read_file(self.dir .. '/log')
+end
+
+function FaultProxy:stop()
+  if self.stopped then return end
+  self.stopped = true
+  local gone = function() return not helpers.process_alive(self.pid) end
+  if self:send('stop') and not helpers.wait_until(gone, 5, 0.01) then
+    os.execute('kill ' .. tonumber(self.pid))
+  end
+  os.execute('rm -rf ' .. shquote(self.dir))     -- it removes it itself, unless killed
+end
+
+function helpers.fault_proxy(opts)
+  local target_port = opts.target_port or tonumber(helpers.tcp_dsn():match('port=(%d+)'))
+  local rc, dir = helpers.run('mktemp -d "${TMPDIR:-/tmp}/pgpool-proxy.XXXXXX"')
+  assert(rc == 0, 'mktemp failed: ' .. dir)
+  -- $PPID, in the shell os.execute starts, is this process: the proxy's parent
+  os.execute(('lua5.4 spec/support/fault_proxy.lua %s %s %d "$PPID" %s </dev/null >%s 2>&1 &')
+    :format(shquote(dir), shquote(opts.target_host or '127.0.0.1'), target_port,
+      tostring(opts.lifetime or 120), shquote(dir .. '/log')))
+  local self = setmetatable({ dir = dir, seq = 0 }, FaultProxy)
+  local started = helpers.wait_until(function() return self:state().port ~= nil end, 10, 0.01)
+  if not started then
+    local log = self:log()
+    os.execute('rm -rf ' .. shquote(dir))
+    error('fault_proxy did not start:\n' .. log, 2)
+  end
+  local state = self:state()
+  self.listen_port, self.pid = state.port, state.pid
+  if opts.mode and opts.mode ~= 'pass' then self:set(opts.mode, opts.arg) end
+  return self
 end
 
 return helpers

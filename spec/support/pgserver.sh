@@ -6,6 +6,13 @@
 #
 # Never touches the system cluster. The server runs as user `postgres`
 # (initdb refuses root). Override the binaries with PGPOOL_PGBIN.
+#
+# For a server set up otherwise (spec/tls_spec.lua), start reads:
+#   PGSERVER_EXTRA_CONF   a file of settings added to the configuration
+#   PGSERVER_HBA          a file that replaces the pg_hba.conf written here
+#                         (keep a `local` line: the setup below uses the socket)
+# Files they name inside DIR end up owned by postgres, as the server wants
+# its key.
 set -euo pipefail
 
 PGBIN=${PGPOOL_PGBIN:-/usr/lib/postgresql/15/bin}
@@ -70,6 +77,7 @@ local   all       all                       trust
 host    all       pgpool_pw  127.0.0.1/32   scram-sha-256
 host    all       all        127.0.0.1/32   trust
 EOF
+    [[ -n ${PGSERVER_HBA:-} ]] && cp "$PGSERVER_HBA" "$data/pg_hba.conf"
     echo "include 'pgpool_test.conf'" >>"$data/postgresql.conf"
 
     # Start; if another process grabs our port in the meantime, retry with a new one.
@@ -89,6 +97,7 @@ log_line_prefix = '%m [%p] %q%a '
 log_connections = off
 password_encryption = 'scram-sha-256'
 EOF
+        [[ -n ${PGSERVER_EXTRA_CONF:-} ]] && cat "$PGSERVER_EXTRA_CONF" >>"$data/pgpool_test.conf"
         chown "$PGUSER_OS:" "$data/pgpool_test.conf"
         local logsize
         logsize=$(stat -c %s "$log")
