@@ -354,13 +354,11 @@ describe('pgpool through the fault proxy', function()
   end
 
   it('ends a query on a frozen network within query_timeout and the cancel grace', function()
-    pending('needs the bounded cancel (pq-faults)')
     local pool = times_out_under('stall', 'select 1')
     assert.are.equal(0, pool:stats().total)
   end)
 
   it('ends a slow query within query_timeout and the cancel grace when its cancel goes unanswered', function()
-    pending('needs the bounded cancel (pq-faults)')
     times_out_under('ignore_cancel', 'select pg_sleep(30)')
     assert.are.equal(1, proxy:stats().cancels)
   end)
