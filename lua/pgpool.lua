@@ -341,7 +341,13 @@ function pool_methods.health(pool)
   end
   if st.connect_failures > 0 then
     status = "critical"
-    reasons[#reasons + 1] = format("last %d connection attempt(s) failed", st.connect_failures)
+    reasons[#reasons + 1] = format("last %d connection attempt(s) failed; next in up to %g s",
+      st.connect_failures, st.backoff)
+  end
+  if st.limit < st.max then
+    if status == "ok" then status = "warning" end
+    reasons[#reasons + 1] = format("limit lowered to %d of max %d: %s", st.limit, st.max,
+      st.limit_reason or "")
   end
   if st.shut_down then
     status = "critical"
@@ -352,13 +358,13 @@ function pool_methods.health(pool)
     reasons = reasons,
     utilization = (st.in_use + st.connecting) / st.max,
     total = st.total, idle = st.idle, in_use = st.in_use, waiting = st.waiting,
-    max = st.max, name = st.name,
+    max = st.max, limit = st.limit, name = st.name,
   }
 end
 
-local GAUGES = { "total", "idle", "in_use", "connecting", "waiting", "max", "min" }
+local GAUGES = { "total", "idle", "in_use", "connecting", "waiting", "max", "min", "limit" }
 local COUNTERS = {
-  "acquired", "released", "created", "closed", "timeouts", "connect_errors", "leaked",
+  "acquired", "released", "created", "closed", "timeouts", "connect_attempts", "connect_errors", "leaked",
   "queries", "query_errors", "slow_queries", "rollbacks",
 }
 
@@ -392,6 +398,7 @@ function pgpool.metrics()
   family("wait_seconds_total", "counter", "Time spent acquiring connections.", "wait_time_total")
   family("wait_seconds_max", "gauge", "Longest time spent acquiring a connection.", "wait_time_max")
   family("query_seconds_total", "counter", "Time spent in queries.", "query_time_total")
+  family("connect_backoff_seconds", "gauge", "The current backoff step between connection attempts (0: none).", "backoff")
   return concat(out, "\n") .. "\n"
 end
 

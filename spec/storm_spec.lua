@@ -96,4 +96,36 @@ describe('never the storm', function()
     assert.are.equal(0, st.connect_failures)
     assert.are.equal(st.max, st.limit)
   end)
+
+  it('queues callers on the connections it holds when the server is full, instead of passing them 53300', function()
+    local pool = pgpool.configure{ name = 'full', conninfo = helpers.dsn(), max = 30, acquire_timeout = 5,
+      log_level = 'off' }
+    local first = {}
+    for i = 1, 3 do first[i] = assert(pool:acquire()) end
+    for i = 1, 3 do first[i]:release() end
+    -- another client takes every slot the server has left
+    local hog = pgpool.configure{ name = 'hog', conninfo = helpers.dsn(), max = 150, log_level = 'off' }
+    local held = {}
+    while true do
+      local h, _, code = hog:acquire{ timeout = 1 }
+      if not h then assert.are.equal('timeout', code); break end
+      held[#held + 1] = h
+    end
+    local total = run_callers('full', 12, 3)
+    local st = pool:stats()
+    assert.are.equal(0, total.errs)
+    assert.are.equal(0, total.timeouts)
+    assert.is_true(total.ok > 100, total.ok .. ' served')
+    assert.are.equal(3, st.limit)
+    assert.truthy(helpers.contains(st.limit_reason, '53300'), st.limit_reason)
+    assert.is_true(st.connect_attempts <= 12, st.connect_attempts .. ' attempts')
+    local health = pool:health()
+    assert.are.equal(3, health.limit)
+    assert.truthy(helpers.contains(table.concat(health.reasons, '; '), 'limit lowered to 3'))
+    -- the server has room again: the limit climbs back while callers wait
+    for _, h in ipairs(held) do h:release() end
+    hog:shutdown()
+    run_callers('full', 12, 3)
+    assert.is_true(pool:stats().limit > 3, 'limit ' .. pool:stats().limit)
+  end)
 end)

@@ -25,7 +25,8 @@ int throttle_may_start(const throttle *t, double now, int total,
 
 int throttle_probe(throttle *t, double now)
 {
-    if (t->limit >= t->max || t->failures > 0 || now < t->probe_at)
+    if (t->limit >= t->max || now < t->probe_at ||
+        (t->failures > 0 && now < t->next_attempt_at))
         return 0;
     t->limit++;
     t->probe_at = now + THROTTLE_PROBE_STEP;
