@@ -81,6 +81,7 @@ static double start_checkout(pool *p, pool_slot *s, double started, double t)
 {
     double waited = t - started;
     s->busy = 1;                  /* ours to check and use; see pool_acquire */
+    s->uses = 0;
     s->ticket = pool_new_ticket();
     s->checkout_at = t;
     s->leak_warned = 0;
@@ -186,13 +187,15 @@ static pool_slot *wait_in_line(pool *p, double timeout, double deadline,
 #define LIVENESS_BYPASS 0.005
 
 /* Why the connection of a slot we own cannot be handed out, or NULL: past
- * its lifetime, closed by the server, or stuck in a transaction. */
+ * its lifetime, closed by the server, or stuck in a transaction. Notes in
+ * s->unchecked whether the liveness check was skipped. */
 static const char *unusable_reason(pool_slot *s)
 {
     double t = clock_now();
     if (t >= s->expires_at)
         return "lifetime over";
-    if (t - s->idle_since >= LIVENESS_BYPASS && !pq_is_alive(s->conn))
+    s->unchecked = t - s->idle_since < LIVENESS_BYPASS;
+    if (!s->unchecked && !pq_is_alive(s->conn))
         return "broken";
     return pq_txn_status(s->conn) == PQ_TXN_IDLE ? NULL : "broken";
 }
@@ -262,8 +265,10 @@ int pool_acquire(pool *p, double timeout, int hold_busy, pool_slot **slot,
         pthread_mutex_lock(&p->mu);
     }
     *slot = s;
-    if (hold_busy)
+    if (hold_busy) {
+        s->uses = 1;              /* the statement it is held for */
         return 1;
+    }
     pthread_mutex_lock(&p->mu);
     s->busy = 0;
     revoked = s->revoke_pending ? revoke_slot(p, s) : NULL;
@@ -455,6 +460,7 @@ pq_conn *pool_begin_use(pool *p, pool_slot *s, uint64_t ticket, pq_error *err)
     pthread_mutex_lock(&p->mu);
     if (s->state == SLOT_IN_USE && s->ticket == ticket) {
         s->busy = 1;
+        s->uses++;
         conn = s->conn;
     } else if (s->revoked_ticket == ticket) {
         shutdown_error(p, err);
@@ -463,6 +469,45 @@ pq_conn *pool_begin_use(pool *p, pool_slot *s, uint64_t ticket, pq_error *err)
     }
     pthread_mutex_unlock(&p->mu);
     return conn;
+}
+
+/* A retry is for a connection that died before its checkout began: one
+ * handed out without the liveness check whose first statement fails this
+ * soon. A statement the server ended later (an administrator terminating
+ * a long query, say) is never run again. */
+#define RETRY_WINDOW 0.5
+
+pq_conn *pool_retry_conn(pool *p, pool_slot *s, uint64_t ticket,
+                         const pq_error *err)
+{
+    pq_error connect_err;
+    pq_conn *fresh, *dead;
+    int first;
+
+    if (!err->safe_to_retry)
+        return NULL;
+    pthread_mutex_lock(&p->mu);
+    first = s->state == SLOT_IN_USE && s->ticket == ticket && s->busy &&
+            s->uses == 1 && s->unchecked && !p->closing &&
+            clock_now() - s->checkout_at < RETRY_WINDOW;
+    if (first)
+        s->uses++;                /* once */
+    pthread_mutex_unlock(&p->mu);
+    if (!first || (fresh = pool_connect_now(p, &connect_err)) == NULL)
+        return NULL;
+    pthread_mutex_lock(&p->mu);
+    dead = s->conn;
+    s->conn = fresh;
+    s->created_at = clock_now();
+    s->expires_at = pool_lifetime_end(p, s->created_at);
+    p->counters.created++;
+    p->counters.retries++;
+    pool_count_close(p, "broken");
+    pthread_mutex_unlock(&p->mu);
+    pool_close_conn(p, dead, "broken", POOL_LOG_WARN);
+    pool_log(p, POOL_LOG_INFO, "statement retried on a new connection (%s)",
+             err->code);
+    return fresh;
 }
 
 /* Count a statement (mutex held); 1 when it was slow. */

@@ -45,7 +45,7 @@ typedef struct pool_stats {
     uint64_t acquired, released, created, closed, timeouts, connect_errors;
     uint64_t leaked, queries, query_errors, slow_queries, rollbacks;
     uint64_t closed_idle, closed_lifetime, closed_broken, closed_discarded;
-    uint64_t shutdown_rejects, full_rejects;
+    uint64_t shutdown_rejects, full_rejects, retries;
     uint64_t connect_attempts;
     int connect_failures;     /* consecutive failed attempts, 0 after success */
     int limit;                /* the effective cap (max unless the server
@@ -117,6 +117,17 @@ void pool_end_use(pool *p, pool_slot *slot, const char *sql, double started,
  * in one step (one lock when the connection is idle, the common case). */
 void pool_end_use_release(pool *p, pool_slot *slot, uint64_t ticket,
                           const char *sql, double started, int failed);
+
+/* The first statement of a fresh checkout failed in a way that proves it
+ * never ran (err->safe_to_retry: the send failed, or the server's
+ * termination notice came before any answer), on a connection handed out
+ * without the liveness check, within half a second of the checkout, and,
+ * being the first, inside no transaction: replace the checkout's connection with a new one and
+ * return it, for the caller to run the statement once more (counted in
+ * retries). NULL (err stands) for anything else, or when no new
+ * connection could be made. The checkout stays held busy. */
+pq_conn *pool_retry_conn(pool *p, pool_slot *slot, uint64_t ticket,
+                         const pq_error *err);
 
 /* The connection of a checkout held busy (hold_busy, or between
  * pool_begin_use and pool_end_use). */

@@ -40,6 +40,8 @@ struct pool_slot {
     uint64_t revoked_ticket;  /* a checkout taken away by shutdown */
     double created_at, expires_at, idle_since, checkout_at;
     int busy;                 /* a statement is running on it */
+    int uses;                 /* statements begun on this checkout */
+    int unchecked;            /* handed out without the liveness check */
     int revoke_pending;       /* shutdown wants it closed when not busy */
     int leak_warned;
     char *origin;             /* where it was acquired (leak_timeout) */
@@ -129,6 +131,10 @@ POOL_INTERNAL void pool_slot_return(pool *p, pool_slot *s, double t);
 /* When a connection created at `created` reaches its max_lifetime. */
 POOL_INTERNAL double pool_lifetime_end(pool *p, double created);
 POOL_INTERNAL void pool_count_close(pool *p, const char *reason);
+
+/* Connect now, on this thread, for pool p (no mutex held): counted as an
+ * attempt, with the pool's notice handler. NULL and err on failure. */
+POOL_INTERNAL pq_conn *pool_connect_now(pool *p, pq_error *err);
 
 /* Start connection attempts until total reaches target, capacity allowing
  * (mutex held; the min top-up). */

@@ -219,6 +219,18 @@ static void start_attempt(pool *p, pool_slot *s)
     __atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL);  /* not the last */
 }
 
+pq_conn *pool_connect_now(pool *p, pq_error *err)
+{
+    pq_conn *conn;
+    pthread_mutex_lock(&p->mu);
+    p->counters.connect_attempts++;
+    pthread_mutex_unlock(&p->mu);
+    conn = pq_connect(p->cfg.conninfo, connect_deadline_at(p, clock_now()), err);
+    if (conn)
+        pq_set_notice_handler(conn, log_server_notice, p);
+    return conn;
+}
+
 static void attempt_done(void *arg, pq_conn *conn, const pq_error *err)
 {
     pool_slot *s = arg;
