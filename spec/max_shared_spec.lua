@@ -40,9 +40,9 @@ describe("max_shared", function()
       if st.total ~= 0 or st.shared_used ~= 1 then return false end
       local a, b = pool:acquire{ timeout = 2 }, pool:acquire{ timeout = 2 }
       if not (a and b) then return false end
-      -- 3 of 3 in use across the two processes: a third waits and times out
+      -- 3 of 3 taken across the two processes: a third waits and times out
       local c, msg, code = pool:acquire{ timeout = 0.3 }
-      if c or code ~= "timeout" or not msg:find("3/3 in use across processes", 1, true) then
+      if c or code ~= "timeout" or not msg:find("3/3 taken across processes", 1, true) then
         io.stderr:write("child: ", tostring(msg), "\n")
         return false
       end
@@ -60,8 +60,7 @@ describe("max_shared", function()
       return false
     end)
     assert.are.equal(128 + 9, lfork.wait(child))
-    assert.are.equal(3, pool:stats().shared_used)     -- still counted for the dead child
-    local a = assert(pool:acquire{ timeout = 1 })      -- reclaimed on demand
+    local a = assert(pool:acquire{ timeout = 1 })      -- reclaimed
     local b = assert(pool:acquire{ timeout = 1 })
     assert.are.equal(3, pool:stats().shared_used)
     a:release()
@@ -85,9 +84,130 @@ describe("max_shared", function()
     assert.are.equal(0, lfork.wait(child))
   end)
 
+  it("keeps one cap across a shutdown and configure of the same name (nginx's reload)", function()
+    -- init_by_lua on a reload: the old workers keep their tokens while the
+    -- master shuts the pool down and configures it again
+    local ready = helpers.tmpname()
+    local child = in_child(function()
+      local a, b = pool:acquire(), pool:acquire()
+      if not (a and b) then return false end
+      helpers.write_file(ready, "ready")
+      helpers.sleep(3)
+      return true
+    end)
+    assert.is_true(helpers.wait_until(function() return helpers.read_file(ready) == "ready" end, 5, 0.01))
+    held:release()
+    held = nil
+    pgpool.shutdown_all{ timeout = 1 }
+    pool = pgpool.configure{
+      name = "shared", conninfo = helpers.dsn(), max = 4, max_shared = 3, log_level = "off",
+    }
+    assert.are.equal(2, pool:stats().shared_used)
+    held = assert(pool:acquire{ timeout = 1 })
+    local c, msg, code = pool:acquire{ timeout = 0.3 }
+    assert.is_nil(c)
+    assert.are.equal("timeout", code)
+    assert.truthy(msg:find("3/3 taken across processes", 1, true), msg)
+    -- a different max_shared on the next configure resizes the same cap
+    held:release()
+    held = nil
+    pgpool.shutdown_all{ timeout = 1 }
+    pool = pgpool.configure{
+      name = "shared", conninfo = helpers.dsn(), max = 4, max_shared = 2, log_level = "off",
+    }
+    assert.are.equal(2, pool:stats().shared_used)
+    c, msg, code = pool:acquire{ timeout = 0.3 }
+    assert.is_nil(c)
+    assert.truthy(msg:find("2/2 taken across processes", 1, true), msg)
+    os.remove(ready)
+    os.execute("kill " .. child)
+    lfork.wait(child)
+  end)
+
   it("rejects a max_shared below 1, naming the option", function()
     local ok, err = pcall(pgpool.configure, { name = "shared-bad", max_shared = 0 })
     assert.is_false(ok)
     assert.matches("max_shared", err)
+  end)
+end)
+
+describe("max_shared between two forked processes", function()
+  local ready
+
+  before_each(function() ready = helpers.tmpname() end)
+
+  after_each(function()
+    os.remove(ready)
+    pgpool.shutdown_all{ timeout = 1 }
+  end)
+
+  it("lends the idle connections of a process to one waiting for the cap within 1 s", function()
+    local pool = pgpool.configure{
+      name = "lend", conninfo = helpers.dsn(), max = 2, max_shared = 2, idle_timeout = 30,
+      log_level = "off",
+    }
+    local lender = in_child(function()
+      local a, b = pool:acquire(), pool:acquire()
+      if not (a and b) then return false end
+      a:release()
+      b:release()
+      helpers.write_file(ready, "ready")
+      -- idle: the housekeeper closes both for the waiting process
+      if not helpers.wait_until(function() return pool:stats().closed_lent == 2 end, 5, 0.02) then
+        io.stderr:write("lender: closed_lent ", pool:stats().closed_lent, "\n")
+        return false
+      end
+      local st = pool:stats()
+      return st.total == 0 and st.closed_idle == 0
+    end)
+    assert.is_true(helpers.wait_until(function() return helpers.read_file(ready) == "ready" end, 5, 0.01))
+    assert.are.equal(2, pool:stats().shared_used)
+    local started = helpers.now()
+    local a, msg = pool:acquire{ timeout = 3 }
+    assert.truthy(a, msg)
+    local b
+    b, msg = pool:acquire{ timeout = 3 }
+    assert.truthy(b, msg)
+    local waited = helpers.now() - started
+    assert.is_true(waited < 1, ("waited %.3f s for 2 idle connections of another process"):format(waited))
+    a:release()
+    b:release()
+    assert.are.equal(0, lfork.wait(lender))
+  end)
+
+  it("gives the whole cap to a survivor within 1 s after the other process is killed", function()
+    local pool = pgpool.configure{
+      name = "reclaim", conninfo = helpers.dsn(), max = 4, max_shared = 4, log_level = "off",
+    }
+    local go = helpers.tmpname()
+    local victim = in_child(function()
+      assert(pool:acquire()) ; assert(pool:acquire())
+      helpers.write_file(ready, "ready")
+      helpers.sleep(30)
+      return false
+    end)
+    assert.is_true(helpers.wait_until(function() return helpers.read_file(ready) == "ready" end, 5, 0.01))
+    local survivor = in_child(function()
+      local held = { pool:acquire(), pool:acquire() }
+      if not (held[1] and held[2]) then return false end
+      helpers.write_file(go, "holding")
+      assert(helpers.wait_until(function() return helpers.read_file(go) == "go" end, 10, 0.01))
+      local started = helpers.now()
+      for i = 3, 4 do
+        local msg
+        held[i], msg = pool:acquire{ timeout = 3 }
+        if not held[i] then io.stderr:write("survivor: ", msg, "\n") return false end
+      end
+      local waited = helpers.now() - started
+      if waited >= 1 then io.stderr:write(("survivor waited %.3f s\n"):format(waited)) end
+      return waited < 1 and pool:stats().total == 4
+    end)
+    assert.is_true(helpers.wait_until(function() return helpers.read_file(go) == "holding" end, 5, 0.01))
+    assert.are.equal(4, pool:stats().shared_used)
+    os.execute("kill -9 " .. victim)
+    assert.are.equal(128 + 9, lfork.wait(victim))
+    helpers.write_file(go, "go")
+    assert.are.equal(0, lfork.wait(survivor))
+    os.remove(go)
   end)
 end)
