@@ -210,4 +210,53 @@ describe("max_shared between two forked processes", function()
     assert.are.equal(0, lfork.wait(survivor))
     os.remove(go)
   end)
+
+  it("gives a newcomer its fair share of a cap a busy survivor took from a killed process", function()
+    local pool = pgpool.configure{
+      name = "fair", conninfo = helpers.dsn(), max = 4, max_shared = 4, log_level = "off",
+    }
+    local victim = in_child(function()
+      assert(pool:acquire()) ; assert(pool:acquire())
+      helpers.write_file(ready, "ready")
+      helpers.sleep(30)
+      return false
+    end)
+    assert.is_true(helpers.wait_until(function() return helpers.read_file(ready) == "ready" end, 5, 0.01))
+    -- the survivor takes the killed process's tokens, then keeps all 4 busy:
+    -- each one released and acquired again at once, for 3 s
+    local survivor = in_child(function()
+      local held = { pool:acquire(), pool:acquire() }
+      held[3], held[4] = pool:acquire{ timeout = 5 }, pool:acquire{ timeout = 5 }
+      if #held ~= 4 then return false end
+      local stop = helpers.now() + 3
+      while helpers.now() < stop do
+        for i = 1, 4 do
+          if held[i] then held[i]:release() end
+          held[i] = pool:acquire{ timeout = 0.05 }
+          if held[i] then held[i]:query("select 1") end
+        end
+      end
+      local st = pool:stats()
+      if st.closed_lent < 2 then io.stderr:write("survivor: closed_lent ", st.closed_lent, "\n") end
+      return st.closed_lent >= 2
+    end)
+    helpers.sleep(0.2)
+    os.execute("kill -9 " .. victim)
+    assert.are.equal(128 + 9, lfork.wait(victim))
+    assert.is_true(helpers.wait_until(function()
+      return pool:stats().shared_used == 4
+    end, 3, 0.01))
+    helpers.sleep(0.3)         -- the survivor busy with all 4
+    local started = helpers.now()
+    local a, msg = pool:acquire{ timeout = 3 }
+    assert.truthy(a, msg)
+    local b
+    b, msg = pool:acquire{ timeout = 3 }
+    assert.truthy(b, msg)
+    local waited = helpers.now() - started
+    a:release()
+    b:release()
+    assert.is_true(waited < 1, ("waited %.3f s for a fair share of 2 of 4"):format(waited))
+    assert.are.equal(0, lfork.wait(survivor))
+  end)
 end)

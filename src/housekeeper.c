@@ -5,8 +5,10 @@
  *  - closes idle connections past idle_timeout (above min, oldest first)
  *    and idle ones past their lifetime, counting the reason;
  *  - with max_shared, lends: closes idle connections whose tokens other
- *    processes wait for (reason "lent"), looking every LEND_POLL while it
- *    holds idle ones, and reclaims the tokens of dead processes;
+ *    processes wait for (reason "lent"), and has connections above a fair
+ *    share closed as they are released, looking every SHARED_LEND_POLL
+ *    while it holds idle ones or others wait; reclaims the tokens of dead
+ *    processes;
  *  - closes the connections that __gc returned broken, and rolls back
  *    (with a deadline) and releases the ones __gc returned inside a
  *    transaction, so their locks go at once;
@@ -63,11 +65,6 @@ static double until_next_second(void)
  * comes again at once while more are due (so its memory does not grow
  * with max). */
 #define HK_BATCH 32
-
-/* While a pool with max_shared holds idle connections, the pass comes at
- * least this often (seconds), so that a process waiting for a token is
- * lent one promptly. */
-#define LEND_POLL 0.1
 
 static int min_int(int a, int b)
 {
@@ -134,15 +131,17 @@ static double housekeep(pool *p, double t, int64_t wall)
     if (p->shared) {
         /* Lend: close the oldest idle connections other processes wait for
          * the tokens of, and leave them the tokens rather than topping up. */
-        int others, lend = shared_cap_lend(p->shared,
-                                           min_int(p->n_idle, HK_BATCH - n_doomed),
-                                           &others);
+        int others, shed,
+            lend = shared_cap_lend(p->shared,
+                                   min_int(p->n_idle, HK_BATCH - n_doomed),
+                                   &shed, &others);
         while (lend-- > 0)
             doom(p, p->idle_tail, "lent", doomed, why, &n_doomed);
+        p->lend_on_release = shed;
         if (others > 0)
             top_up = 0;
-        if (p->n_idle > 0 && t + LEND_POLL < next)
-            next = t + LEND_POLL;
+        if ((p->n_idle > 0 || others > 0) && t + SHARED_LEND_POLL < next)
+            next = t + SHARED_LEND_POLL;
     }
     if (p->cfg.leak_timeout > 0) {
         for (i = 0; i < p->cfg.max; i++) {

@@ -335,6 +335,10 @@ static pq_conn *finish_release(pool *p, pool_slot *s, const char *reason,
         reason = "pool closed";
     if (!reason && t >= s->expires_at)
         reason = "lifetime over";
+    if (!reason && p->lend_on_release > 0) {    /* to another process */
+        p->lend_on_release--;
+        reason = "lent";
+    }
     free(s->origin);
     s->origin = NULL;
     p->n_in_use--;

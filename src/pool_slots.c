@@ -365,9 +365,12 @@ void pool_slot_return(pool *p, pool_slot *s, double t)
         pthread_cond_signal(&w->cond);
     } else {
         idle_push(p, s);
-        /* A short idle_timeout may fall before the housekeeper's next tick. */
+        /* A short idle_timeout may fall before the housekeeper's next tick;
+         * with max_shared, another process may wait for this one. */
         if (p->cfg.idle_timeout > 0)
             hk_poke_before(t + p->cfg.idle_timeout);
+        if (p->shared)
+            hk_poke_before(t + SHARED_LEND_POLL);
     }
 }
 
@@ -581,7 +584,7 @@ static void forget_in_child(pool *p)
     p->n_idle = p->n_in_use = p->n_connecting = p->n_waiting = 0;
     p->wait_head = p->wait_tail = NULL;   /* their threads are gone */
     p->n_queued = 0;
-    p->cap_refused = p->wanting_told = 0; /* the parent's, in the region */
+    p->cap_refused = p->wanting_told = p->lend_on_release = 0;
     memset(&p->counters, 0, sizeof p->counters);
     throttle_init(&p->thr, p->cfg.max);
     clock_cond_init(&p->drained);

@@ -138,23 +138,6 @@ static holder *my_holder(shared_cap *sc, int claim)
     return free_one;
 }
 
-int shared_cap_take(shared_cap *sc)
-{
-    holder *h;
-    int got = 0;
-
-    shared_lock(sc);
-    if (sc->used >= sc->max)
-        shared_reclaim(sc);
-    if (sc->used < sc->max && (h = my_holder(sc, 1)) != NULL) {
-        h->count++;
-        sc->used++;
-        got = 1;
-    }
-    pthread_mutex_unlock(&sc->mu);
-    return got;
-}
-
 void shared_cap_give(shared_cap *sc)
 {
     holder *h;
@@ -195,6 +178,7 @@ void shared_cap_want(shared_cap *sc, int delta)
     pthread_mutex_unlock(&sc->mu);
 }
 
+
 /* Callers of processes other than this one waiting for a token (locked). */
 static int others_wanting(shared_cap *sc)
 {
@@ -206,12 +190,46 @@ static int others_wanting(shared_cap *sc)
     return n;
 }
 
-int shared_cap_lend(shared_cap *sc, int idle, int *others_want)
+/* The cap divided among the processes that hold or want tokens, this one
+ * included, rounded up (locked). */
+static int fair_share(shared_cap *sc, const holder *mine)
+{
+    int i, n = 0;
+    for (i = 0; i < SHARED_HOLDERS; i++) {
+        const holder *h = &sc->holders[i];
+        if (h == mine || h->count > 0 || h->wanting > 0)
+            n++;
+    }
+    return (sc->max + n - 1) / n;
+}
+
+/* While other processes wait, one holding its fair share or more takes no
+ * token: what the others give back goes to them. */
+int shared_cap_take(shared_cap *sc)
+{
+    holder *h;
+    int got = 0;
+
+    shared_lock(sc);
+    if (sc->used >= sc->max)
+        shared_reclaim(sc);
+    if (sc->used < sc->max && (h = my_holder(sc, 1)) != NULL &&
+        (others_wanting(sc) == 0 || h->count < fair_share(sc, h))) {
+        h->count++;
+        sc->used++;
+        got = 1;
+    }
+    pthread_mutex_unlock(&sc->mu);
+    return got;
+}
+
+int shared_cap_lend(shared_cap *sc, int idle, int *shed, int *others_want)
 {
     holder *h;
     int others, short_by, lend = 0;
 
     shared_lock(sc);
+    *shed = 0;
     others = others_wanting(sc);
     if (others > 0 || sc->used >= sc->max) {
         shared_reclaim(sc);
@@ -221,12 +239,19 @@ int shared_cap_lend(shared_cap *sc, int idle, int *others_want)
      * back are taken */
     short_by = others - (sc->max - sc->used + sc->lending);
     h = my_holder(sc, 0);
-    if (short_by > 0 && idle > 0 && h) {
+    if (short_by > 0 && h) {
+        int mine = h->count - h->lending;
         lend = short_by < idle ? short_by : idle;
-        if (lend > h->count - h->lending)
-            lend = h->count - h->lending;
+        if (lend > mine)
+            lend = mine;
         h->lending += lend;
         sc->lending += lend;
+        /* beyond the idle ones, down to a fair share as they come back */
+        *shed = mine - lend - fair_share(sc, h);
+        if (*shed > short_by - lend)
+            *shed = short_by - lend;
+        if (*shed < 0)
+            *shed = 0;
     }
     pthread_mutex_unlock(&sc->mu);
     *others_want = others;
