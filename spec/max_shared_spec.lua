@@ -18,6 +18,36 @@ local function in_child(fn)
   return pid
 end
 
+-- Wait until the file at path says text.
+local function file_says(path, text)
+  return helpers.wait_until(function() return helpers.read_file(path) == text end, 5, 0.01)
+end
+
+-- A child holding 2 connections of pool until killed, once it holds them
+-- (it writes "ready" to the file at path).
+local function holding_two(pool, path)
+  local pid = in_child(function()
+    assert(pool:acquire()) ; assert(pool:acquire())
+    helpers.write_file(path, "ready")
+    helpers.sleep(30)
+    return false
+  end)
+  assert.is_true(file_says(path, "ready"))
+  return pid
+end
+
+-- Seconds it takes to acquire 2 connections of pool (each within 3 s);
+-- they are released.
+local function seconds_for_two(pool)
+  local started = helpers.now()
+  local a = assert(pool:acquire{ timeout = 3 })
+  local b = assert(pool:acquire{ timeout = 3 })
+  local waited = helpers.now() - started
+  a:release()
+  b:release()
+  return waited
+end
+
 describe("max_shared", function()
   local pool, held
 
@@ -88,37 +118,25 @@ describe("max_shared", function()
     -- init_by_lua on a reload: the old workers keep their tokens while the
     -- master shuts the pool down and configures it again
     local ready = helpers.tmpname()
-    local child = in_child(function()
-      local a, b = pool:acquire(), pool:acquire()
-      if not (a and b) then return false end
-      helpers.write_file(ready, "ready")
-      helpers.sleep(3)
-      return true
-    end)
-    assert.is_true(helpers.wait_until(function() return helpers.read_file(ready) == "ready" end, 5, 0.01))
-    held:release()
-    held = nil
-    pgpool.shutdown_all{ timeout = 1 }
-    pool = pgpool.configure{
-      name = "shared", conninfo = helpers.dsn(), max = 4, max_shared = 3, log_level = "off",
-    }
-    assert.are.equal(2, pool:stats().shared_used)
-    held = assert(pool:acquire{ timeout = 1 })
-    local c, msg, code = pool:acquire{ timeout = 0.3 }
-    assert.is_nil(c)
-    assert.are.equal("timeout", code)
-    assert.truthy(msg:find("3/3 taken across processes", 1, true), msg)
-    -- a different max_shared on the next configure resizes the same cap
-    held:release()
-    held = nil
-    pgpool.shutdown_all{ timeout = 1 }
-    pool = pgpool.configure{
-      name = "shared", conninfo = helpers.dsn(), max = 4, max_shared = 2, log_level = "off",
-    }
-    assert.are.equal(2, pool:stats().shared_used)
-    c, msg, code = pool:acquire{ timeout = 0.3 }
-    assert.is_nil(c)
-    assert.truthy(msg:find("2/2 taken across processes", 1, true), msg)
+    local child = holding_two(pool, ready)
+    -- shut down (letting go of the parent's connection), configure again
+    -- with max_shared = cap: the child's 2 still count, the next wait times out
+    local function reconfigured_full(cap)
+      if held then held:release() end
+      held = nil
+      pgpool.shutdown_all{ timeout = 1 }
+      pool = pgpool.configure{
+        name = "shared", conninfo = helpers.dsn(), max = 4, max_shared = cap, log_level = "off",
+      }
+      assert.are.equal(2, pool:stats().shared_used)
+      if cap > 2 then held = assert(pool:acquire{ timeout = 1 }) end
+      local c, msg, code = pool:acquire{ timeout = 0.3 }
+      assert.is_nil(c)
+      assert.are.equal("timeout", code)
+      assert.truthy(msg:find(("%d/%d taken across processes"):format(cap, cap), 1, true), msg)
+    end
+    reconfigured_full(3)
+    reconfigured_full(2)     -- another max_shared resizes the same cap
     os.remove(ready)
     os.execute("kill " .. child)
     lfork.wait(child)
@@ -160,18 +178,10 @@ describe("max_shared between two forked processes", function()
       local st = pool:stats()
       return st.total == 0 and st.closed_idle == 0
     end)
-    assert.is_true(helpers.wait_until(function() return helpers.read_file(ready) == "ready" end, 5, 0.01))
+    assert.is_true(file_says(ready, "ready"))
     assert.are.equal(2, pool:stats().shared_used)
-    local started = helpers.now()
-    local a, msg = pool:acquire{ timeout = 3 }
-    assert.truthy(a, msg)
-    local b
-    b, msg = pool:acquire{ timeout = 3 }
-    assert.truthy(b, msg)
-    local waited = helpers.now() - started
+    local waited = seconds_for_two(pool)
     assert.is_true(waited < 1, ("waited %.3f s for 2 idle connections of another process"):format(waited))
-    a:release()
-    b:release()
     assert.are.equal(0, lfork.wait(lender))
   end)
 
@@ -180,18 +190,12 @@ describe("max_shared between two forked processes", function()
       name = "reclaim", conninfo = helpers.dsn(), max = 4, max_shared = 4, log_level = "off",
     }
     local go = helpers.tmpname()
-    local victim = in_child(function()
-      assert(pool:acquire()) ; assert(pool:acquire())
-      helpers.write_file(ready, "ready")
-      helpers.sleep(30)
-      return false
-    end)
-    assert.is_true(helpers.wait_until(function() return helpers.read_file(ready) == "ready" end, 5, 0.01))
+    local victim = holding_two(pool, ready)
     local survivor = in_child(function()
       local held = { pool:acquire(), pool:acquire() }
       if not (held[1] and held[2]) then return false end
       helpers.write_file(go, "holding")
-      assert(helpers.wait_until(function() return helpers.read_file(go) == "go" end, 10, 0.01))
+      assert(file_says(go, "go"))
       local started = helpers.now()
       for i = 3, 4 do
         local msg
@@ -202,7 +206,7 @@ describe("max_shared between two forked processes", function()
       if waited >= 1 then io.stderr:write(("survivor waited %.3f s\n"):format(waited)) end
       return waited < 1 and pool:stats().total == 4
     end)
-    assert.is_true(helpers.wait_until(function() return helpers.read_file(go) == "holding" end, 5, 0.01))
+    assert.is_true(file_says(go, "holding"))
     assert.are.equal(4, pool:stats().shared_used)
     os.execute("kill -9 " .. victim)
     assert.are.equal(128 + 9, lfork.wait(victim))
@@ -215,13 +219,7 @@ describe("max_shared between two forked processes", function()
     local pool = pgpool.configure{
       name = "fair", conninfo = helpers.dsn(), max = 4, max_shared = 4, log_level = "off",
     }
-    local victim = in_child(function()
-      assert(pool:acquire()) ; assert(pool:acquire())
-      helpers.write_file(ready, "ready")
-      helpers.sleep(30)
-      return false
-    end)
-    assert.is_true(helpers.wait_until(function() return helpers.read_file(ready) == "ready" end, 5, 0.01))
+    local victim = holding_two(pool, ready)
     -- the survivor takes the killed process's tokens, then keeps all 4 busy:
     -- each one released and acquired again at once, for 3 s
     local survivor = in_child(function()
@@ -247,15 +245,7 @@ describe("max_shared between two forked processes", function()
       return pool:stats().shared_used == 4
     end, 3, 0.01))
     helpers.sleep(0.3)         -- the survivor busy with all 4
-    local started = helpers.now()
-    local a, msg = pool:acquire{ timeout = 3 }
-    assert.truthy(a, msg)
-    local b
-    b, msg = pool:acquire{ timeout = 3 }
-    assert.truthy(b, msg)
-    local waited = helpers.now() - started
-    a:release()
-    b:release()
+    local waited = seconds_for_two(pool)
     assert.is_true(waited < 1, ("waited %.3f s for a fair share of 2 of 4"):format(waited))
     assert.are.equal(0, lfork.wait(survivor))
   end)

@@ -144,25 +144,37 @@ function Server:get(path, timeout)
   return parse_curl(out)
 end
 
--- GET path in the background; the returned object's :wait() gives what
--- :get would have.
-function Server:get_async(path, timeout)
+-- Run cmd in the background, its stdout (and stderr with `stderr`) to a
+-- temporary file. finished() tells whether it is done; output(timeout)
+-- waits for it up to timeout s and returns what it wrote.
+local function background(cmd, stderr)
   local rc, out = run("mktemp")
   assert(rc == 0)
   local done = out .. ".done"
-  os.execute(("(curl -s -m %d -w %s %s >%s 2>/dev/null; touch %s) &"):format(timeout or 10,
-    shquote(CURL_FORMAT), shquote(self.url .. path), shquote(out), shquote(done)))
+  os.execute(("(%s >%s %s; touch %s) &"):format(cmd, shquote(out),
+    stderr and "2>&1" or "2>/dev/null", shquote(done)))
+  local job = {}
+  function job.finished() return exists(done) end
+  function job.output(timeout)
+    for _ = 1, timeout * 50 + 50 do
+      if exists(done) then break end
+      sleep(0.02)
+    end
+    local text = read_file(out) or ""
+    os.remove(out)
+    os.remove(done)
+    return text
+  end
+  return job
+end
+
+-- GET path in the background; the returned object's :wait() gives what
+-- :get would have.
+function Server:get_async(path, timeout)
+  local job = background(("curl -s -m %d -w %s %s"):format(timeout or 10,
+    shquote(CURL_FORMAT), shquote(self.url .. path)))
   return {
-    wait = function()
-      for _ = 1, (timeout or 10) * 50 + 50 do
-        if exists(done) then break end
-        sleep(0.02)
-      end
-      local text = read_file(out) or ""
-      os.remove(out)
-      os.remove(done)
-      return parse_curl(text)
-    end,
+    wait = function() return parse_curl(job.output(timeout or 10)) end,
   }
 end
 
@@ -171,22 +183,11 @@ end
 -- figures). :finished() tells whether it is done; :result() waits for it
 -- and returns { complete, failed, non_2xx, ok, rps, p50, p99, output }.
 function Server:ab_start(path, n, c, seconds)
-  local rc, out = run("mktemp")
-  assert(rc == 0)
-  local done = out .. ".done"
-  os.execute(("(ab -q -l -r -s 30 %s-n %d -c %d %s >%s 2>&1; touch %s) &"):format(
-    seconds and ("-t %d "):format(seconds) or "", n, c, shquote(self.url .. path),
-    shquote(out), shquote(done)))
-  local bench = {}
-  function bench.finished() return exists(done) end
+  local job = background(("ab -q -l -r -s 30 %s-n %d -c %d %s"):format(
+    seconds and ("-t %d "):format(seconds) or "", n, c, shquote(self.url .. path)), true)
+  local bench = { finished = job.finished }
   function bench.result()
-    for _ = 1, 300 / 0.02 do                   -- at most 5 minutes
-      if exists(done) then break end
-      sleep(0.02)
-    end
-    local text = read_file(out) or ""
-    os.remove(out)
-    os.remove(done)
+    local text = job.output(300)               -- at most 5 minutes
     local function num(pattern) return tonumber(text:match(pattern)) end
     local r = {
       output = text,
