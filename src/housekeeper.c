@@ -4,6 +4,11 @@
  *  - records the second's gauges in the history ring;
  *  - closes idle connections past idle_timeout (above min, oldest first)
  *    and idle ones past their lifetime, counting the reason;
+ *  - with max_shared, lends: closes idle connections whose tokens other
+ *    processes wait for (reason "lent"), and has connections above a fair
+ *    share closed as they are released, looking every SHARED_LEND_POLL
+ *    while it holds idle ones or others wait; reclaims the tokens of dead
+ *    processes;
  *  - closes the connections that __gc returned broken, and rolls back
  *    (with a deadline) and releases the ones __gc returned inside a
  *    transaction, so their locks go at once;
@@ -61,6 +66,23 @@ static double until_next_second(void)
  * with max). */
 #define HK_BATCH 32
 
+static int min_int(int a, int b)
+{
+    return a < b ? a : b;
+}
+
+/* Take the idle slot s out for closing with reason (mutex held): its
+ * connection joins doomed, to be closed once the mutex is released. */
+static void doom(pool *p, pool_slot *s, const char *reason, pq_conn **doomed,
+                 const char **why, int *n_doomed)
+{
+    pool_idle_remove(p, s);
+    why[*n_doomed] = reason;
+    doomed[(*n_doomed)++] = s->conn;
+    pool_count_close(p, reason);
+    pool_slot_vacate(p, s);
+}
+
 /* One pass over p: close idle connections past idle_timeout (above min) or
  * past their lifetime, close retired ones, roll back collected ones, warn
  * about leaks, top up min. Returns the time of the next thing to do. */
@@ -69,7 +91,7 @@ static double housekeep(pool *p, double t, int64_t wall)
     pq_conn *doomed[HK_BATCH];
     const char *why[HK_BATCH];
     char leaks[HK_BATCH][512];
-    int n_doomed = 0, n_leaks = 0, i, spare;
+    int n_doomed = 0, n_leaks = 0, i, spare, top_up = 1;
     double next = t + until_next_second();
     retired *ret;
     pool_slot *s, *older;
@@ -103,12 +125,23 @@ static double housekeep(pool *p, double t, int64_t wall)
             next = t;
             break;
         }
-        pool_idle_remove(p, s);
-        why[n_doomed] = reason;
-        doomed[n_doomed++] = s->conn;
-        pool_count_close(p, reason);
-        pool_slot_vacate(p, s);
+        doom(p, s, reason, doomed, why, &n_doomed);
         spare--;
+    }
+    if (p->shared) {
+        /* Lend: close the oldest idle connections other processes wait for
+         * the tokens of, and leave them the tokens rather than topping up. */
+        int others, shed,
+            lend = shared_cap_lend(p->shared,
+                                   min_int(p->n_idle, HK_BATCH - n_doomed),
+                                   &shed, &others);
+        while (lend-- > 0)
+            doom(p, p->idle_tail, "lent", doomed, why, &n_doomed);
+        p->lend_on_release = shed;
+        if (others > 0)
+            top_up = 0;
+        if ((p->n_idle > 0 || others > 0) && t + SHARED_LEND_POLL < next)
+            next = t + SHARED_LEND_POLL;
     }
     if (p->cfg.leak_timeout > 0) {
         for (i = 0; i < p->cfg.max; i++) {
@@ -134,7 +167,8 @@ static double housekeep(pool *p, double t, int64_t wall)
     }
     /* attempts the throttle held back: a due probe, the min top-up */
     pool_start_attempts(p);
-    pool_top_up(p, p->cfg.min);
+    if (top_up)
+        pool_top_up(p, p->cfg.min);
     if (p->thr.failures > 0 && p->thr.next_attempt_at < next &&
         (p->n_queued > 0 || pool_total(p) < p->cfg.min))
         next = p->thr.next_attempt_at;

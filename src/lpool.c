@@ -208,7 +208,7 @@ static int lpool_stats(lua_State *L)
     SET_INT(acquired); SET_INT(released); SET_INT(created); SET_INT(closed);
     SET_INT(timeouts); SET_INT(connect_errors); SET_INT(leaked);
     SET_INT(queries); SET_INT(query_errors); SET_INT(slow_queries);
-    SET_INT(rollbacks); SET_INT(closed_idle); SET_INT(closed_lifetime);
+    SET_INT(rollbacks); SET_INT(closed_idle); SET_INT(closed_lent); SET_INT(closed_lifetime);
     SET_INT(closed_broken); SET_INT(closed_discarded);
     SET_INT(shutdown_rejects); SET_INT(full_rejects);
     SET_INT(connect_failures); SET_INT(connect_attempts); SET_INT(limit);

@@ -105,12 +105,12 @@ static void uncount_checkout(pool *p, double waited)
 
 static void timeout_error(pool *p, double timeout, pq_error *err)
 {
-    char connecting[32] = "", shared[48] = "", limit[200] = "", last[300] = "";
+    char connecting[32] = "", shared[64] = "", limit[200] = "", last[300] = "";
     if (p->n_connecting)
         snprintf(connecting, sizeof connecting, ", %d connecting",
                  p->n_connecting);
     if (p->shared)
-        snprintf(shared, sizeof shared, ", %d/%d in use across processes",
+        snprintf(shared, sizeof shared, ", %d/%d taken across processes",
                  shared_cap_used(p->shared), p->cfg.max_shared);
     if (p->thr.limit < p->cfg.max)
         snprintf(limit, sizeof limit, ", limit lowered to %d: %s",
@@ -335,6 +335,10 @@ static pq_conn *finish_release(pool *p, pool_slot *s, const char *reason,
         reason = "pool closed";
     if (!reason && t >= s->expires_at)
         reason = "lifetime over";
+    if (!reason && p->lend_on_release > 0) {    /* to another process */
+        p->lend_on_release--;
+        reason = "lent";
+    }
     free(s->origin);
     s->origin = NULL;
     p->n_in_use--;

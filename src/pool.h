@@ -45,6 +45,7 @@ typedef struct pool_stats {
     uint64_t acquired, released, created, closed, timeouts, connect_errors;
     uint64_t leaked, queries, query_errors, slow_queries, rollbacks;
     uint64_t closed_idle, closed_lifetime, closed_broken, closed_discarded;
+    uint64_t closed_lent;     /* idle, closed for another process (max_shared) */
     uint64_t shutdown_rejects, full_rejects, retries;
     uint64_t connect_attempts;
     int connect_failures;     /* consecutive failed attempts, 0 after success */

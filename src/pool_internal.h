@@ -92,6 +92,9 @@ struct pool {
     pool_sample history[POOL_HISTORY];   /* a ring, one sample a second */
     int history_next, history_count;
     shared_cap *shared;       /* max_shared > 0 */
+    int cap_refused;          /* the last attempt found no shared token */
+    int wanting_told;         /* waiters for a token, as told to the region */
+    int lend_on_release;      /* releases to close for other processes */
     pool **replicas;          /* references, fixed once published */
     int n_replicas;
     unsigned turn;            /* atomic: pool_next_turn */

@@ -101,13 +101,38 @@ int pool_total(const pool *p)
 pool_slot *pool_take_free_slot(pool *p)
 {
     pool_slot *s = p->free_head;
-    if (!s || (p->shared && !shared_cap_take(p->shared)))
+    if (!s)
         return NULL;
+    if (p->shared && !shared_cap_take(p->shared)) {
+        p->cap_refused = 1;
+        return NULL;
+    }
     p->free_head = s->next;
     s->next = NULL;
     s->state = SLOT_CONNECTING;
     p->n_connecting++;
     return s;
+}
+
+/* Tell the region how many waiters lack only a shared token: the queue
+ * beyond the attempts under way, within this process's free capacity,
+ * when the last attempt was refused a token (mutex held). */
+static void tell_wanting(pool *p)
+{
+    int n = 0, room = p->cfg.max - pool_total(p);
+    if (!p->shared)
+        return;
+    if (p->cap_refused && !p->closing) {
+        n = p->n_queued - p->n_connecting;
+        if (n > room)
+            n = room;
+        if (n < 0)
+            n = 0;
+    }
+    if (n != p->wanting_told) {
+        shared_cap_want(p->shared, n - p->wanting_told);
+        p->wanting_told = n;
+    }
 }
 
 waiter *pool_waiter_pop(pool *p)
@@ -119,6 +144,7 @@ waiter *pool_waiter_pop(pool *p)
             p->wait_tail = NULL;
         w->next = NULL;
         p->n_queued--;
+        tell_wanting(p);
     }
     return w;
 }
@@ -135,6 +161,7 @@ void pool_waiter_remove(pool *p, waiter *w)
         if (p->wait_tail == w)
             p->wait_tail = prev;
         p->n_queued--;
+        tell_wanting(p);
     }
 }
 
@@ -270,6 +297,7 @@ void pool_start_attempts(pool *p)
 {
     double t = clock_now();
     pool_slot *s;
+    p->cap_refused = 0;
     while (p->n_queued > p->n_connecting) {
         s = take_for_attempt(p, t);
         if (!s && p->free_head && throttle_probe(&p->thr, t))
@@ -282,6 +310,7 @@ void pool_start_attempts(pool *p)
         }
         start_attempt(p, s);
     }
+    tell_wanting(p);
 }
 
 void pool_waiter_enqueue(pool *p, waiter *w)
@@ -336,9 +365,12 @@ void pool_slot_return(pool *p, pool_slot *s, double t)
         pthread_cond_signal(&w->cond);
     } else {
         idle_push(p, s);
-        /* A short idle_timeout may fall before the housekeeper's next tick. */
+        /* A short idle_timeout may fall before the housekeeper's next tick;
+         * with max_shared, another process may wait for this one. */
         if (p->cfg.idle_timeout > 0)
             hk_poke_before(t + p->cfg.idle_timeout);
+        if (p->shared)
+            hk_poke_before(t + SHARED_LEND_POLL);
     }
 }
 
@@ -362,6 +394,8 @@ void pool_count_close(pool *p, const char *reason)
         p->counters.closed_discarded++;
     else if (strcmp(reason, "broken") == 0)
         p->counters.closed_broken++;
+    else if (strcmp(reason, "lent") == 0)
+        p->counters.closed_lent++;
 }
 
 void pool_close_conn(pool *p, pq_conn *c, const char *reason, int level)
@@ -408,7 +442,7 @@ pool *pool_new(const pool_config *cfg)
     p->cfg.replicas = NULL;       /* the caller's; see p->replicas */
     if (!p->slots || !p->name || (cfg->conninfo && !p->conninfo) ||
         (cfg->max_shared > 0 &&
-         (p->shared = shared_cap_new(cfg->max_shared)) == NULL)) {
+         (p->shared = shared_cap_for(cfg->name, cfg->max_shared)) == NULL)) {
         free_parts(p);
         return NULL;
     }
@@ -460,7 +494,6 @@ static void pool_destroy(pool *p)
     }
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->drained);
-    shared_cap_free(p->shared);
     free_parts(p);
 }
 
@@ -550,6 +583,8 @@ static void forget_in_child(pool *p)
     }
     p->n_idle = p->n_in_use = p->n_connecting = p->n_waiting = 0;
     p->wait_head = p->wait_tail = NULL;   /* their threads are gone */
+    p->n_queued = 0;
+    p->cap_refused = p->wanting_told = p->lend_on_release = 0;
     memset(&p->counters, 0, sizeof p->counters);
     throttle_init(&p->thr, p->cfg.max);
     clock_cond_init(&p->drained);

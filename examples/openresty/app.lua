@@ -13,7 +13,8 @@
 --                  request, never closed, until the server runs out of slots
 --
 -- Environment (pass it with nginx's `env` directive): PGPOOL_URL (conninfo),
--- PGPOOL_MAX (connections per worker, default 10). Needs lua-cjson.
+-- PGPOOL_MAX (connections per worker, default 10), PGPOOL_MAX_SHARED (a cap
+-- for all workers together, default none). Needs lua-cjson.
 
 local pgpool = require("pgpool")
 
@@ -66,6 +67,7 @@ end
 local POOL_OPTIONS = {
   conninfo        = getenv("PGPOOL_URL"),
   max             = tonumber(getenv("PGPOOL_MAX") or "") or 10,
+  max_shared      = tonumber(getenv("PGPOOL_MAX_SHARED") or ""),
   acquire_timeout = 5,
   log_level       = "info",
 }
@@ -76,6 +78,8 @@ local POOL_OPTIONS = {
 -- The master itself never connects (keep min = 0 here). On a reload (HUP)
 -- this runs again in the same master: the shutdown lets changed options
 -- take effect (the running workers keep their own copies until they exit).
+-- max_shared survives it: the new configuration of the same name finds the
+-- cap the old workers still hold tokens of, so old and new workers share it.
 function app.init()
   pgpool.shutdown()
   pgpool.configure(POOL_OPTIONS)

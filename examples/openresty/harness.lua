@@ -75,7 +75,8 @@ local Server = {}
 Server.__index = Server
 
 -- Start the example. opts: url (PGPOOL_URL, required), max (per worker,
--- default 10), workers (default 2), threads (default 16). Raises on failure.
+-- default 10), max_shared (all workers, default none), workers (default 2),
+-- threads (default 16). Raises on failure.
 function harness.start(opts)
   assert(opts and opts.url, "harness.start: opts.url is required")
   local rc, prefix = run("mktemp -d " .. shquote((os.getenv("TMPDIR") or "/tmp") .. "/pgpool-nginx.XXXXXX"))
@@ -85,6 +86,7 @@ function harness.start(opts)
   local env = table.concat({
     "PGPOOL_URL=" .. shquote(opts.url),
     "PGPOOL_MAX=" .. self.max,
+    "PGPOOL_MAX_SHARED=" .. (opts.max_shared or ""),
     "NGINX_WORKERS=" .. self.workers,
     "NGINX_THREADS=" .. (opts.threads or 16),
   }, " ")
@@ -98,7 +100,23 @@ function harness.start(opts)
   self.port = tonumber(vars:match("NGINX_PORT=(%d+)"))
   self.url = "http://127.0.0.1:" .. self.port
   self.error_log_path = prefix .. "/logs/error.log"
+  self.pid = tonumber(vars:match("NGINX_PID=(%d+)"))
   return self
+end
+
+-- The pids of the worker processes of this nginx (old ones still finishing
+-- after a reload included), as a set.
+function Server:worker_pids()
+  local _, out = run("pgrep -P " .. self.pid)
+  local pids = {}
+  for pid in out:gmatch("%d+") do pids[tonumber(pid)] = true end
+  return pids
+end
+
+-- Reload (HUP): the master reads its configuration again (init_by_lua
+-- included), starts new workers and stops the old ones gracefully.
+function Server:reload()
+  assert(run("kill -HUP " .. self.pid) == 0, "kill -HUP failed")
 end
 
 -- Stop gracefully (exit_worker_by_lua runs) and remove the prefix. Idempotent.
@@ -126,41 +144,75 @@ function Server:get(path, timeout)
   return parse_curl(out)
 end
 
+-- Run cmd in the background, its stdout (and stderr with `stderr`) to a
+-- temporary file. finished() tells whether it is done; output(timeout)
+-- waits for it up to timeout s and returns what it wrote.
+local function background(cmd, stderr)
+  local rc, out = run("mktemp")
+  assert(rc == 0)
+  local done = out .. ".done"
+  os.execute(("(%s >%s %s; touch %s) &"):format(cmd, shquote(out),
+    stderr and "2>&1" or "2>/dev/null", shquote(done)))
+  local job = {}
+  function job.finished() return exists(done) end
+  function job.output(timeout)
+    for _ = 1, timeout * 50 + 50 do
+      if exists(done) then break end
+      sleep(0.02)
+    end
+    local text = read_file(out) or ""
+    os.remove(out)
+    os.remove(done)
+    return text
+  end
+  return job
+end
+
 -- GET path in the background; the returned object's :wait() gives what
 -- :get would have.
 function Server:get_async(path, timeout)
-  local rc, out = run("mktemp")
-  assert(rc == 0)
-  local done = out .. ".done"
-  os.execute(("(curl -s -m %d -w %s %s >%s 2>/dev/null; touch %s) &"):format(timeout or 10,
-    shquote(CURL_FORMAT), shquote(self.url .. path), shquote(out), shquote(done)))
+  local job = background(("curl -s -m %d -w %s %s"):format(timeout or 10,
+    shquote(CURL_FORMAT), shquote(self.url .. path)))
   return {
-    wait = function()
-      for _ = 1, (timeout or 10) * 50 + 50 do
-        if exists(done) then break end
-        sleep(0.02)
-      end
-      local text = read_file(out) or ""
-      os.remove(out)
-      os.remove(done)
-      return parse_curl(text)
-    end,
+    wait = function() return parse_curl(job.output(timeout or 10)) end,
   }
 end
 
--- ApacheBench: ab -n n -c c on path (variable lengths accepted: the bodies
--- carry pids and figures). While it runs, sample() is called every
+-- ApacheBench in the background: ab -c c on path, -n n requests, or for
+-- `seconds` when given (variable lengths accepted: the bodies carry pids and
+-- figures). :finished() tells whether it is done; :result() waits for it
+-- and returns { complete, failed, non_2xx, ok, rps, p50, p99, output }.
+function Server:ab_start(path, n, c, seconds)
+  local job = background(("ab -q -l -r -s 30 %s-n %d -c %d %s"):format(
+    seconds and ("-t %d "):format(seconds) or "", n, c, shquote(self.url .. path)), true)
+  local bench = { finished = job.finished }
+  function bench.result()
+    local text = job.output(300)               -- at most 5 minutes
+    local function num(pattern) return tonumber(text:match(pattern)) end
+    local r = {
+      output = text,
+      complete = num("Complete requests:%s+(%d+)") or 0,
+      failed = num("Failed requests:%s+(%d+)") or 0,
+      non_2xx = num("Non%-2xx responses:%s+(%d+)") or 0,
+      rps = num("Requests per second:%s+([%d.]+)"),
+      p50 = num("\n%s+50%%%s+(%d+)"),
+      p99 = num("\n%s+99%%%s+(%d+)"),
+    }
+    r.ok = r.complete - r.failed - r.non_2xx
+    if r.ok < 0 then r.ok = 0 end
+    return r
+  end
+  return bench
+end
+
+-- ApacheBench: ab -n n -c c on path. While it runs, sample() is called every
 -- `interval` s (default 0.02) and the largest number it returned is kept.
--- Returns { complete, failed, non_2xx, ok, rps, p50, p99, peak, samples, output }.
+-- Returns what ab_start's result() does, with peak and samples.
 function Server:ab(path, n, c, sample, interval)
-  local rc, out = run("mktemp")
-  assert(rc == 0)
-  local done = out .. ".done"
-  os.execute(("(ab -q -l -s 30 -n %d -c %d %s >%s 2>&1; touch %s) &"):format(n, c,
-    shquote(self.url .. path), shquote(out), shquote(done)))
+  local bench = self:ab_start(path, n, c)
   local peak, samples = 0, 0
   for _ = 1, 300 / (interval or 0.02) do       -- at most 5 minutes
-    if exists(done) then break end
+    if bench.finished() then break end
     if sample then
       local v = sample()
       samples = samples + 1
@@ -168,23 +220,8 @@ function Server:ab(path, n, c, sample, interval)
     end
     sleep(interval or 0.02)
   end
-  local text = read_file(out) or ""
-  os.remove(out)
-  os.remove(done)
-  local function num(pattern) return tonumber(text:match(pattern)) end
-  local r = {
-    output = text,
-    complete = num("Complete requests:%s+(%d+)") or 0,
-    failed = num("Failed requests:%s+(%d+)") or 0,
-    non_2xx = num("Non%-2xx responses:%s+(%d+)") or 0,
-    rps = num("Requests per second:%s+([%d.]+)"),
-    p50 = num("\n%s+50%%%s+(%d+)"),
-    p99 = num("\n%s+99%%%s+(%d+)"),
-    peak = peak,
-    samples = samples,
-  }
-  r.ok = r.complete - r.failed - r.non_2xx
-  if r.ok < 0 then r.ok = 0 end
+  local r = bench.result()
+  r.peak, r.samples = peak, samples
   return r
 end
 

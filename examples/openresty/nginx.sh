@@ -9,6 +9,7 @@
 # Environment for start:
 #   PGPOOL_URL      the pool's conninfo (required; a libpq URI or key=value string)
 #   PGPOOL_MAX      connections per worker (default 10)
+#   PGPOOL_MAX_SHARED  connections of all workers together (default: no cap)
 #   NGINX_WORKERS   worker_processes (default 2)
 #   NGINX_THREADS   threads in the "pgpool" thread_pool (default 16)
 #   NGINX_PORT      TCP port on 127.0.0.1 (default: a free one in 20000-31999)
