@@ -19,7 +19,7 @@ local function caller(path, cpath, name, seconds, file)
     local conn, _, code = p:acquire{ timeout = 0.5 }
     local took = uv.hrtime() / 1e9 - t0
     if took > slowest then slowest = took end
-    if conn then ok = ok + 1; conn:release()
+    if conn then ok = ok + 1; uv.sleep(10); conn:release()   -- 10 ms of work
     elseif code == 'connect' then errs = errs + 1
     elseif code == 'timeout' then timeouts = timeouts + 1 end
     uv.sleep(5)
@@ -115,7 +115,7 @@ describe('never the storm', function()
     local st = pool:stats()
     assert.are.equal(0, total.errs)
     assert.are.equal(0, total.timeouts)
-    assert.is_true(total.ok > 100, total.ok .. ' served')
+    assert.is_true(total.ok > 50, total.ok .. ' served')
     assert.are.equal(3, st.limit)
     assert.truthy(helpers.contains(st.limit_reason, '53300'), st.limit_reason)
     assert.is_true(st.connect_attempts <= 12, st.connect_attempts .. ' attempts')
