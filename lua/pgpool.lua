@@ -237,13 +237,20 @@ local function finish(conn, ok, results)
     conn:release()
     return nil, results[2], results[3]
   end
-  local done, res, msg, code = pcall(conn.query, conn, "COMMIT")
+  local done, res, msg, code, info = pcall(conn.query, conn, "COMMIT")
   if not done then
     conn:release()
     return nil, tostring(res), "closed"
   end
   conn:release()
-  if not res then return nil, msg, code end
+  if not res and info and info.outcome_unknown then
+    -- COMMIT was sent and the connection failed before its answer: the
+    -- transaction may have committed. Not to be retried blindly.
+    info.sqlstate = "08007"
+    return nil, "transaction outcome unknown: the connection was lost after COMMIT was sent ("
+      .. tostring(msg) .. ")", "08007", info
+  end
+  if not res then return nil, msg, code, info end
   if res.command == "ROLLBACK" then
     return nil, "transaction rolled back: a statement in it failed", "25P02"
   end

@@ -172,8 +172,7 @@ static int run_once(lua_State *L, int exec)
         return lresult_push_error(L, &err);
     }
     started = clock_now();
-    ok = lstatement_run(p, pool_slot_conn(slot), sql, exec ? NULL : &ps,
-                        &res, &err);
+    ok = lstatement_run(p, slot, ticket, sql, exec ? NULL : &ps, &res, &err);
     pool_end_use_release(p, slot, ticket, sql, started, !ok);
     return lstatement_push_outcome(L, ok, exec, res, &err);
 }
@@ -212,6 +211,7 @@ static int lpool_stats(lua_State *L)
     SET_INT(closed_broken); SET_INT(closed_discarded);
     SET_INT(shutdown_rejects); SET_INT(full_rejects);
     SET_INT(connect_failures); SET_INT(connect_attempts); SET_INT(limit);
+    SET_INT(retries);
     SET_NUM(backoff);
     if (st.limit_reason[0]) {
         lua_pushstring(L, st.limit_reason);

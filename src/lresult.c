@@ -129,6 +129,15 @@ static void push_info(lua_State *L, const pq_error *err)
             lua_pushstring(L, err->fields[i]);
         lua_setfield(L, -2, pq_field_names[i]);
     }
+    /* Whether the statement may have run (pgx's SafeToRetry, inverted). */
+    if (err->safe_to_retry) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "safe_to_retry");
+    }
+    if (err->outcome_unknown) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "outcome_unknown");
+    }
 }
 
 int lresult_push_error(lua_State *L, const pq_error *err)

@@ -9,6 +9,7 @@
  */
 #include "lstatement.h"
 
+#include "clock.h"
 #include "lcommon.h"
 #include "lresult.h"
 
@@ -24,8 +25,8 @@ const char *lstatement_args(lua_State *L, int exec, lparam_set *ps)
     return sql;
 }
 
-int lstatement_run(pool *p, pq_conn *conn, const char *sql,
-                   const lparam_set *ps, pq_result **res, pq_error *err)
+static int run_on(pool *p, pq_conn *conn, const char *sql,
+                  const lparam_set *ps, pq_result **res, pq_error *err)
 {
     const pool_config *cfg = pool_get_config(p);
     if (!ps)
@@ -33,6 +34,20 @@ int lstatement_run(pool *p, pq_conn *conn, const char *sql,
     *res = pq_query(conn, sql, &ps->pq, cfg->query_timeout,
                     cfg->statement_cache, err);
     return *res != NULL;
+}
+
+int lstatement_run(pool *p, pool_slot *slot, uint64_t ticket, const char *sql,
+                   const lparam_set *ps, pq_result **res, pq_error *err)
+{
+    pq_conn *conn = pool_slot_conn(slot);
+    double started = clock_now();
+    int ok = run_on(p, conn, sql, ps, res, err);
+    /* A connection that died before this checkout began: once more on a
+     * new one, when the failure proves the statement never ran. */
+    if (!ok &&
+        (conn = pool_retry_conn(p, slot, ticket, started, err)) != NULL)
+        ok = run_on(p, conn, sql, ps, res, err);
+    return ok;
 }
 
 int lstatement_push_outcome(lua_State *L, int ok, int exec, pq_result *res,

@@ -16,12 +16,14 @@
 LPGPOOL_INTERNAL const char *lstatement_args(lua_State *L, int exec,
                                              lparam_set *ps);
 
-/* Run sql on conn, which the caller holds busy: with ps, as one statement
- * with those parameters (*res set on success); with ps NULL, as a script.
- * No Lua calls. 1 on success, 0 with err. */
-LPGPOOL_INTERNAL int lstatement_run(pool *p, pq_conn *conn, const char *sql,
-                                    const lparam_set *ps, pq_result **res,
-                                    pq_error *err);
+/* Run sql on the connection of the checkout (slot, ticket), which the
+ * caller holds busy: with ps, as one statement with those parameters (*res
+ * set on success); with ps NULL, as a script. When the checkout's first
+ * statement fails with proof it never ran, runs it once more on a new
+ * connection (pool_retry_conn). No Lua calls. 1 on success, 0 with err. */
+LPGPOOL_INTERNAL int lstatement_run(pool *p, pool_slot *slot, uint64_t ticket,
+                                    const char *sql, const lparam_set *ps,
+                                    pq_result **res, pq_error *err);
 
 /* Push what lstatement_run gave: the result (freed), true for exec, or
  * nil, msg, code, info. Delivers pending log lines first. */

@@ -187,15 +187,13 @@ static pool_slot *wait_in_line(pool *p, double timeout, double deadline,
 #define LIVENESS_BYPASS 0.005
 
 /* Why the connection of a slot we own cannot be handed out, or NULL: past
- * its lifetime, closed by the server, or stuck in a transaction. Notes in
- * s->unchecked whether the liveness check was skipped. */
+ * its lifetime, closed by the server, or stuck in a transaction. */
 static const char *unusable_reason(pool_slot *s)
 {
     double t = clock_now();
     if (t >= s->expires_at)
         return "lifetime over";
-    s->unchecked = t - s->idle_since < LIVENESS_BYPASS;
-    if (!s->unchecked && !pq_is_alive(s->conn))
+    if (t - s->idle_since >= LIVENESS_BYPASS && !pq_is_alive(s->conn))
         return "broken";
     return pq_txn_status(s->conn) == PQ_TXN_IDLE ? NULL : "broken";
 }
@@ -475,14 +473,14 @@ pq_conn *pool_begin_use(pool *p, pool_slot *s, uint64_t ticket, pq_error *err)
     return conn;
 }
 
-/* A retry is for a connection that died before its checkout began: one
- * handed out without the liveness check whose first statement fails this
- * soon. A statement the server ended later (an administrator terminating
- * a long query, say) is never run again. */
-#define RETRY_WINDOW 0.5
+/* A retry is for a connection that died before its statement reached it:
+ * the statement failed this soon after it was sent. One the server ended
+ * later (an administrator terminating a long query, say) is never run
+ * again. */
+#define RETRY_WINDOW 0.1
 
 pq_conn *pool_retry_conn(pool *p, pool_slot *s, uint64_t ticket,
-                         const pq_error *err)
+                         double started, const pq_error *err)
 {
     pq_error connect_err;
     pq_conn *fresh, *dead;
@@ -492,8 +490,8 @@ pq_conn *pool_retry_conn(pool *p, pool_slot *s, uint64_t ticket,
         return NULL;
     pthread_mutex_lock(&p->mu);
     first = s->state == SLOT_IN_USE && s->ticket == ticket && s->busy &&
-            s->uses == 1 && s->unchecked && !p->closing &&
-            clock_now() - s->checkout_at < RETRY_WINDOW;
+            s->uses == 1 && !p->closing &&
+            clock_now() - started < RETRY_WINDOW;
     if (first)
         s->uses++;                /* once */
     pthread_mutex_unlock(&p->mu);

@@ -121,14 +121,15 @@ void pool_end_use_release(pool *p, pool_slot *slot, uint64_t ticket,
 
 /* The first statement of a fresh checkout failed in a way that proves it
  * never ran (err->safe_to_retry: the send failed, or the server's
- * termination notice came before any answer), on a connection handed out
- * without the liveness check, within half a second of the checkout, and,
- * being the first, inside no transaction: replace the checkout's connection with a new one and
+ * termination notice came before any answer) within 0.1 s of `started`,
+ * when it was sent (so the connection died before the statement reached
+ * it, not while it ran), and, being the first, inside no transaction:
+ * replace the checkout's connection with a new one and
  * return it, for the caller to run the statement once more (counted in
  * retries). NULL (err stands) for anything else, or when no new
  * connection could be made. The checkout stays held busy. */
 pq_conn *pool_retry_conn(pool *p, pool_slot *slot, uint64_t ticket,
-                         const pq_error *err);
+                         double started, const pq_error *err);
 
 /* The connection of a checkout held busy (hold_busy, or between
  * pool_begin_use and pool_end_use). */

@@ -41,7 +41,6 @@ struct pool_slot {
     double created_at, expires_at, idle_since, checkout_at;
     int busy;                 /* a statement is running on it */
     int uses;                 /* statements begun on this checkout */
-    int unchecked;            /* handed out without the liveness check */
     int revoke_pending;       /* shutdown wants it closed when not busy */
     int leak_warned;
     char *origin;             /* where it was acquired (leak_timeout) */
