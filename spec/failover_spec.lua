@@ -107,3 +107,104 @@ describe('multi-host failover', function()
     assert.is_true(took < 3.5, ('reached host b after %.2f s'):format(took))
   end)
 end)
+
+-- A streaming standby of the server in `primary_dir` (pgserver.sh's, with a
+-- replication entry in pg_hba), in `dir`: pg_basebackup -R, its own port
+-- and socket directory. pgserver.sh stop removes it like its own.
+local START_STANDBY = [[
+set -eu
+primary=$1 dir=$2 pgbin=$3
+. "$primary/env"
+. spec/support/ports.sh
+die() { echo "$*" >&2; exit 1; }
+touch "$dir/.pgserver"
+mkdir -p "$dir/sock"
+chown -R postgres: "$dir"
+chmod 0755 "$dir" "$dir/sock"
+runuser -u postgres -- "$pgbin/pg_basebackup" -h "$PGPOOL_TEST_SOCKDIR" -p "$PGPOOL_TEST_PORT" \
+  -U postgres -D "$dir/data" -R -c fast -X stream
+port=$(pick_port)
+sed -e "s/^port = .*/port = $port/" \
+  -e "s|^unix_socket_directories = .*|unix_socket_directories = '$dir/sock'|" \
+  "$primary/data/pgpool_test.conf" >"$dir/data/pgpool_test.conf"
+chown postgres: "$dir/data/pgpool_test.conf"
+runuser -u postgres -- "$pgbin/pg_ctl" -D "$dir/data" -l "$dir/postgresql.log" -w -t 30 start >/dev/null
+echo "$port"
+]]
+
+describe('target_session_attrs across a primary and a standby', function()
+  local primary_dir, standby_dir, primary, standby
+
+  setup(function()
+    local pgbin = os.getenv('PGPOOL_TEST_PGBIN')
+    primary_dir = must_run('mktemp -d "${TMPDIR:-/tmp}/pgpool-primary.XXXXXX"')
+    helpers.write_file(primary_dir .. '/pg_hba.conf', 'local all all trust\n'
+      .. 'local replication postgres trust\nhost all all 127.0.0.1/32 trust\n')
+    must_run(('PGSERVER_HBA=%s spec/support/pgserver.sh start %s 20')
+      :format(shquote(primary_dir .. '/pg_hba.conf'), shquote(primary_dir)))
+    primary = tonumber(helpers.read_file(primary_dir .. '/env'):match('PGPOOL_TEST_PORT=(%d+)'))
+    standby_dir = must_run('mktemp -d "${TMPDIR:-/tmp}/pgpool-standby.XXXXXX"')
+    standby = tonumber(must_run(('bash -c %s standby %s %s %s'):format(shquote(START_STANDBY),
+      shquote(primary_dir), shquote(standby_dir), shquote(pgbin))):match('(%d+)%s*$'))
+    assert(primary and standby, 'no port for the primary or the standby')
+  end)
+
+  teardown(function()
+    pgpool.shutdown_all{ timeout = 1 }
+    for _, dir in ipairs{ standby_dir, primary_dir } do
+      if dir then run('spec/support/pgserver.sh stop ' .. shquote(dir)) end
+    end
+  end)
+
+  after_each(function() pgpool.shutdown_all{ timeout = 1 } end)
+
+  -- Where a pool on `ports` with target_session_attrs=`attrs` lands:
+  -- the port and whether the server is in recovery.
+  local function lands_on(name, ports, attrs)
+    local pool = hosts_pool(name, ports, 'connect_timeout=2 target_session_attrs=' .. attrs)
+    local res = assert(pool:query('select inet_server_port() as port, pg_is_in_recovery() as standby'))
+    return res[1].port, res[1].standby
+  end
+
+  it('lands on the primary with read-write when the standby comes first', function()
+    local port, in_recovery = lands_on('tsa-read-write', { standby, primary }, 'read-write')
+    assert.are.equal(primary, port)
+    assert.is_false(in_recovery)
+  end)
+
+  it('lands on the primary with primary when the standby comes first', function()
+    assert.are.equal(primary, (lands_on('tsa-primary', { standby, primary }, 'primary')))
+  end)
+
+  it('lands on the standby with prefer-standby when the primary comes first', function()
+    local port, in_recovery = lands_on('tsa-prefer-standby', { primary, standby }, 'prefer-standby')
+    assert.are.equal(standby, port)
+    assert.is_true(in_recovery)
+  end)
+
+  it('lands on the standby with standby and with read-only when the primary comes first', function()
+    assert.are.equal(standby, (lands_on('tsa-standby', { primary, standby }, 'standby')))
+    assert.are.equal(standby, (lands_on('tsa-read-only', { primary, standby }, 'read-only')))
+  end)
+
+  it('falls back to the primary with prefer-standby when no standby answers', function()
+    local stall = helpers.fault_proxy{ mode = 'stall' }
+    local t0 = helpers.now()
+    local port, in_recovery = lands_on('tsa-prefer-fallback', { stall:port(), primary }, 'prefer-standby')
+    local took = helpers.now() - t0
+    stall:stop()
+    assert.are.equal(primary, port)
+    assert.is_false(in_recovery)
+    -- the silent host costs its 2 s in each of the two passes
+    assert.is_true(took >= 3.9 and took < 6, ('landed after %.2f s'):format(took))
+  end)
+
+  it('fails read-write on the standby alone, saying why', function()
+    local pool = hosts_pool('tsa-no-primary', { standby, 1 }, 'target_session_attrs=read-write')
+    local conn, msg, code = pool:acquire{ timeout = 5 }
+    assert.is_nil(conn)
+    assert.are.equal('connect', code)
+    assert.matches(('port %d: session is read-only'):format(standby), msg, 1, true)
+    assert.matches('port 1: Connection refused', msg, 1, true)
+  end)
+end)
