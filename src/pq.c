@@ -1719,6 +1719,31 @@ int pq_exec(pq_conn *c, const char *script, double timeout, pq_error *err)
     return 1;
 }
 
+int pq_server_slots(pq_conn *c, double deadline, int *max_connections,
+                    int *reserved)
+{
+    run_state rs;
+    PGresult *res;
+    pq_error err;
+    int slots = -1;
+
+    if (!usable(c, &err))
+        return -1;
+    run_init(&rs, deadline, 0, 0);
+    res = sent_results(c, PQsendQuery(c->pg,
+        "select current_setting('max_connections')::int, "
+        "current_setting('superuser_reserved_connections')::int"), &rs, &err);
+    res = res ? (PGresult *)check_result(c, res, &rs, &err) : NULL;
+    if (res && PQntuples(res) == 1 && PQnfields(res) == 2 &&
+        !PQgetisnull(res, 0, 0) && !PQgetisnull(res, 0, 1)) {
+        *max_connections = atoi(PQgetvalue(res, 0, 0));
+        *reserved = atoi(PQgetvalue(res, 0, 1));
+        slots = *max_connections - *reserved;
+    }
+    PQclear(res);
+    return slots;
+}
+
 int pq_rollback(pq_conn *c, double deadline)
 {
     run_state rs;

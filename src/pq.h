@@ -117,6 +117,13 @@ enum pq_txn pq_txn_status(pq_conn *c);
  * at deadline (no cancel: past it the connection is given up). */
 int pq_rollback(pq_conn *c, double deadline);
 
+/* How many connections the server allows ordinary roles: max_connections
+ * less superuser_reserved_connections (both set too), in one round trip
+ * ending at deadline (past it the connection is given up); -1 when the
+ * server would not say. */
+int pq_server_slots(pq_conn *c, double deadline, int *max_connections,
+                    int *reserved);
+
 /* Statement parameters: values[i] NULL is SQL NULL; formats[i] 1 with
  * types[i] 17 sends binary bytea; types[i] 0 lets the server infer. */
 typedef struct pq_params {
