@@ -166,26 +166,22 @@ describe('target_session_attrs across a primary and a standby', function()
     return res[1].port, res[1].standby
   end
 
-  it('lands on the primary with read-write when the standby comes first', function()
-    local port, in_recovery = lands_on('tsa-read-write', { standby, primary }, 'read-write')
-    assert.are.equal(primary, port)
-    assert.is_false(in_recovery)
-  end)
-
-  it('lands on the primary with primary when the standby comes first', function()
-    assert.are.equal(primary, (lands_on('tsa-primary', { standby, primary }, 'primary')))
-  end)
-
-  it('lands on the standby with prefer-standby when the primary comes first', function()
-    local port, in_recovery = lands_on('tsa-prefer-standby', { primary, standby }, 'prefer-standby')
-    assert.are.equal(standby, port)
-    assert.is_true(in_recovery)
-  end)
-
-  it('lands on the standby with standby and with read-only when the primary comes first', function()
-    assert.are.equal(standby, (lands_on('tsa-standby', { primary, standby }, 'standby')))
-    assert.are.equal(standby, (lands_on('tsa-read-only', { primary, standby }, 'read-only')))
-  end)
+  -- target_session_attrs, the server listed first, where it lands
+  for _, case in ipairs{
+    { 'read-write', 'standby', 'primary' },
+    { 'primary', 'standby', 'primary' },
+    { 'prefer-standby', 'primary', 'standby' },
+    { 'standby', 'primary', 'standby' },
+    { 'read-only', 'primary', 'standby' },
+  } do
+    local attrs, first, target = case[1], case[2], case[3]
+    it(('lands on the %s with %s when the %s comes first'):format(target, attrs, first), function()
+      local ports = first == 'primary' and { primary, standby } or { standby, primary }
+      local port, in_recovery = lands_on('tsa-' .. attrs, ports, attrs)
+      assert.are.equal(target == 'primary' and primary or standby, port)
+      assert.are.equal(target == 'standby', in_recovery)
+    end)
+  end
 
   it('falls back to the primary with prefer-standby when no standby answers', function()
     local stall = helpers.fault_proxy{ mode = 'stall' }
