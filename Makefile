@@ -64,7 +64,7 @@ DEBS_DEMO  := $(DEBS_TEST)
 # the CPU time of pgbench.
 DEBS_BENCH := $(DEBS_TEST) lua-sql-postgres valgrind util-linux procps time
 
-.PHONY: all module build tsan asan rock test demo deps deps-test deps-bench bench clean
+.PHONY: bench-storm all module build tsan asan rock test demo deps deps-test deps-bench bench clean
 
 all: module $(BUILD)/lthreads $(BUILD)/lfork.so
 
@@ -133,6 +133,12 @@ deps-bench:
 build/rawpq: bench/rawpq.c
 	@mkdir -p build
 	$(CC) -std=c99 $(WARNINGS) $(CFLAGS) -I$(PG_INCDIR) $< -o $@ -L$(PG_LIBDIR) -lpq
+
+# The storm figures (bench/storm.lua): a down, a full and a recovering
+# server; BENCH_STORM_CPATH measures another build beside this one.
+bench-storm: deps-bench module
+	@LUA_PATH="lua/?.lua;;" LUA_CPATH="$${BENCH_STORM_CPATH:-$(BUILD)/?.so};;" \
+	  spec/support/with-pg.sh lua5.4 bench/storm.lua
 
 bench: deps-bench build build/rawpq
 	@BENCH_QUICK="$(BENCH_QUICK)" sh bench/run.sh
