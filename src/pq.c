@@ -831,7 +831,8 @@ static pq_conn *connect_server(const connect_plan *pl,
                         st == PGRES_POLLING_READING ? POLLIN : POLLOUT, limit);
         if (ready == 0) {
             char server[1200];
-            server_identity(server, sizeof server, c->pg, pl->hostaddr);
+            server_identity(server, sizeof server, c->pg,
+                            pl->values[pl->first_per_attempt + ATTEMPT_HOSTADDR]);
             pq_error_set(err, PQ_CODE_CONNECT, "could not connect to server "
                          "%s: timed out after %g s", server,
                          floor((limit - start) * 10 + 0.5) / 10);
