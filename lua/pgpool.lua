@@ -356,6 +356,11 @@ function pool_methods.health(pool)
     reasons[#reasons + 1] = format("limit lowered to %d of max %d: %s", st.limit, st.max,
       st.limit_reason or "")
   end
+  local cap = st.max_shared or st.max
+  if st.server_slots and cap > st.server_slots then
+    if status == "ok" then status = "warning" end
+    reasons[#reasons + 1] = format("max %d exceeds the server's %d slots", cap, st.server_slots)
+  end
   if st.shut_down then
     status = "critical"
     reasons[#reasons + 1] = "pool is shut down"

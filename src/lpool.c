@@ -212,6 +212,8 @@ static int lpool_stats(lua_State *L)
     SET_INT(shutdown_rejects); SET_INT(full_rejects);
     SET_INT(connect_failures); SET_INT(connect_attempts); SET_INT(limit);
     SET_INT(retries);
+    if (st.server_slots >= 0)
+        SET_INT(server_slots);
     SET_NUM(backoff);
     if (st.limit_reason[0]) {
         lua_pushstring(L, st.limit_reason);

@@ -697,6 +697,7 @@ void pool_get_stats(pool *p, pool_stats *out)
     out->closing = p->closing;
     out->connect_failures = p->thr.failures;
     out->limit = p->thr.limit;
+    out->server_slots = p->server_slots;
     out->backoff = p->thr.failures > 0 ? p->thr.step : 0;
     snprintf(out->limit_reason, sizeof out->limit_reason, "%s",
              p->thr.limit < p->cfg.max ? p->thr.reason : "");

@@ -53,6 +53,8 @@ typedef struct pool_stats {
                                  refused for want of slots) */
     double backoff;           /* the current backoff step (s), 0 when none */
     char limit_reason[128];   /* why limit < max, or "" */
+    int server_slots;         /* the server's connections for ordinary
+                                 roles; -1 until the first connection */
     int max_shared, shared_used;  /* the cross-process cap, when on */
     double wait_time_total, wait_time_max, query_time_total;
     int closing;              /* shutdown started */

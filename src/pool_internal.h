@@ -86,6 +86,8 @@ struct pool {
     retired *retired_head;
     throttle thr;             /* backoff and the effective limit */
     pq_error last_connect_error;
+    int server_slots_asked;   /* the first connection asked the server */
+    int server_slots;         /* its slots for ordinary roles; -1 unknown */
     uint64_t rng;
     pool_stats counters;      /* the cumulative fields */
     pool_sample history[POOL_HISTORY];   /* a ring, one sample a second */

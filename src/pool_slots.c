@@ -258,14 +258,44 @@ pq_conn *pool_connect_now(pool *p, pq_error *err)
     return conn;
 }
 
+/* On the pool's first connection (no mutex held): ask how many connections
+ * the server allows ordinary roles, keep it for the figures, and warn when
+ * the pool's cap (max_shared when set, else max) is more. */
+static void check_server_slots(pool *p, pq_conn *conn)
+{
+    int first, slots, max_connections = 0, reserved = 0;
+    int cap = p->cfg.max_shared > 0 ? p->cfg.max_shared : p->cfg.max;
+
+    pthread_mutex_lock(&p->mu);
+    first = !p->server_slots_asked;
+    p->server_slots_asked = 1;
+    pthread_mutex_unlock(&p->mu);
+    if (!first)
+        return;
+    slots = pq_server_slots(conn, connect_deadline_at(p, clock_now()),
+                            &max_connections, &reserved);
+    if (slots < 0)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->server_slots = slots;
+    pthread_mutex_unlock(&p->mu);
+    if (cap > slots)
+        pool_log(p, POOL_LOG_WARN, "%s %d exceeds the %d connections the "
+                 "server allows ordinary roles (max_connections %d - %d "
+                 "reserved)", p->cfg.max_shared > 0 ? "max_shared" : "max",
+                 cap, slots, max_connections, reserved);
+}
+
 static void attempt_done(void *arg, pq_conn *conn, const pq_error *err)
 {
     pool_slot *s = arg;
     pool *p = s->owner;
     pq_conn *doomed;
 
-    if (conn)
+    if (conn) {
         pq_set_notice_handler(conn, log_server_notice, p);
+        check_server_slots(p, conn);
+    }
     /* Logged before a waiter hears of it (and may close the connection). */
     if (!conn) {
         pool_log(p, POOL_LOG_ERROR, "connection error: %s", err->message);
@@ -454,6 +484,7 @@ pool *pool_new(const pool_config *cfg)
         p->free_head = &p->slots[i];
     }
     throttle_init(&p->thr, cfg->max);
+    p->server_slots = -1;
     p->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^
              (uint64_t)(uintptr_t)p;
     if (!p->rng)

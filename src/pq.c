@@ -1,10 +1,11 @@
 /*
  * pq.c - the only file that calls libpq.
  *
- * Owns: opening a connection without blocking past a deadline, the liveness
- * check, rollback, statement execution with a bounded server-side cancel,
- * the statement cache, server notices, and the translation of libpq
- * failures into pq_error.
+ * Owns: opening a connection without blocking past a deadline (each host
+ * of a multi-host conninfo on its own, within its connect_timeout), the
+ * liveness check, rollback, statement execution with a bounded server-side
+ * cancel, the statement cache, server notices, and the translation of
+ * libpq failures into pq_error.
  *
  * Invariants:
  *  - every PGresult is PQclear'ed on every path (or handed out as pq_result);
@@ -579,43 +580,241 @@ static void connect_failed(pq_conn *c, const PQconninfoOption *parsed,
     conn_free(c);
 }
 
-pq_conn *pq_connect(const char *conninfo, double deadline, pq_error *err)
-{
-    const char *keywords[N_TCP_DEFAULTS + 3], *values[N_TCP_DEFAULTS + 3];
-    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
-    PQconninfoOption *parsed = NULL;
-    pq_conn *c;
-    size_t n;
+/* ---- hosts: one attempt per server ------------------------------------- */
 
-    if (conninfo && *conninfo && is_connection_string(conninfo) &&
-        !parse_conninfo(conninfo, &parsed, err))
-        return NULL;
-    c = calloc(1, sizeof *c);
+/*
+ * libpq's non-blocking connect ignores connect_timeout, and with several
+ * hosts one deadline would all go to a first host that never answers. So
+ * pq_connect tries the hosts of a conninfo itself, one libpq connection per
+ * host (every other option kept), each until the earlier of the conninfo's
+ * connect_timeout (per host, as libpq's blocking connect has it) and the
+ * caller's deadline (all hosts together). target_session_attrs is checked
+ * by libpq on each host; prefer-standby is two passes, as in libpq: the
+ * hosts for a standby, then the hosts for any server.
+ */
+
+/* The options set for each attempt, after the conninfo's other ones. */
+static const char *const per_attempt_keys[] = {
+    "host", "hostaddr", "port", "target_session_attrs",
+};
+enum { ATTEMPT_HOST, ATTEMPT_HOSTADDR, ATTEMPT_PORT, ATTEMPT_SESSION_ATTRS,
+       N_PER_ATTEMPT };
+
+typedef struct connect_plan {
+    const char **keywords, **values;   /* for PQconnectStartParams */
+    int first_per_attempt;             /* index of the "host" entry */
+    const char *lists[N_PER_ATTEMPT];  /* the conninfo's, else the PG* env */
+    int n_hosts;         /* > 1: tried one by one; 1: the lists go whole */
+    int single_port;     /* one port for every host */
+    int passes;          /* 2 for prefer-standby */
+    double per_host;     /* connect_timeout (s); 0: none */
+    char host[1025], hostaddr[1025], port[64];   /* the current attempt's */
+} connect_plan;
+
+/* A setting of the conninfo, else of the environment variable libpq reads
+ * for it; NULL for neither. */
+static const char *setting(const PQconninfoOption *parsed, const char *key,
+                           const char *env)
+{
+    const char *v = option_value(parsed, key);
+    return v ? v : getenv(env);
+}
+
+/* How many items a comma-separated list has (0 for none). */
+static int list_count(const char *list)
+{
+    int n = 1;
+    if (!list)
+        return 0;
+    for (; *list; list++)
+        n += *list == ',';
+    return n;
+}
+
+/* Item i of a comma-separated list, "" when there is none. */
+static void list_item(char *dst, size_t size, const char *list, int i)
+{
+    size_t n;
+    dst[0] = '\0';
+    while (list && i-- > 0) {
+        list = strchr(list, ',');
+        if (list)
+            list++;
+    }
+    if (!list)
+        return;
+    n = strcspn(list, ",");
+    if (n >= size)
+        n = size - 1;
+    memcpy(dst, list, n);
+    dst[n] = '\0';
+}
+
+/* connect_timeout as libpq's blocking connect reads it: whole seconds, at
+ * least 2; 0 or less (or none) is no limit. 0 and err when malformed. */
+static int parse_connect_timeout(const char *text, double *seconds,
+                                 pq_error *err)
+{
+    char *end;
+    long v;
+
+    *seconds = 0;
+    if (!text || !*text)
+        return 1;
+    errno = 0;
+    v = strtol(text, &end, 10);
+    while (*end == ' ' || *end == '\t')
+        end++;
+    if (end == text || *end || errno == ERANGE || v > 2147483647L)
+        return pq_error_set(err, PQ_CODE_CONNECT, "malformed conninfo: invalid "
+                            "integer value for connection option "
+                            "\"connect_timeout\"");
+    *seconds = v <= 0 ? 0 : v < 2 ? 2 : (double)v;
+    return 1;
+}
+
+/* The hosts of pl (pl->lists set): one by one when their lists agree in
+ * length as libpq wants, else whole, for libpq to judge. */
+static void plan_hosts(connect_plan *pl)
+{
+    int hosts = list_count(pl->lists[ATTEMPT_HOST]);
+    int addrs = list_count(pl->lists[ATTEMPT_HOSTADDR]);
+    int ports = list_count(pl->lists[ATTEMPT_PORT]);
+    int n = hosts > addrs ? hosts : addrs;
+
+    pl->n_hosts = 1;
+    pl->single_port = ports <= 1;
+    if (n > 1 && (!hosts || !addrs || hosts == addrs) &&
+        (ports <= 1 || ports == n))
+        pl->n_hosts = n;
+}
+
+static int is_per_attempt(const char *keyword)
+{
+    int i;
+    for (i = 0; i < N_PER_ATTEMPT; i++)
+        if (strcmp(keyword, per_attempt_keys[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* The options of every attempt: the TCP defaults, then the conninfo's (or
+ * conninfo as a database name), then the per-attempt ones, then the
+ * fallback name (later entries win). 0 and err on failure. */
+static int plan_build(connect_plan *pl, const char *conninfo,
+                      const PQconninfoOption *parsed, pq_error *err)
+{
+    static const char *const env_names[N_PER_ATTEMPT] = {
+        "PGHOST", "PGHOSTADDR", "PGPORT", "PGTARGETSESSIONATTRS",
+    };
+    const PQconninfoOption *o;
+    size_t n = 0, cap = N_TCP_DEFAULTS + 1 + N_PER_ATTEMPT + 2;
+    int i;
+
+    memset(pl, 0, sizeof *pl);
+    for (o = parsed; o && o->keyword; o++)
+        cap++;
+    pl->keywords = calloc(cap, sizeof *pl->keywords);
+    pl->values = calloc(cap, sizeof *pl->values);
+    if (!pl->keywords || !pl->values)
+        return pq_error_set(err, PQ_CODE_CONNECT, "out of memory");
+    for (i = 0; i < (int)N_TCP_DEFAULTS; i++, n++) {
+        pl->keywords[n] = tcp_defaults[i][0];
+        pl->values[n] = tcp_defaults[i][1];
+    }
+    for (o = parsed; o && o->keyword; o++)
+        if (o->val && !is_per_attempt(o->keyword)) {
+            pl->keywords[n] = o->keyword;
+            pl->values[n++] = o->val;
+        }
+    /* Not a connection string: a database name; none: the PG* environment. */
+    if (!parsed && conninfo && *conninfo) {
+        pl->keywords[n] = "dbname";
+        pl->values[n++] = conninfo;
+    }
+    pl->first_per_attempt = (int)n;
+    for (i = 0; i < N_PER_ATTEMPT; i++, n++) {
+        pl->keywords[n] = per_attempt_keys[i];
+        pl->lists[i] = setting(parsed, per_attempt_keys[i], env_names[i]);
+    }
+    pl->keywords[n] = "fallback_application_name";
+    pl->values[n] = "pgpool";
+    plan_hosts(pl);
+    pl->passes = pl->lists[ATTEMPT_SESSION_ATTRS] &&
+                 strcmp(pl->lists[ATTEMPT_SESSION_ATTRS], "prefer-standby") == 0
+                 ? 2 : 1;
+    return parse_connect_timeout(setting(parsed, "connect_timeout",
+                                         "PGCONNECT_TIMEOUT"),
+                                 &pl->per_host, err);
+}
+
+/* Set the per-attempt options for host i in the given pass. */
+static void plan_select(connect_plan *pl, int i, int pass)
+{
+    const char **v = pl->values + pl->first_per_attempt;
+    int k;
+
+    for (k = 0; k < N_PER_ATTEMPT; k++)
+        v[k] = pl->lists[k];
+    if (pl->n_hosts > 1) {
+        list_item(pl->host, sizeof pl->host, pl->lists[ATTEMPT_HOST], i);
+        list_item(pl->hostaddr, sizeof pl->hostaddr,
+                  pl->lists[ATTEMPT_HOSTADDR], i);
+        list_item(pl->port, sizeof pl->port, pl->lists[ATTEMPT_PORT],
+                  pl->single_port ? 0 : i);
+        v[ATTEMPT_HOST] = pl->host;
+        v[ATTEMPT_HOSTADDR] = pl->hostaddr;
+        v[ATTEMPT_PORT] = pl->port;
+    }
+    if (pl->passes == 2)
+        v[ATTEMPT_SESSION_ATTRS] = pass == 0 ? "standby" : "any";
+}
+
+static void plan_free(connect_plan *pl)
+{
+    free(pl->keywords);
+    free(pl->values);
+}
+
+/* The server pg is trying, named as libpq's messages do: at "host"
+ * (address), port N; or on socket "path". */
+static void server_identity(char *dst, size_t size, PGconn *pg,
+                            const char *hostaddr)
+{
+    const char *host = hostaddr && *hostaddr ? hostaddr : PQhost(pg);
+    const char *port = PQport(pg), *ip = PQhostaddr(pg);
+
+    if (!host)
+        host = "";
+    if (!port || !*port)
+        port = "5432";
+    if (host[0] == '/' || host[0] == '@')
+        snprintf(dst, size, "on socket \"%s/.s.PGSQL.%s\"", host, port);
+    else if (ip && *ip && strcmp(ip, host) != 0)
+        snprintf(dst, size, "at \"%s\" (%s), port %s", host, ip, port);
+    else
+        snprintf(dst, size, "at \"%s\", port %s", host, port);
+}
+
+/* One attempt with pl's current options, until the earlier of deadline and
+ * the per-host connect_timeout: the connection, or NULL and err. */
+static pq_conn *connect_server(const connect_plan *pl,
+                               const PQconninfoOption *parsed,
+                               double deadline, pq_error *err)
+{
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    double start = clock_now(), limit = deadline;
+    pq_conn *c = calloc(1, sizeof *c);
+
+    if (pl->per_host > 0 && !(has_limit(deadline) && deadline < start + pl->per_host))
+        limit = start + pl->per_host;
     if (c && option_value(parsed, "password"))
         c->password = strdup(option_value(parsed, "password"));
-    if (!c) {
-        PQconninfoFree(parsed);
-        pq_error_set(err, PQ_CODE_CONNECT, "out of memory");
-        return NULL;
-    }
-    for (n = 0; n < N_TCP_DEFAULTS; n++) {
-        keywords[n] = tcp_defaults[n][0];
-        values[n] = tcp_defaults[n][1];
-    }
-    /* The conninfo after the defaults (it overrides them); none: the PG*
-     * environment rules. */
-    if (conninfo && *conninfo) {
-        keywords[n] = "dbname";
-        values[n++] = conninfo;
-    }
-    keywords[n] = "fallback_application_name";
-    values[n++] = "pgpool";
-    keywords[n] = values[n] = NULL;
-
-    c->pg = PQconnectStartParams(keywords, values, 1);
-    if (!c->pg) {
-        PQconninfoFree(parsed);
-        conn_free(c);
+    if (c)
+        c->pg = PQconnectStartParams(pl->keywords, pl->values, 0);
+    if (!c || !c->pg) {
+        if (c)
+            conn_free(c);
         pq_error_set(err, PQ_CODE_CONNECT, "out of memory");
         return NULL;
     }
@@ -626,25 +825,72 @@ pq_conn *pq_connect(const char *conninfo, double deadline, pq_error *err)
         int ready;
         if (st == PGRES_POLLING_FAILED || PQstatus(c->pg) == CONNECTION_BAD) {
             connect_failed(c, parsed, err);
-            PQconninfoFree(parsed);
             return NULL;
         }
         ready = wait_fd(PQsocket(c->pg),
-                        st == PGRES_POLLING_READING ? POLLIN : POLLOUT,
-                        deadline);
+                        st == PGRES_POLLING_READING ? POLLIN : POLLOUT, limit);
         if (ready == 0) {
-            PQconninfoFree(parsed);
+            char server[1200];
+            server_identity(server, sizeof server, c->pg,
+                            pl->values[pl->first_per_attempt + ATTEMPT_HOSTADDR]);
+            pq_error_set(err, PQ_CODE_CONNECT, "could not connect to server "
+                         "%s: timed out after %g s", server,
+                         floor((limit - start) * 10 + 0.5) / 10);
             conn_free(c);
-            pq_error_set(err, PQ_CODE_CONNECT, "could not connect: timed out");
             return NULL;
         }
         st = PQconnectPoll(c->pg);
     }
-    PQconninfoFree(parsed);
     PQsetErrorVerbosity(c->pg, PQERRORS_DEFAULT);
     /* Non-blocking from here on: no send waits past a deadline. */
     PQsetnonblocking(c->pg, 1);
     c->backend_pid = PQbackendPID(c->pg);
+    return c;
+}
+
+/* Add a failed attempt's message to the list of them (n before it). */
+static void note_failure(char *list, size_t size, const char *message, int n)
+{
+    static const char prefix[] = "could not connect to ";
+    size_t used = strlen(list);
+
+    if (n > 0) {
+        if (strncmp(message, prefix, sizeof prefix - 1) == 0)
+            message += sizeof prefix - 1;
+        copy_text(list + used, size - used, "; ");
+        used = strlen(list);
+    }
+    copy_text(list + used, size - used, message);
+}
+
+pq_conn *pq_connect(const char *conninfo, double deadline, pq_error *err)
+{
+    PQconninfoOption *parsed = NULL;
+    connect_plan pl;
+    pq_conn *c = NULL;
+    char failures[sizeof err->message] = "";
+    int pass, i, tried = 0;
+
+    if (conninfo && *conninfo && is_connection_string(conninfo) &&
+        !parse_conninfo(conninfo, &parsed, err))
+        return NULL;
+    if (plan_build(&pl, conninfo, parsed, err)) {
+        for (pass = 0; !c && pass < pl.passes; pass++)
+            for (i = 0; !c && i < pl.n_hosts; i++) {
+                /* The caller's deadline ends the round, after one try. */
+                if (tried && has_limit(deadline) && clock_now() >= deadline)
+                    break;
+                plan_select(&pl, i, pass);
+                c = connect_server(&pl, parsed, deadline, err);
+                if (!c)
+                    note_failure(failures, sizeof failures, err->message,
+                                 tried++);
+            }
+        if (!c && tried > 1)
+            copy_text(err->message, sizeof err->message, failures);
+    }
+    plan_free(&pl);
+    PQconninfoFree(parsed);
     return c;
 }
 
@@ -1472,6 +1718,31 @@ int pq_exec(pq_conn *c, const char *script, double timeout, pq_error *err)
         return 0;
     PQclear((PGresult *)ok);
     return 1;
+}
+
+int pq_server_slots(pq_conn *c, double deadline, int *max_connections,
+                    int *reserved)
+{
+    run_state rs;
+    PGresult *res;
+    pq_error err;
+    int slots = -1;
+
+    if (!usable(c, &err))
+        return -1;
+    run_init(&rs, deadline, 0, 0);
+    res = sent_results(c, PQsendQuery(c->pg,
+        "select current_setting('max_connections')::int, "
+        "current_setting('superuser_reserved_connections')::int"), &rs, &err);
+    res = res ? (PGresult *)check_result(c, res, &rs, &err) : NULL;
+    if (res && PQntuples(res) == 1 && PQnfields(res) == 2 &&
+        !PQgetisnull(res, 0, 0) && !PQgetisnull(res, 0, 1)) {
+        *max_connections = atoi(PQgetvalue(res, 0, 0));
+        *reserved = atoi(PQgetvalue(res, 0, 1));
+        slots = *max_connections - *reserved;
+    }
+    PQclear(res);
+    return slots;
 }
 
 int pq_rollback(pq_conn *c, double deadline)

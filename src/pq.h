@@ -80,10 +80,15 @@ enum pq_status { PQ_ROWS, PQ_COMMAND, PQ_EMPTY, PQ_COPY };
 /* Connect to conninfo (URI or key=value; NULL or "" uses the PG* environment),
  * adding fallback_application_name=pgpool and, unless conninfo sets them,
  * TCP keepalive defaults (keepalives_idle=30, keepalives_interval=10,
- * keepalives_count=3, tcp_user_timeout=30000). Gives up at deadline. NULL
- * and err on failure: code "connect", a one-line message that never quotes
- * the conninfo's text (a malformed conninfo is named as such, with the
- * option at fault when known), the server's SQLSTATE in the fields. */
+ * keepalives_count=3, tcp_user_timeout=30000). Several hosts (host=a,b
+ * port=pa,pb) are tried in order, each on its own; the conninfo's
+ * connect_timeout (else PGCONNECT_TIMEOUT) bounds each host, as in libpq's
+ * blocking connect, deadline all of them together; target_session_attrs
+ * keeps libpq's meaning (prefer-standby: a pass for a standby, then one for
+ * any server). NULL and err on failure: code "connect", a one-line message
+ * that never quotes the conninfo's text (a malformed conninfo is named as
+ * such, with the option at fault when known) and names each server tried
+ * and why ("; " between them), the last server's SQLSTATE in the fields. */
 pq_conn *pq_connect(const char *conninfo, double deadline, pq_error *err);
 
 /* Server notices of c: level is an enum pool_log_level (log.h), message
@@ -111,6 +116,13 @@ enum pq_txn pq_txn_status(pq_conn *c);
 /* ROLLBACK; 1 when the connection ends up idle and usable. Every wait ends
  * at deadline (no cancel: past it the connection is given up). */
 int pq_rollback(pq_conn *c, double deadline);
+
+/* How many connections the server allows ordinary roles: max_connections
+ * less superuser_reserved_connections (both set too), in one round trip
+ * ending at deadline (past it the connection is given up); -1 when the
+ * server would not say. */
+int pq_server_slots(pq_conn *c, double deadline, int *max_connections,
+                    int *reserved);
 
 /* Statement parameters: values[i] NULL is SQL NULL; formats[i] 1 with
  * types[i] 17 sends binary bytea; types[i] 0 lets the server infer. */
