@@ -1,7 +1,8 @@
 /*
  * lpgpool.c - the module entry, luaopen_pgpool_core, and the functions of
  * the module table: configure, pool lookup, shutdown_all, the null
- * sentinel, bytea, on_log, close_on_signals and the _decode_array test hook.
+ * sentinel, bytea, on_log, close_on_signals and the test hooks _decode_array
+ * and _type_table.
  * The handles' methods are lpool.c's and lconn.c's; what they all share,
  * lcommon.c's.
  *
@@ -213,8 +214,38 @@ static int lmodule_decode_array(lua_State *L)
     return 2;
 }
 
+/* _type_table(): the codec's OID tables, { arrays = { {array, element,
+ * name}, ... }, scalars = { {oid, name}, ... } }, to check against pg_type. */
+static int lmodule_type_table(lua_State *L)
+{
+    unsigned oid, element;
+    const char *name;
+    int i, list;
+
+    lua_createtable(L, 0, 2);
+    lua_newtable(L);                    /* -2: arrays */
+    lua_newtable(L);                    /* -1: scalars */
+    for (i = 0; lvalue_type(i, &oid, &element, &name); i++) {
+        list = lua_gettop(L) - (element ? 1 : 0);
+        lua_createtable(L, 0, 3);
+        lua_pushinteger(L, (lua_Integer)oid);
+        lua_setfield(L, -2, element ? "array" : "oid");
+        if (element) {
+            lua_pushinteger(L, (lua_Integer)element);
+            lua_setfield(L, -2, "element");
+        }
+        lua_pushstring(L, name);
+        lua_setfield(L, -2, "name");
+        lua_rawseti(L, list, (int)lua_rawlen(L, list) + 1);
+    }
+    lua_setfield(L, -3, "scalars");
+    lua_setfield(L, -2, "arrays");
+    return 1;
+}
+
 static const luaL_Reg module_fns[] = {
     { "_decode_array", lmodule_decode_array },
+    { "_type_table", lmodule_type_table },
     { "close_on_signals", lmodule_close_on_signals },
     { "configure", lmodule_configure },
     { "pool", lmodule_pool },

@@ -29,25 +29,58 @@
 
 /* ---- type OIDs --------------------------------------------------------- */
 
+/* OIDs and names as in PostgreSQL's pg_type.dat; spec/hostile_input_spec.lua
+ * checks each entry against the server's pg_type. */
 static const struct {
     unsigned array, element;
+    const char *name;   /* the element's typname */
 } array_types[] = {
-    { 1000, 16 },   /* bool */         { 1001, 17 },   /* bytea */
-    { 1002, 18 },   /* char */         { 1003, 19 },   /* name */
-    { 1005, 21 },   /* int2 */         { 1007, 23 },   /* int4 */
-    { 1016, 20 },   /* int8 */         { 1028, 26 },   /* oid */
-    { 1021, 700 },  /* float4 */       { 1022, 701 },  /* float8 */
-    { 1231, 1700 }, /* numeric */      { 1009, 25 },   /* text */
-    { 1015, 1043 }, /* varchar */      { 1014, 1042 }, /* bpchar */
-    { 2951, 2950 }, /* uuid */         { 199, 114 },   /* json */
-    { 3807, 3802 }, /* jsonb */        { 1182, 1082 }, /* date */
-    { 1183, 1083 }, /* time */         { 1115, 1114 }, /* timestamp */
-    { 1185, 1184 }, /* timestamptz */  { 1270, 1266 }, /* timetz */
-    { 1187, 1186 }, /* interval */     { 1041, 869 },  /* inet */
-    { 651, 650 },   /* cidr */         { 1040, 829 },  /* macaddr */
-    { 1561, 1560 }, /* bit */          { 1563, 1562 }, /* varbit */
-    { 1790, 1790 }, /* refcursor */    { 0, 0 },
+    { 1000, 16, "bool" },          { 1001, 17, "bytea" },
+    { 1002, 18, "char" },          { 1003, 19, "name" },
+    { 1005, 21, "int2" },          { 1007, 23, "int4" },
+    { 1016, 20, "int8" },          { 1028, 26, "oid" },
+    { 1021, 700, "float4" },       { 1022, 701, "float8" },
+    { 1231, 1700, "numeric" },     { 1009, 25, "text" },
+    { 1015, 1043, "varchar" },     { 1014, 1042, "bpchar" },
+    { 2951, 2950, "uuid" },        { 199, 114, "json" },
+    { 3807, 3802, "jsonb" },       { 1182, 1082, "date" },
+    { 1183, 1083, "time" },        { 1115, 1114, "timestamp" },
+    { 1185, 1184, "timestamptz" }, { 1270, 1266, "timetz" },
+    { 1187, 1186, "interval" },    { 1041, 869, "inet" },
+    { 651, 650, "cidr" },          { 1040, 829, "macaddr" },
+    { 1561, 1560, "bit" },         { 1563, 1562, "varbit" },
+    { 2201, 1790, "refcursor" },   { 0, 0, NULL },
 };
+
+static const struct {
+    unsigned oid;
+    const char *name;
+} scalar_types[] = {
+    { LVALUE_OID_BOOL, "bool" },     { LVALUE_OID_BYTEA, "bytea" },
+    { LVALUE_OID_INT8, "int8" },     { LVALUE_OID_INT2, "int2" },
+    { LVALUE_OID_INT4, "int4" },     { LVALUE_OID_OID, "oid" },
+    { LVALUE_OID_FLOAT4, "float4" }, { LVALUE_OID_FLOAT8, "float8" },
+    { 0, NULL },
+};
+
+int lvalue_type(int i, unsigned *oid, unsigned *element, const char **name)
+{
+    int arrays = (int)(sizeof array_types / sizeof *array_types) - 1;
+    int scalars = (int)(sizeof scalar_types / sizeof *scalar_types) - 1;
+
+    if (i < 0 || i >= arrays + scalars)
+        return 0;
+    if (i < arrays) {
+        *oid = array_types[i].array;
+        *element = array_types[i].element;
+        *name = array_types[i].name;
+    } else {
+        *oid = scalar_types[i - arrays].oid;
+        *element = 0;
+        *name = scalar_types[i - arrays].name;
+    }
+    return 1;
+}
 
 unsigned lvalue_element_type(unsigned array_oid)
 {

@@ -25,15 +25,24 @@ enum {
     LVALUE_OID_FLOAT4 = 700, LVALUE_OID_FLOAT8 = 701
 };
 
+/* ---- the types --------------------------------------------------------- */
+
+/* The i-th (from 0) type the codec converts, array types first: its OID,
+ * its element type's (0 for a scalar type) and the name of the element or
+ * scalar type in pg_type. 0 past the end. For the specs, which check the
+ * tables against the server's pg_type, and the fuzz targets. */
+LPGPOOL_INTERNAL int lvalue_type(int i, unsigned *oid, unsigned *element,
+                                 const char **name);
+
+/* The element type of a known array type, or 0. */
+LPGPOOL_INTERNAL unsigned lvalue_element_type(unsigned array_oid);
+
 /* ---- PostgreSQL -> Lua -------------------------------------------------- */
 
 /* Push one text-format value of type oid; v is '\0'-terminated at len.
  * Returns 0, pushing nothing, when an array value is malformed. */
 LPGPOOL_INTERNAL int lvalue_push(lua_State *L, unsigned oid, const char *v,
                                  size_t len);
-
-/* The element type of a known array type, or 0. */
-LPGPOOL_INTERNAL unsigned lvalue_element_type(unsigned array_oid);
 
 /* Decode an array literal of elem_oid elements into a Lua array (nested for
  * several dimensions): pushes 1 value and returns 1, or pushes nothing and
