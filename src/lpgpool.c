@@ -1,8 +1,8 @@
 /*
  * lpgpool.c - the module entry, luaopen_pgpool_core, and the functions of
  * the module table: configure, pool lookup, shutdown_all, the null
- * sentinel, bytea, on_log, close_on_signals and the test hooks _decode_array
- * and _type_table.
+ * sentinel, bytea, on_log, close_on_signals and the test hooks _decode,
+ * _decode_array and _type_table.
  * The handles' methods are lpool.c's and lconn.c's; what they all share,
  * lcommon.c's.
  *
@@ -197,21 +197,35 @@ static int lmodule_close_on_signals(lua_State *L)
     return 1;
 }
 
-/* _decode_array(text, array_oid): the array parser on its own, for the
- * specs (the server only ever sends well-formed literals). The value, or
- * nil and "malformed". */
-static int lmodule_decode_array(lua_State *L)
+/* ---- test hooks ---------------------------------------------------------- */
+
+/* The codec on its own, for the specs (the server only ever sends values
+ * the codec reads). _decode(text, oid): the value as a result would hold
+ * it; _decode_array(text, array_oid): the same, for array types only.
+ * Either returns nil and "malformed" for a value the codec refuses. */
+static int decode(lua_State *L, int arrays_only)
 {
     size_t len;
     const char *text = luaL_checklstring(L, 1, &len);
-    unsigned elem = lvalue_element_type((unsigned)luaL_checkinteger(L, 2));
-    if (!elem)
+    unsigned oid = (unsigned)luaL_checkinteger(L, 2);
+
+    if (arrays_only && !lvalue_element_type(oid))
         return luaL_argerror(L, 2, "not a known array type");
-    if (lvalue_push_array(L, text, len, elem))
+    if (lvalue_push(L, oid, text, len))
         return 1;
     lua_pushnil(L);
     lua_pushstring(L, "malformed");
     return 2;
+}
+
+static int lmodule_decode(lua_State *L)
+{
+    return decode(L, 0);
+}
+
+static int lmodule_decode_array(lua_State *L)
+{
+    return decode(L, 1);
 }
 
 /* _type_table(): the codec's OID tables, { arrays = { {array, element,
@@ -244,6 +258,7 @@ static int lmodule_type_table(lua_State *L)
 }
 
 static const luaL_Reg module_fns[] = {
+    { "_decode", lmodule_decode },
     { "_decode_array", lmodule_decode_array },
     { "_type_table", lmodule_type_table },
     { "close_on_signals", lmodule_close_on_signals },

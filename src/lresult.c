@@ -49,6 +49,7 @@ void lresult_push(lua_State *L, pq_result *r)
     int res, names, row, col;
     unsigned types_inline[32], *types = types_inline;
     const char *affected;
+    long long n;
 
     if (cols > 32) {
         types = malloc(sizeof *types * (size_t)cols);
@@ -84,8 +85,8 @@ void lresult_push(lua_State *L, pq_result *r)
                 if (types != types_inline)
                     free(types);
                 pq_result_free(r);
-                luaL_error(L, "pgpool: malformed array value in column %d",
-                           col + 1);
+                luaL_error(L, "pgpool: malformed value in column %d "
+                           "(type %d)", col + 1, (int)types[col]);
                 return;
             }
             lua_rawset(L, -3);
@@ -104,7 +105,10 @@ void lresult_push(lua_State *L, pq_result *r)
     affected = pq_result_affected(r);
     if (affected && *affected) {
         push_key(L, LUPV_KEY_AFFECTED, "affected");
-        lua_pushinteger(L, (lua_Integer)lvalue_parse_integer(affected));
+        if (lvalue_parse_integer(affected, strlen(affected), &n))
+            lua_pushinteger(L, (lua_Integer)n);
+        else
+            lua_pushnumber(L, (lua_Number)strtod(affected, NULL));
         lua_rawset(L, res);
     }
     push_key(L, LUPV_KEY_COMMAND, "command");

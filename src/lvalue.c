@@ -9,16 +9,22 @@
  * userdata); everything else, and numeric, -> string. Only plain tables,
  * strings, numbers, booleans and the null sentinel are produced.
  *
+ * The decoder is total: integer text that does not fit (the server's
+ * integer types never send any) stays the string it is, never another
+ * number; malformed bytea text or array literals make lvalue_push return 0
+ * with the stack as it was. It never raises for a value, only when Lua
+ * runs out of memory, and then leaks nothing (its scratch space is Lua's).
+ *
  * Lua -> PostgreSQL: numbers as text the server reads back exactly; a Lua
  * array (nested for several dimensions) as an array literal, elements
  * always quoted, NULL unquoted. A table that is not a sequence, a NUL byte
  * or an unsupported value raises, naming the parameter.
  *
  * Array literals are read and written by arraytext.c; this file decides
- * what each element becomes. Decoding a malformed literal returns 0 with
- * the stack as it was; it never raises for one.
+ * what each element becomes.
  */
 #include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,62 +112,114 @@ static int hex_digit(int c)
     return -1;
 }
 
-/* Decode bytea text output: hex ("\x4142") or the old escape format. */
-static void push_bytea(lua_State *L, const char *v, size_t len)
+#define BYTEA_MALFORMED ((size_t)-1)
+
+/* Decode bytea text output into out, which has room for len bytes: hex
+ * ("\x4142", an even number of hex digits) or the escape format ("\\" for
+ * a backslash, "\ooo" in octal up to \377, any other byte as is).
+ * Returns the decoded length, or BYTEA_MALFORMED. */
+static size_t decode_bytea(const char *v, size_t len, char *out)
 {
-    char *out = malloc(len + 1);
     size_t i = 0, n = 0;
 
-    if (!out) {
-        luaL_error(L, "pgpool: out of memory");
-        return;
-    }
     if (len >= 2 && v[0] == '\\' && v[1] == 'x') {
-        for (i = 2; i + 1 < len; i += 2) {
+        if (len % 2)
+            return BYTEA_MALFORMED;
+        for (i = 2; i < len; i += 2) {
             int hi = hex_digit((unsigned char)v[i]);
             int lo = hex_digit((unsigned char)v[i + 1]);
+            if (hi < 0 || lo < 0)
+                return BYTEA_MALFORMED;
             out[n++] = (char)((hi << 4) | lo);
         }
-    } else {
-        while (i < len) {
-            if (v[i] == '\\' && i + 1 < len && v[i + 1] == '\\') {
-                out[n++] = '\\';
-                i += 2;
-            } else if (v[i] == '\\' && i + 3 < len) {
-                out[n++] = (char)(((v[i + 1] - '0') << 6) |
-                                  ((v[i + 2] - '0') << 3) | (v[i + 3] - '0'));
-                i += 4;
-            } else {
-                out[n++] = v[i++];
-            }
+        return n;
+    }
+    while (i < len) {
+        if (v[i] != '\\') {
+            out[n++] = v[i++];
+        } else if (i + 1 < len && v[i + 1] == '\\') {
+            out[n++] = '\\';
+            i += 2;
+        } else if (i + 3 < len && v[i + 1] >= '0' && v[i + 1] <= '3' &&
+                   v[i + 2] >= '0' && v[i + 2] <= '7' &&
+                   v[i + 3] >= '0' && v[i + 3] <= '7') {
+            out[n++] = (char)(((v[i + 1] - '0') << 6) |
+                              ((v[i + 2] - '0') << 3) | (v[i + 3] - '0'));
+            i += 4;
+        } else {
+            return BYTEA_MALFORMED;
         }
     }
-    lua_pushlstring(L, out, n);
-    free(out);
+    return n;
 }
 
-/* Faster than strtoll on the hot path; accumulating negatively holds
- * int8's -2^63. */
-long long lvalue_parse_integer(const char *v)
+/* Push the bytes of bytea text; 0, pushing nothing, when it is malformed.
+ * Long values are decoded into a userdata, which the GC frees even when
+ * pushing the string raises. */
+static int push_bytea(lua_State *L, const char *v, size_t len)
 {
-    long long n = 0;
-    int negative = *v == '-';
+    char small[256], *out = small;
+    size_t n;
 
-    if (negative || *v == '+')
+    if (len > sizeof small)
+        out = (char *)lua_newuserdata(L, len);
+    n = decode_bytea(v, len, out);
+    if (n != BYTEA_MALFORMED)
+        lua_pushlstring(L, n ? out : "", n);   /* "": nothing was written */
+    if (out != small)
+        lua_remove(L, n != BYTEA_MALFORMED ? -2 : -1);
+    return n != BYTEA_MALFORMED;
+}
+
+/* lvalue_parse_integer, inlined where each integer value is decoded. */
+static inline int parse_integer(const char *v, size_t len, long long *out)
+{
+    const char *end = v + len;
+    unsigned long long n = 0;
+    int negative = 0;
+
+    if (len && (*v == '-' || *v == '+'))
+        negative = *v++ == '-';
+    if (v == end)
+        return 0;
+    /* At most 19 digits, leading zeros aside: they cannot overflow the
+     * unsigned accumulator (< 2^64). */
+    while (end - v > 19 && *v == '0')
         v++;
-    while (*v >= '0' && *v <= '9')
-        n = n * 10 - (*v++ - '0');
-    return negative ? n : -n;
+    if (end - v > 19)
+        return 0;
+    for (; v < end; v++) {
+        unsigned d = (unsigned)(unsigned char)*v - '0';
+        if (d > 9)
+            return 0;
+        n = n * 10 + d;
+    }
+    if (n > (unsigned long long)LLONG_MAX + (unsigned)negative)
+        return 0;
+    /* -2^63 has no positive counterpart: negate n - 1, then subtract 1. */
+    *out = negative && n ? -(long long)(n - 1) - 1 : (long long)n;
+    return 1;
 }
 
-static void push_int8(lua_State *L, const char *v, size_t len)
+int lvalue_parse_integer(const char *v, size_t len, long long *out)
 {
-    long long n = lvalue_parse_integer(v);
+    return parse_integer(v, len, out);
+}
+
+/* Integer text as a Lua integer (5.3+), or on 5.1/LuaJIT a number when the
+ * double holds it exactly (|v| <= 2^53); otherwise, or when the text is not
+ * a 64-bit integer, the text itself. */
+static void push_integer(lua_State *L, const char *v, size_t len)
+{
+    long long n;
+
+    if (!parse_integer(v, len, &n)) {
+        lua_pushlstring(L, v, len);
+        return;
+    }
 #if COMPAT_INT64
-    (void)len;
     lua_pushinteger(L, (lua_Integer)n);
 #else
-    /* Doubles hold every integer up to 2^53 exactly; beyond, keep the text. */
     if (n <= 9007199254740992LL && n >= -9007199254740992LL)
         lua_pushnumber(L, (lua_Number)n);
     else
@@ -180,10 +238,8 @@ int lvalue_push(lua_State *L, unsigned oid, const char *v, size_t len)
     case LVALUE_OID_INT2:
     case LVALUE_OID_INT4:
     case LVALUE_OID_OID:
-        lua_pushinteger(L, (lua_Integer)lvalue_parse_integer(v));
-        return 1;
     case LVALUE_OID_INT8:
-        push_int8(L, v, len);
+        push_integer(L, v, len);
         return 1;
     case LVALUE_OID_FLOAT4:
     case LVALUE_OID_FLOAT8:
@@ -191,8 +247,7 @@ int lvalue_push(lua_State *L, unsigned oid, const char *v, size_t len)
         lua_pushnumber(L, (lua_Number)strtod(v, NULL));
         return 1;
     case LVALUE_OID_BYTEA:
-        push_bytea(L, v, len);
-        return 1;
+        return push_bytea(L, v, len);
     default:
         elem = lvalue_element_type(oid);
         if (elem)

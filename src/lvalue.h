@@ -40,7 +40,10 @@ LPGPOOL_INTERNAL unsigned lvalue_element_type(unsigned array_oid);
 /* ---- PostgreSQL -> Lua -------------------------------------------------- */
 
 /* Push one text-format value of type oid; v is '\0'-terminated at len.
- * Returns 0, pushing nothing, when an array value is malformed. */
+ * Returns 0, pushing nothing, when the value is malformed: an array
+ * literal or bytea text the decoder cannot read (the server never sends
+ * one). Integer text that is not a 64-bit integer (or, on 5.1/LuaJIT, not
+ * exact as a double) is pushed as the string it is. */
 LPGPOOL_INTERNAL int lvalue_push(lua_State *L, unsigned oid, const char *v,
                                  size_t len);
 
@@ -50,9 +53,11 @@ LPGPOOL_INTERNAL int lvalue_push(lua_State *L, unsigned oid, const char *v,
 LPGPOOL_INTERNAL int lvalue_push_array(lua_State *L, const char *text,
                                        size_t len, unsigned elem_oid);
 
-/* Decimal text as the server writes integers ("-123"), up to the first
- * non-digit; int8's -2^63 included. */
-LPGPOOL_INTERNAL long long lvalue_parse_integer(const char *v);
+/* The len bytes at v as decimal integer text ("-123", "+7", leading zeros
+ * allowed; nothing else): 1 with *out when it fits in 64 bits (int8's -2^63
+ * included), else 0. */
+LPGPOOL_INTERNAL int lvalue_parse_integer(const char *v, size_t len,
+                                          long long *out);
 
 /* ---- Lua -> PostgreSQL -------------------------------------------------- */
 
