@@ -18,4 +18,9 @@ LPGPOOL_INTERNAL void lconn_open(lua_State *L);
 LPGPOOL_INTERNAL void lconn_push(lua_State *L, pool *p, pool_slot *slot,
                                  uint64_t ticket);
 
+/* Register run_pipeline into the table on the stack top as the facade's
+ * conn:pipeline calls it: misuse in a statement is reported as an argument
+ * of p:query, at the user's conn:pipeline line. */
+LPGPOOL_INTERNAL void lconn_setfuncs_pipeline(lua_State *L);
+
 #endif

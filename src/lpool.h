@@ -11,6 +11,11 @@
  * found it. */
 LPGPOOL_INTERNAL void lpool_open(lua_State *L);
 
+/* Register the pool methods into the table on the stack top, with
+ * lcommon_setfuncs' prefix and wrapped. */
+LPGPOOL_INTERNAL void lpool_setfuncs(lua_State *L, const char *prefix,
+                                     int wrapped);
+
 /* Push a handle of p; takes over one reference of p. */
 LPGPOOL_INTERNAL void lpool_push(lua_State *L, pool *p);
 

@@ -14,12 +14,17 @@
 
 const char *lstatement_args(lua_State *L, int exec, lparam_set *ps)
 {
-    const char *sql = luaL_checkstring(L, 2);
+    const char *name = exec ? "exec" : "query";
+    const char *sql = lcommon_check_cstring(L, 2, 1, name, "sql", NULL);
     if (exec) {
         if (lua_gettop(L) > 2)
-            luaL_error(L, "pgpool: exec takes no parameters");
+            lcommon_argerror(L, 2, name, "exec takes no parameters");
     } else {
-        lparam_encode(L, 3, lua_gettop(L) - 2, ps);
+        lparam_who who;
+        who.name = name;
+        who.statement = 0;
+        who.arg = 0;
+        lparam_encode(L, 3, lua_gettop(L) - 2, ps, &who);
     }
     return sql;
 }

@@ -12,7 +12,7 @@
 
 /* The arguments of query (sql, params... from index 2) or exec (a script,
  * no parameters): returns the SQL and, for query, encodes ps. Raises on
- * misuse. */
+ * misuse, naming the function as called ("pool:query", "pgpool.exec"). */
 LPGPOOL_INTERNAL const char *lstatement_args(lua_State *L, int exec,
                                              lparam_set *ps);
 

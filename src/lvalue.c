@@ -18,7 +18,8 @@
  * Lua -> PostgreSQL: numbers as text the server reads back exactly; a Lua
  * array (nested for several dimensions) as an array literal, elements
  * always quoted, NULL unquoted. A table that is not a sequence, a NUL byte
- * or an unsupported value raises, naming the parameter.
+ * or an unsupported value is refused with a reason, which the caller
+ * raises naming the parameter.
  *
  * Array literals are read and written by arraytext.c; this file decides
  * what each element becomes.
@@ -26,6 +27,7 @@
 #include <float.h>
 #include <limits.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -399,8 +401,16 @@ int lvalue_is_bytea(lua_State *L, int idx)
     return same;
 }
 
-/* Length of the sequence at idx, raising when it has other keys. */
-static size_t sequence_length(lua_State *L, int idx, int param_no)
+const char *lvalue_push_bytea_value(lua_State *L, int idx, size_t *len)
+{
+    lua_rawgeti(L, idx, 1);
+    if (lua_type(L, -1) != LUA_TSTRING)
+        return NULL;
+    return lua_tolstring(L, -1, len);
+}
+
+/* Length of the sequence at idx, or -1 when it has other keys. */
+static long sequence_length(lua_State *L, int idx)
 {
     size_t n = (size_t)lua_rawlen(L, idx), keys = 0;
     lua_pushnil(L);
@@ -408,22 +418,33 @@ static size_t sequence_length(lua_State *L, int idx, int param_no)
         keys++;
         lua_pop(L, 1);
     }
-    if (keys != n)
-        luaL_error(L, "pgpool: parameter %d: table is not an array (use a "
-                   "sequence 1..n; pgpool.null for NULL elements)", param_no);
-    return n;
+    return keys == n && n <= (size_t)INT_MAX ? (long)n : -1;
 }
 
-static void encode_table(lua_State *L, int idx, int param_no, int depth,
-                         arraytext_out *o)
+/* Why an array cannot be sent: pushes the reason, returns 0. */
+static int refuse(lua_State *L, const char *fmt, ...)
 {
-    size_t n, i;
+    va_list ap;
+    va_start(ap, fmt);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    return 0;
+}
+
+/* Append the Lua array at idx to o; 0 with the reason pushed (on top of
+ * whatever the walk had pushed) when it cannot be sent. */
+static int encode_table(lua_State *L, int idx, int depth, arraytext_out *o)
+{
+    long n, i;
 
     if (depth >= ARRAYTEXT_MAX_DIMS)
-        luaL_error(L, "pgpool: parameter %d: array nested deeper than %d",
-                   param_no, ARRAYTEXT_MAX_DIMS);
-    luaL_checkstack(L, 4, "pgpool: array too deep");
-    n = sequence_length(L, idx, param_no);
+        return refuse(L, "array nested deeper than %d", ARRAYTEXT_MAX_DIMS);
+    if (!lua_checkstack(L, 4))
+        return refuse(L, "array too deep");
+    n = sequence_length(L, idx);
+    if (n < 0)
+        return refuse(L, "table is not an array (use a sequence 1..n; "
+                      "pgpool.null for NULL elements)");
     arraytext_add_open(o);
     for (i = 1; i <= n; i++) {
         char num[40];
@@ -438,7 +459,7 @@ static void encode_table(lua_State *L, int idx, int param_no, int depth,
         switch (lua_type(L, el)) {
         case LUA_TLIGHTUSERDATA:
             if (lua_touserdata(L, el) != NULL)
-                goto unsupported;
+                return refuse(L, "cannot send a userdata in an array");
             arraytext_add_null(o);
             break;
         case LUA_TBOOLEAN:
@@ -451,30 +472,31 @@ static void encode_table(lua_State *L, int idx, int param_no, int depth,
         case LUA_TSTRING:
             s = lua_tolstring(L, el, &len);
             if (memchr(s, '\0', len))
-                luaL_error(L, "pgpool: parameter %d: array element %d "
-                           "contains a NUL byte", param_no, (int)i);
+                return refuse(L, "array element %d contains a NUL byte",
+                              (int)i);
             arraytext_add_quoted(o, s, len);
             break;
         case LUA_TTABLE:
             if (lvalue_is_bytea(L, el)) {
-                lua_rawgeti(L, el, 1);
-                s = lua_tolstring(L, -1, &len);
+                s = lvalue_push_bytea_value(L, el, &len);
+                if (!s)
+                    return refuse(L, "array element %d: pgpool.bytea value "
+                                  "must be a string, got %s", (int)i,
+                                  luaL_typename(L, -1));
                 arraytext_add_bytea(o, (const unsigned char *)s, len);
                 lua_pop(L, 1);
-            } else {
-                encode_table(L, el, param_no, depth + 1, o);
+            } else if (!encode_table(L, el, depth + 1, o)) {
+                return 0;
             }
             break;
         default:
-            goto unsupported;
+            return refuse(L, "cannot send a %s in an array",
+                          luaL_typename(L, el));
         }
         lua_pop(L, 1);
     }
     arraytext_add_close(o);
-    return;
-unsupported:
-    luaL_error(L, "pgpool: parameter %d: cannot send a %s in an array",
-               param_no, luaL_typename(L, -1));
+    return 1;
 }
 
 /* The output buffer lives in a userdata so that a raise frees it. */
@@ -484,20 +506,26 @@ static int outbuf_gc(lua_State *L)
     return 0;
 }
 
-void lvalue_encode_array(lua_State *L, int idx, int param_no)
+int lvalue_encode_array(lua_State *L, int idx)
 {
     arraytext_out *o;
+    int top = lua_gettop(L);
 
-    idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+    idx = idx < 0 ? top + idx + 1 : idx;
     o = (arraytext_out *)lua_newuserdata(L, sizeof *o);
     memset(o, 0, sizeof *o);
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, outbuf_gc);
     lua_setfield(L, -2, "__gc");
     lua_setmetatable(L, -2);
-    encode_table(L, idx, param_no, 0, o);
+    if (!encode_table(L, idx, 0, o)) {
+        lua_replace(L, top + 1);   /* the reason, over the buffer */
+        lua_settop(L, top + 1);
+        return 0;
+    }
     if (o->failed)
         luaL_error(L, "pgpool: out of memory");
     lua_pushlstring(L, o->data, o->len);
     lua_remove(L, -2);    /* the buffer; collected later */
+    return 1;
 }

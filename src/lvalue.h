@@ -69,9 +69,16 @@ LPGPOOL_INTERNAL void lvalue_format_number(lua_State *L, int idx,
 /* Whether the value at idx is a pgpool.bytea marker. */
 LPGPOOL_INTERNAL int lvalue_is_bytea(lua_State *L, int idx);
 
-/* Push the array literal of the Lua array at idx; raises naming parameter
- * param_no on a value it cannot send. */
-LPGPOOL_INTERNAL void lvalue_encode_array(lua_State *L, int idx,
-                                          int param_no);
+/* Push the value of the pgpool.bytea marker at idx and return its bytes,
+ * which stay valid while that value stays on the stack; NULL (the value
+ * still pushed) when it is not a string. */
+LPGPOOL_INTERNAL const char *lvalue_push_bytea_value(lua_State *L, int idx,
+                                                     size_t *len);
+
+/* Push the array literal of the Lua array at idx and return 1; or return 0
+ * with the reason pushed instead (a table that is not a sequence, nested
+ * too deep, an element it cannot send), for the caller to raise naming the
+ * parameter. The stack is otherwise as it was. */
+LPGPOOL_INTERNAL int lvalue_encode_array(lua_State *L, int idx);
 
 #endif
