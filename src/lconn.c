@@ -1,10 +1,12 @@
 /*
  * lconn.c - the connection handle: one checkout of a pooled connection.
  *
- * The userdata holds (pool, slot, ticket) and a pool reference. release,
- * __close and __gc end the checkout, each at most once; after that every
- * method but release/discard raises "pgpool: connection released". __gc
- * never raises and does no network I/O (pool.c defers the rollback or close).
+ * The userdata holds (pool, slot, ticket) and a pool reference. It is made
+ * before the checkout it will hold (lconn_new, then lconn_attach), so that
+ * no memory error can leave a checkout without a handle. release, __close
+ * and __gc end the checkout, each at most once; after that every method
+ * but release/discard raises "pgpool: connection released". __gc never
+ * raises and does no network I/O (pool.c defers the rollback or close).
  * query and exec run through lstatement.c like the pool's.
  */
 #include <stdio.h>
@@ -19,27 +21,36 @@
 #include "lstatement.h"
 #include "clock.h"
 
-typedef struct lconn {
+struct lconn {
     pool *p;
     pool_slot *slot;
     uint64_t ticket;
     int released;
-} lconn;
+};
 
-void lconn_push(lua_State *L, pool *p, pool_slot *slot, uint64_t ticket)
+lconn *lconn_new(lua_State *L)
 {
     lconn *c = (lconn *)lua_newuserdata(L, sizeof *c);
-    c->p = p;
-    c->slot = slot;
-    c->ticket = ticket;
-    c->released = 0;
-    pool_ref(p);
+    c->p = NULL;
+    c->slot = NULL;
+    c->ticket = 0;
+    c->released = 1;
     lua_pushvalue(L, lua_upvalueindex(LUPV_CONN_MT));
     if (!lua_istable(L, -1)) {        /* called without the upvalues */
         lua_pop(L, 1);
         luaL_getmetatable(L, LCONN_MT);
     }
     lua_setmetatable(L, -2);
+    return c;
+}
+
+void lconn_attach(lconn *c, pool *p, pool_slot *slot, uint64_t ticket)
+{
+    c->p = p;
+    c->slot = slot;
+    c->ticket = ticket;
+    c->released = 0;
+    pool_ref(p);
 }
 
 static lconn *lconn_check(lua_State *L, int idx, const char *name)
@@ -144,26 +155,28 @@ typedef struct batch {
 static int batch_gc(lua_State *L)
 {
     batch *b = (batch *)lua_touserdata(L, 1);
-    if (b->items) {
+    if (b->items)
         pq_batch_clear(b->items, b->count);
-        free(b->items);
-        free(b->sets);
-        b->items = NULL;
-        b->sets = NULL;
-    }
+    free(b->items);
+    free(b->sets);
+    b->items = NULL;
+    b->sets = NULL;
     return 0;
 }
 
+/* The storage, owned by its __gc before anything is allocated. */
 static batch *batch_new(lua_State *L, int count)
 {
     batch *b = (batch *)lua_newuserdata(L, sizeof *b);
     b->count = 0;
-    b->items = calloc((size_t)count + 1, sizeof *b->items);
-    b->sets = calloc((size_t)count + 1, sizeof *b->sets);
+    b->items = NULL;
+    b->sets = NULL;
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, batch_gc);
     lua_setfield(L, -2, "__gc");
     lua_setmetatable(L, -2);
+    b->items = calloc((size_t)count + 1, sizeof *b->items);
+    b->sets = calloc((size_t)count + 1, sizeof *b->sets);
     if (!b->items || !b->sets)
         luaL_error(L, "pgpool: out of memory");
     b->count = count;
@@ -273,6 +286,13 @@ static int lconn_run_pipeline(lua_State *L)
     return 1;
 }
 
+/* Push the C string at the light userdata 1 (run protected by escape). */
+static int push_cstring(lua_State *L)
+{
+    lua_pushstring(L, (const char *)lua_touserdata(L, 1));
+    return 1;
+}
+
 static int escape(lua_State *L, const char *name,
                   char *(*fn)(pq_conn *, const char *, size_t, pq_error *))
 {
@@ -280,9 +300,12 @@ static int escape(lua_State *L, const char *name,
     size_t len;
     const char *s = lcommon_check_cstring(L, 2, 1, name, "value", &len);
     pq_error err;
-    pq_conn *conn = pool_begin_use(c->p, c->slot, c->ticket, &err);
+    pq_conn *conn;
     char *out;
+    int status;
 
+    lua_pushcfunction(L, push_cstring);   /* may allocate: before out */
+    conn = pool_begin_use(c->p, c->slot, c->ticket, &err);
     if (!conn) {
         if (strcmp(err.code, PQ_CODE_SHUTDOWN) != 0)
             return luaL_error(L, "pgpool: connection released");
@@ -292,9 +315,10 @@ static int escape(lua_State *L, const char *name,
     pool_end_use(c->p, c->slot, NULL, 0, 0, 0);
     if (!out)
         return lresult_push_error(L, &err);
-    lua_pushstring(L, out);
+    lua_pushlightuserdata(L, out);
+    status = lua_pcall(L, 1, 1, 0);
     pq_freemem(out);
-    return 1;
+    return status == LUA_OK ? 1 : lua_error(L);
 }
 
 static int lconn_escape_literal(lua_State *L)

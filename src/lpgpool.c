@@ -25,6 +25,7 @@
 #include "lcommon.h"
 #include "lconn.h"
 #include "lpool.h"
+#include "lresult.h"
 #include "lvalue.h"
 #include "pool.h"
 #include "process.h"
@@ -120,13 +121,14 @@ static int lmodule_configure(lua_State *L)
     pool_config cfg;
     const char *level;
     char errbuf[256];
-    pool *p;
+    pool **handle;
     int i;
 
     if (lua_type(L, 1) != LUA_TTABLE)
         return lcommon_argerror(L, 1, "configure", "options must be a table, "
                                 "got %s", luaL_typename(L, 1));
     lua_settop(L, 1);
+    handle = lpool_new(L);
     memset(&cfg, 0, sizeof cfg);
     cfg.name = opt_string(L, "name");
     cfg.conninfo = opt_string(L, "conninfo");
@@ -153,10 +155,10 @@ static int lmodule_configure(lua_State *L)
     opt_push(L, "defer_housekeeping");
     i = lua_toboolean(L, -1);
     lua_pop(L, 1);
-    p = pool_configure(&cfg, !i, errbuf, sizeof errbuf);
-    if (!p)
+    *handle = pool_configure(&cfg, !i, errbuf, sizeof errbuf);
+    if (!*handle)
         return luaL_error(L, "%s", errbuf);
-    lpool_push(L, p);
+    lua_settop(L, 2);     /* the handle */
     lctx_flush_log(L);
     return 1;
 }
@@ -166,13 +168,12 @@ static int lmodule_pool(lua_State *L)
 {
     const char *name = lua_isnoneornil(L, 1) ? "default"
         : lcommon_check_cstring(L, 1, 1, "pool", "name", NULL);
+    pool **handle = lpool_new(L);
     int was_shut_down;
-    pool *p = pool_lookup(name, &was_shut_down);
 
-    if (p) {
-        lpool_push(L, p);
+    *handle = pool_lookup(name, &was_shut_down);
+    if (*handle)
         return 1;
-    }
     lua_pushnil(L);
     if (was_shut_down) {
         lua_pushfstring(L, "pool \"%s\" is shut down", name);
@@ -329,6 +330,7 @@ int luaopen_pgpool_core(lua_State *L)
     lcommon_open(L);
     lpool_open(L);
     lconn_open(L);
+    lresult_open(L);
     luaL_newmetatable(L, LBYTEA_MT);
     lua_pop(L, 1);
 

@@ -6,9 +6,10 @@
  * same method table, and calls a second registration of these methods for
  * its module-level shortcuts (errors then name pgpool.query, not
  * pool:query). acquire hands out connection handles (lconn.c); query and
- * exec run through lstatement.c like the connection's.
+ * exec run through lstatement.c like the connection's. A handle is made
+ * before the reference or checkout it will hold, so that a memory error
+ * cannot strand either.
  */
-#include <stdlib.h>
 #include <string.h>
 
 #include "lpool.h"
@@ -30,11 +31,12 @@ static pool *lpool_check(lua_State *L, const char *name)
     return ((lpool *)lcommon_check(L, 1, LUPV_POOL_MT, LPOOL_MT, name))->p;
 }
 
-void lpool_push(lua_State *L, pool *p)
+pool **lpool_new(lua_State *L)
 {
     lpool *h = (lpool *)lua_newuserdata(L, sizeof *h);
-    h->p = p;
+    h->p = NULL;
     luaL_setmetatable(L, LPOOL_MT);
+    return &h->p;
 }
 
 static int lpool_gc(lua_State *L)
@@ -132,6 +134,7 @@ static int lpool_acquire(lua_State *L)
     pool *p = lpool_check(L, "acquire");
     handle_opts o = opts_arg(L, 2, "acquire",
                              pool_get_config(p)->acquire_timeout, 1);
+    lconn *c = lconn_new(L);
     pool *from = p;
     pool_slot *slot;
     uint64_t ticket;
@@ -146,7 +149,7 @@ static int lpool_acquire(lua_State *L)
         lctx_flush_log(L);
         return lresult_push_error(L, &err);
     }
-    lconn_push(L, from, slot, ticket);
+    lconn_attach(c, from, slot, ticket);
     if (pool_get_config(from)->leak_timeout > 0) {
         luaL_traceback(L, L, NULL, 1);
         pool_set_origin(slot, ticket, lua_tostring(L, -1));
@@ -234,11 +237,10 @@ static int lpool_stats(lua_State *L)
 static int lpool_history(lua_State *L)
 {
     pool *p = lpool_check(L, "history");
-    pool_sample *samples = malloc(sizeof *samples * POOL_HISTORY);
+    pool_sample *samples = (pool_sample *)lua_newuserdata(
+        L, sizeof *samples * POOL_HISTORY);    /* the GC frees it */
     int n, i;
 
-    if (!samples)
-        return luaL_error(L, "pgpool: out of memory");
     n = pool_history(p, samples);
     lua_createtable(L, n, 0);
     for (i = 0; i < n; i++) {
@@ -252,7 +254,6 @@ static int lpool_history(lua_State *L)
 #undef SAMPLE
         lua_rawseti(L, -2, i + 1);
     }
-    free(samples);
     return 1;
 }
 

@@ -43,13 +43,14 @@ int lstatement_run(pool *p, pq_conn *conn, const char *sql,
 int lstatement_push_outcome(lua_State *L, int ok, int exec, pq_result *res,
                             const pq_error *err)
 {
-    lctx_flush_log(L);
+    int n = 1;
+    /* The result first: it owns res until it is pushed (or freed). */
     if (!ok)
-        return lresult_push_error(L, err);
-    if (exec) {
+        n = lresult_push_error(L, err);
+    else if (exec)
         lua_pushboolean(L, 1);
-        return 1;
-    }
-    lresult_push(L, res);   /* frees res */
-    return 1;
+    else
+        lresult_push(L, res);   /* frees res */
+    lctx_flush_log(L);
+    return n;
 }

@@ -23,8 +23,9 @@ LPGPOOL_INTERNAL int lstatement_run(pool *p, pq_conn *conn, const char *sql,
                                     const lparam_set *ps, pq_result **res,
                                     pq_error *err);
 
-/* Push what lstatement_run gave: the result (freed), true for exec, or
- * nil, msg, code, info. Delivers pending log lines first. */
+/* Push what lstatement_run gave: the result (freed, even when pushing it
+ * raises), true for exec, or nil, msg, code, info; then deliver pending
+ * log lines. */
 LPGPOOL_INTERNAL int lstatement_push_outcome(lua_State *L, int ok, int exec,
                                              pq_result *res,
                                              const pq_error *err);
