@@ -11,6 +11,8 @@
 #                   then OpenResty: examples/demo.sh)
 #   make deps       install the Debian packages the above need (as root)
 #   make bench      the side-by-side benchmark (BENCH_QUICK=1: one short round)
+#   make fuzz       build the libFuzzer targets (clang) and run each for
+#                   FUZZ_SECONDS (default 60) from its seed corpus; a crash fails
 #   make rock       what LuaRocks runs (rockspec/pgpool-scm-1.rockspec)
 #   make clean
 
@@ -64,7 +66,7 @@ DEBS_DEMO  := $(DEBS_TEST)
 # the CPU time of pgbench.
 DEBS_BENCH := $(DEBS_TEST) lua-sql-postgres valgrind util-linux procps time
 
-.PHONY: bench-storm all module build tsan asan rock test demo deps deps-test deps-bench bench clean
+.PHONY: bench-storm all module build tsan asan rock test demo deps deps-test deps-bench deps-fuzz bench fuzz clean
 
 all: module $(BUILD)/lthreads $(BUILD)/lfork.so
 
@@ -142,6 +144,44 @@ bench-storm: deps-bench module
 
 bench: deps-bench build build/rawpq
 	@BENCH_QUICK="$(BENCH_QUICK)" sh bench/run.sh
+
+# libFuzzer targets (fuzz/fuzz_<target>.c) over the codec and the bindings,
+# built with clang under ASan and UBSan against Lua 5.4. Each runs from its
+# seeds in fuzz/corpus/<target>/ (left untouched: new inputs go to
+# build/fuzz/corpus-<target>/) and a crash, leak or failed check stops the
+# run with its input saved as build/fuzz/<target>-crash-*. The conninfo
+# redaction target (pq.c's) is to join FUZZ_TARGETS as fuzz/fuzz_redact.c.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := arraytext decode encode results
+FUZZ_CFLAGS  := -std=c99 -g -O1 -fsanitize=fuzzer,address,undefined \
+                -fno-sanitize-recover=all $(WARNINGS) -Isrc \
+                -I/usr/include/lua5.4 -I$(PG_INCDIR)
+FUZZ_LIBS    := -llua5.4 -lm -lpthread
+FUZZ_SRC_arraytext := src/arraytext.c
+FUZZ_SRC_decode    := fuzz/fuzz_lua.c src/lvalue.c src/arraytext.c
+FUZZ_SRC_encode    := fuzz/fuzz_lua.c src/lparam.c src/lvalue.c src/arraytext.c \
+                      src/lcommon.c src/log.c
+FUZZ_SRC_results   := fuzz/fuzz_lua.c src/lresult.c src/lvalue.c src/arraytext.c \
+                      src/lcommon.c src/log.c src/pq.c src/clock.c
+FUZZ_LIBS_results  := -L$(PG_LIBDIR) -lpq
+
+build/fuzz/%: fuzz/fuzz_%.c fuzz/fuzz.h fuzz/fuzz_lua.c $(SOURCES) $(HEADERS)
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(FUZZ_SRC_$*) -o $@ $(FUZZ_LIBS_$*) $(FUZZ_LIBS)
+
+deps-fuzz:
+	@DEBS="clang liblua5.4-dev libpq-dev" sh .ci/deps.sh
+
+fuzz: deps-fuzz $(FUZZ_TARGETS:%=build/fuzz/%)
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/fuzz/corpus-$$t; \
+	  echo "== fuzz $$t ($(FUZZ_SECONDS) s)"; \
+	  build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=build/fuzz/$$t- build/fuzz/corpus-$$t fuzz/corpus/$$t \
+	    2>build/fuzz/$$t.log || { tail -n 40 build/fuzz/$$t.log; exit 1; }; \
+	  grep -E '^Done|stat::number_of_executed_units' build/fuzz/$$t.log; \
+	done
 
 clean:
 	rm -rf build

@@ -4,6 +4,12 @@
 -- (validated here, in one place), the module-level shortcuts that act on the
 -- pool named "default" (configured from the environment on first use),
 -- transaction/with, health and metrics.
+--
+-- Misuse raises "bad argument #n to '<function as the user called it>'
+-- (...)" at the caller's line, here as in C. The C functions the facade
+-- calls on the user's behalf come from core._facade, registered to name
+-- themselves as the user called them (pgpool.query, p:query); they report
+-- one frame up, so they are called here without a tail call.
 
 local core = require("pgpool.core")
 
@@ -27,6 +33,13 @@ local pgpool = {
 
 local pool_methods = core.pool_methods
 local conn_methods = core.conn_methods
+local facade = core._facade
+
+-- Raise for argument n of the function the user called as `name`; level as
+-- error()'s, counted from the function calling arg_error.
+local function arg_error(level, name, n, message)
+  error(format("bad argument #%d to '%s' (%s)", n, name, message), level + 1)
+end
 
 -- Options ----------------------------------------------------------------
 
@@ -65,69 +78,63 @@ local MAX_CONNECTIONS = 10000
 
 local LOG_LEVELS = { debug = true, info = true, warn = true, error = true, off = true }
 
-local function option_error(key, message)
-  error(format("pgpool.configure: option '%s' %s", key, message), 4)
+local function has_nul(s)
+  return s:find("\0", 1, true) ~= nil
 end
 
-local function check_option(key, value)
+-- What is wrong with option key = value (as "option 'key' must be ..."),
+-- or nil.
+local function option_problem(key, value)
   local kind = OPTION_KINDS[key]
+  local function bad(message) return format("option '%s' %s", key, message) end
   if kind == nil then
-    error(format("pgpool.configure: unknown option '%s'", tostring(key)), 4)
+    return format("unknown option '%s'", tostring(key))
   elseif kind == "string" then
-    if type(value) ~= "string" then option_error(key, "must be a string, got " .. type(value)) end
+    if type(value) ~= "string" then return bad("must be a string, got " .. type(value)) end
+    if has_nul(value) then return bad("must not contain a NUL byte") end
   elseif kind == "conninfo list" then
-    if type(value) ~= "table" then option_error(key, "must be a list of conninfo strings") end
+    if type(value) ~= "table" then return bad("must be a list of conninfo strings") end
     local n = 0
     for _ in pairs(value) do n = n + 1 end
-    if n ~= #value then option_error(key, "must be a list (1..n) of conninfo strings") end
+    if n ~= #value then return bad("must be a list (1..n) of conninfo strings") end
     for i = 1, #value do
       if type(value[i]) ~= "string" then
-        option_error(key, format("entry %d must be a conninfo string, got %s", i, type(value[i])))
+        return bad(format("entry %d must be a conninfo string, got %s", i, type(value[i])))
       end
+      if has_nul(value[i]) then return bad(format("entry %d must not contain a NUL byte", i)) end
     end
   elseif kind == "level" then
-    if not LOG_LEVELS[value] then
-      option_error(key, "must be one of debug, info, warn, error, off")
-    end
+    if not LOG_LEVELS[value] then return bad("must be one of debug, info, warn, error, off") end
   else
-    if type(value) ~= "number" or value ~= value then
-      option_error(key, "must be a number, got " .. type(value))
-    end
-    if value < 0 or value == huge then
-      option_error(key, "must be a finite number >= 0")
-    end
-    if kind == "count" and value ~= floor(value) then
-      option_error(key, "must be a whole number")
-    end
-    if kind == "count" and value > 2147483647 then
-      option_error(key, "must be <= 2147483647")
-    end
+    if type(value) ~= "number" or value ~= value then return bad("must be a number, got " .. type(value)) end
+    if value < 0 or value == huge then return bad("must be a finite number >= 0") end
+    if kind == "count" and value ~= floor(value) then return bad("must be a whole number") end
+    if kind == "count" and value > 2147483647 then return bad("must be <= 2147483647") end
   end
 end
 
--- The complete, checked options of a configure call.
+-- The complete, checked options of a configure call; misuse raises at the
+-- line that called pgpool.configure (which called normalize).
 local function normalize(opts)
+  local function misuse(message) arg_error(4, "pgpool.configure", 1, message) end
   if opts == nil then opts = {} end
-  if type(opts) ~= "table" then
-    error("pgpool.configure: options must be a table, got " .. type(opts), 3)
-  end
+  if type(opts) ~= "table" then misuse("options must be a table, got " .. type(opts)) end
   local cfg = {}
   for key, value in pairs(DEFAULTS) do cfg[key] = value end
   for key, value in pairs(opts) do
-    check_option(key, value)
+    local problem = option_problem(key, value)
+    if problem then misuse(problem) end
     cfg[key] = value
   end
-  if cfg.max < 1 then option_error("max", "must be >= 1") end
-  if cfg.max > MAX_CONNECTIONS then
-    option_error("max", format("must be <= %d", MAX_CONNECTIONS))
-  end
+  if cfg.max < 1 then misuse("option 'max' must be >= 1") end
+  if cfg.max > MAX_CONNECTIONS then misuse(format("option 'max' must be <= %d", MAX_CONNECTIONS)) end
   if cfg.max_shared > MAX_CONNECTIONS then
-    option_error("max_shared", format("must be <= %d", MAX_CONNECTIONS))
+    misuse(format("option 'max_shared' must be <= %d", MAX_CONNECTIONS))
   end
-  if cfg.min > cfg.max then option_error("min", "must be <= max") end
-  if cfg.name == "" then option_error("name", "must not be empty") end
+  if cfg.min > cfg.max then misuse("option 'min' must be <= max") end
+  if cfg.name == "" then misuse("option 'name' must not be empty") end
   if opts.max_shared ~= nil and cfg.max_shared < 1 then
-    option_error("max_shared", "must be >= 1 (or nil for no cross-process cap)")
+    misuse("option 'max_shared' must be >= 1 (or nil for no cross-process cap)")
   end
   return cfg
 end
@@ -155,8 +162,8 @@ pgpool.shutdown_all = function(opts)
   local timeout = opts
   if type(opts) == "table" then timeout = opts.timeout end
   if timeout ~= nil and (type(timeout) ~= "number" or not (timeout >= 0)) then
-    error("pgpool.shutdown_all: timeout must be a number >= 0 (math.huge: no limit), got "
-      .. tostring(timeout), 2)
+    arg_error(2, "pgpool.shutdown_all", 1, "timeout must be a number >= 0 (math.huge: no limit), got "
+      .. tostring(timeout))
   end
   return core.shutdown_all(timeout)
 end
@@ -189,30 +196,35 @@ local ISOLATION = {
 }
 local TRANSACTION_OPTIONS = { isolation = true, read_only = true, deferrable = true, timeout = true }
 
-local function begin_statement(opts)
+-- The BEGIN statement of transaction `name`'s options (argument 2).
+local function begin_statement(opts, name)
   if opts == nil then return "BEGIN" end
   if type(opts) ~= "table" then
-    error("pgpool.transaction: options must be a table, got " .. type(opts), 4)
+    arg_error(3, name, 2, "options must be a table, got " .. type(opts))
   end
   for key in pairs(opts) do
     if not TRANSACTION_OPTIONS[key] then
-      error(format("pgpool.transaction: unknown option '%s'", tostring(key)), 4)
+      arg_error(3, name, 2, format("unknown option '%s'", tostring(key)))
     end
   end
   local parts = { "BEGIN" }
   if opts.isolation ~= nil then
     local level = type(opts.isolation) == "string" and ISOLATION[opts.isolation:lower()]
     if not level then
-      error("pgpool.transaction: option 'isolation' must be one of serializable, "
-        .. "repeatable read, read committed, read uncommitted", 4)
+      arg_error(3, name, 2, "option 'isolation' must be one of serializable, "
+        .. "repeatable read, read committed, read uncommitted")
     end
     parts[#parts + 1] = "ISOLATION LEVEL " .. level
   end
   for _, key in ipairs{ "read_only", "deferrable" } do
     local value = opts[key]
     if value ~= nil and type(value) ~= "boolean" then
-      error(format("pgpool.transaction: option '%s' must be a boolean", key), 4)
+      arg_error(3, name, 2, format("option '%s' must be a boolean", key))
     end
+  end
+  local timeout = opts.timeout
+  if timeout ~= nil and (type(timeout) ~= "number" or not (timeout >= 0)) then
+    arg_error(3, name, 2, "option 'timeout' must be a number >= 0, got " .. tostring(timeout))
   end
   if opts.read_only ~= nil then parts[#parts + 1] = opts.read_only and "READ ONLY" or "READ WRITE" end
   if opts.deferrable ~= nil then parts[#parts + 1] = opts.deferrable and "DEFERRABLE" or "NOT DEFERRABLE" end
@@ -258,14 +270,17 @@ local function finish(conn, ok, results)
   return unpack(results, 1, results.n)
 end
 
-function pool_methods.transaction(pool, fn, opts)
+-- transaction and with, as the user called them (`name`): pool:transaction,
+-- or pgpool.transaction through its shortcut. Both callers reach them by a
+-- tail call, so that level 2 is the user's line.
+local function transaction(pool, fn, opts, name)
   if type(fn) ~= "function" then
-    error("pgpool.transaction: argument 'fn' must be a function, got " .. type(fn), 2)
+    arg_error(2, name, 1, "fn must be a function, got " .. type(fn))
   end
-  local begin = begin_statement(opts)
+  local begin = begin_statement(opts, name)
   local key = running() or MAIN
   if in_transaction[key] then
-    error("pgpool.transaction: already inside a transaction in this coroutine "
+    error(name .. ": already inside a transaction in this coroutine "
       .. "(nested transactions are not supported; use the conn you were given)", 2)
   end
   local conn, msg, code, info = pool:acquire(opts and opts.timeout)
@@ -283,9 +298,9 @@ function pool_methods.transaction(pool, fn, opts)
   return finish(conn, ok, { n = results.n - 1, unpack(results, 2, results.n) })
 end
 
-function pool_methods.with(pool, fn, opts)
+local function with(pool, fn, opts, name)
   if type(fn) ~= "function" then
-    error("pgpool.with: argument 'fn' must be a function, got " .. type(fn), 2)
+    arg_error(2, name, 1, "fn must be a function, got " .. type(fn))
   end
   local conn, msg, code, info = pool:acquire(opts)
   if not conn then return nil, msg, code, info end
@@ -295,6 +310,14 @@ function pool_methods.with(pool, fn, opts)
   return unpack(results, 2, results.n)
 end
 
+function pool_methods.transaction(pool, fn, opts)
+  return transaction(pool, fn, opts, "pool:transaction")
+end
+
+function pool_methods.with(pool, fn, opts)
+  return with(pool, fn, opts, "pool:with")
+end
+
 -- pipeline ---------------------------------------------------------------------
 
 -- conn:pipeline(function(p) p:query(sql, ...) ... end, { isolate = true })
@@ -302,19 +325,19 @@ end
 -- entry is a result, or { error = msg, code = code, info = {...} }.
 function conn_methods.pipeline(conn, fn, opts)
   if type(fn) ~= "function" then
-    error("pgpool.pipeline: argument 'fn' must be a function, got " .. type(fn), 2)
+    arg_error(2, "conn:pipeline", 1, "fn must be a function, got " .. type(fn))
   end
   local isolate = false
   if opts ~= nil then
     if type(opts) ~= "table" then
-      error("pgpool.pipeline: options must be a table, got " .. type(opts), 2)
+      arg_error(2, "conn:pipeline", 2, "options must be a table, got " .. type(opts))
     end
     for key, value in pairs(opts) do
       if key ~= "isolate" then
-        error(format("pgpool.pipeline: unknown option '%s'", tostring(key)), 2)
+        arg_error(2, "conn:pipeline", 2, format("unknown option '%s'", tostring(key)))
       end
       if type(value) ~= "boolean" then
-        error("pgpool.pipeline: option 'isolate' must be a boolean", 2)
+        arg_error(2, "conn:pipeline", 2, "option 'isolate' must be a boolean")
       end
       isolate = value
     end
@@ -323,13 +346,16 @@ function conn_methods.pipeline(conn, fn, opts)
   local builder = {}
   function builder.query(_, sql, ...)
     if type(sql) ~= "string" then
-      error("pgpool.pipeline: query: argument 'sql' must be a string, got " .. type(sql), 2)
+      arg_error(2, "p:query", 1, "sql must be a string, got " .. type(sql))
     end
     batch[#batch + 1] = { n = select("#", ...), sql, ... }
     return #batch
   end
   fn(builder)
-  return conn:run_pipeline(batch, isolate)
+  -- Misuse in a statement (a NUL byte, a parameter it cannot send) is
+  -- found here, and reported as p:query's at the conn:pipeline line.
+  local results, msg, code, info = facade.run_pipeline(conn, batch, isolate)
+  return results, msg, code, info
 end
 
 -- health / metrics -----------------------------------------------------------
@@ -416,16 +442,38 @@ end
 
 -- Module-level shortcuts on the "default" pool --------------------------------
 
+-- The C methods behind pgpool.query and the rest: misuse is named
+-- pgpool.query (core._facade), and reported one frame up, past this one.
 local function on_default(method)
+  local call = facade[method]
   return function(...)
     local p, msg, code = get_default()
     if not p then return nil, msg, code end
-    return pool_methods[method](p, ...)
+    local a, b, c, d = call(p, ...)   -- not a tail call (see the top)
+    return a, b, c, d
   end
 end
 
-for _, method in ipairs{ "acquire", "query", "exec", "stats", "history", "transaction", "with", "health" } do
+for _, method in ipairs{ "acquire", "query", "exec", "stats", "history" } do
   pgpool[method] = on_default(method)
+end
+
+function pgpool.transaction(fn, opts)
+  local p, msg, code = get_default()
+  if not p then return nil, msg, code end
+  return transaction(p, fn, opts, "pgpool.transaction")
+end
+
+function pgpool.with(fn, opts)
+  local p, msg, code = get_default()
+  if not p then return nil, msg, code end
+  return with(p, fn, opts, "pgpool.with")
+end
+
+function pgpool.health()
+  local p, msg, code = get_default()
+  if not p then return nil, msg, code end
+  return p:health()
 end
 
 -- Shut the default pool down (a no-op when it was never configured).
@@ -433,7 +481,8 @@ function pgpool.shutdown(opts)
   local p = default_pool
   if not p or p:is_shut_down() then p = core.pool("default") end
   if not p then return true end
-  return p:shutdown(opts)
+  local ok, msg = facade.shutdown(p, opts)   -- not a tail call (see the top)
+  return ok, msg
 end
 
 return pgpool

@@ -1,12 +1,15 @@
 /*
  * lconn.c - the connection handle: one checkout of a pooled connection.
  *
- * The userdata holds (pool, slot, ticket) and a pool reference. release,
- * __close and __gc end the checkout, each at most once; after that every
- * method but release/discard raises "pgpool: connection released". __gc
- * never raises and does no network I/O (pool.c defers the rollback or close).
+ * The userdata holds (pool, slot, ticket) and a pool reference. It is made
+ * before the checkout it will hold (lconn_new, then lconn_attach), so that
+ * no memory error can leave a checkout without a handle. release, __close
+ * and __gc end the checkout, each at most once; after that every method
+ * but release/discard raises "pgpool: connection released". __gc never
+ * raises and does no network I/O (pool.c defers the rollback or close).
  * query and exec run through lstatement.c like the pool's.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,32 +21,41 @@
 #include "lstatement.h"
 #include "clock.h"
 
-typedef struct lconn {
+struct lconn {
     pool *p;
     pool_slot *slot;
     uint64_t ticket;
     int released;
-} lconn;
+};
 
-void lconn_push(lua_State *L, pool *p, pool_slot *slot, uint64_t ticket)
+lconn *lconn_new(lua_State *L)
 {
     lconn *c = (lconn *)lua_newuserdata(L, sizeof *c);
-    c->p = p;
-    c->slot = slot;
-    c->ticket = ticket;
-    c->released = 0;
-    pool_ref(p);
+    c->p = NULL;
+    c->slot = NULL;
+    c->ticket = 0;
+    c->released = 1;
     lua_pushvalue(L, lua_upvalueindex(LUPV_CONN_MT));
     if (!lua_istable(L, -1)) {        /* called without the upvalues */
         lua_pop(L, 1);
         luaL_getmetatable(L, LCONN_MT);
     }
     lua_setmetatable(L, -2);
+    return c;
 }
 
-static lconn *lconn_check(lua_State *L, int idx)
+void lconn_attach(lconn *c, pool *p, pool_slot *slot, uint64_t ticket)
 {
-    lconn *c = (lconn *)lcommon_check(L, idx, LUPV_CONN_MT, LCONN_MT);
+    c->p = p;
+    c->slot = slot;
+    c->ticket = ticket;
+    c->released = 0;
+    pool_ref(p);
+}
+
+static lconn *lconn_check(lua_State *L, int idx, const char *name)
+{
+    lconn *c = (lconn *)lcommon_check(L, idx, LUPV_CONN_MT, LCONN_MT, name);
     if (c->released)
         luaL_error(L, "pgpool: connection released");
     return c;
@@ -81,7 +93,7 @@ static void end_checkout(lconn *c, enum pool_release_how how)
 
 static int run(lua_State *L, int exec)
 {
-    lconn *c = lconn_check(L, 1);
+    lconn *c = lconn_check(L, 1, exec ? "exec" : "query");
     lparam_set ps;
     const char *sql = lstatement_args(L, exec, &ps);
     pq_result *res = NULL;
@@ -106,7 +118,8 @@ static int lconn_exec(lua_State *L)
 
 static int lconn_release(lua_State *L)
 {
-    lconn *c = (lconn *)lcommon_check(L, 1, LUPV_CONN_MT, LCONN_MT);
+    lconn *c = (lconn *)lcommon_check(L, 1, LUPV_CONN_MT, LCONN_MT,
+                                      "release");
     end_checkout(c, POOL_RELEASE);
     lctx_flush_log(L);
     lua_pushboolean(L, 1);
@@ -115,7 +128,8 @@ static int lconn_release(lua_State *L)
 
 static int lconn_discard(lua_State *L)
 {
-    lconn *c = (lconn *)luaL_checkudata(L, 1, LCONN_MT);
+    lconn *c = (lconn *)lcommon_check(L, 1, LUPV_CONN_MT, LCONN_MT,
+                                      "discard");
     end_checkout(c, POOL_DISCARD);
     lctx_flush_log(L);
     lua_pushboolean(L, 1);
@@ -141,48 +155,67 @@ typedef struct batch {
 static int batch_gc(lua_State *L)
 {
     batch *b = (batch *)lua_touserdata(L, 1);
-    if (b->items) {
+    if (b->items)
         pq_batch_clear(b->items, b->count);
-        free(b->items);
-        free(b->sets);
-        b->items = NULL;
-        b->sets = NULL;
-    }
+    free(b->items);
+    free(b->sets);
+    b->items = NULL;
+    b->sets = NULL;
     return 0;
 }
 
+/* The storage, owned by its __gc before anything is allocated. */
 static batch *batch_new(lua_State *L, int count)
 {
     batch *b = (batch *)lua_newuserdata(L, sizeof *b);
     b->count = 0;
-    b->items = calloc((size_t)count + 1, sizeof *b->items);
-    b->sets = calloc((size_t)count + 1, sizeof *b->sets);
+    b->items = NULL;
+    b->sets = NULL;
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, batch_gc);
     lua_setfield(L, -2, "__gc");
     lua_setmetatable(L, -2);
+    b->items = calloc((size_t)count + 1, sizeof *b->items);
+    b->sets = calloc((size_t)count + 1, sizeof *b->sets);
     if (!b->items || !b->sets)
         luaL_error(L, "pgpool: out of memory");
     b->count = count;
     return b;
 }
 
+/* The SQL of statement i + 1, on the stack top, for pq_pipeline. */
+static const char *statement_sql(lua_State *L, int i, const lparam_who *who)
+{
+    char what[32];
+    snprintf(what, sizeof what, "statement %d: sql", i + 1);
+    return lcommon_check_cstring(L, -1, who->arg ? who->arg : 1, who->name,
+                                 what, NULL);
+}
+
 /* run_pipeline(list, sync_each): list[i] = { sql, n = #params, params... }
  * as built by the facade's conn:pipeline. Returns an array with, for each
  * statement, its result or { error = msg, code = code, info = {...} }; or
- * nil, msg, code, info when the connection failed. */
+ * nil, msg, code, info when the connection failed. Misuse in a statement is
+ * reported as an argument of p:query when the facade calls (registered
+ * wrapped, with the prefix "p:"), else as argument 1 of conn:run_pipeline.
+ * The list is read raw: no Lua code runs until the batch has been sent. */
 static int lconn_run_pipeline(lua_State *L)
 {
-    lconn *c = lconn_check(L, 1);
+    lconn *c = lconn_check(L, 1, "run_pipeline");
     int sync_each = lua_toboolean(L, 3);
     int count, i, anchors, failed = 0, ok;
     const pool_config *cfg = pool_get_config(c->p);
+    lparam_who who;
     pq_error err;
     pq_conn *conn;
     double started;
     batch *b;
 
-    luaL_checktype(L, 2, LUA_TTABLE);
+    if (lua_type(L, 2) != LUA_TTABLE)
+        return lcommon_argerror(L, 1, "run_pipeline", "table expected, got %s",
+                                luaL_typename(L, 2));
+    who.name = lcommon_wrapped(L) ? "query" : "run_pipeline";
+    who.arg = lcommon_wrapped(L) ? 0 : 1;
     count = (int)lua_rawlen(L, 2);
     lua_settop(L, 3);
     b = batch_new(L, count);              /* 4 */
@@ -193,24 +226,28 @@ static int lconn_run_pipeline(lua_State *L)
         lua_rawgeti(L, 2, i + 1);
         item = lua_gettop(L);
         if (!lua_istable(L, item))
-            return luaL_error(L, "pgpool: pipeline: item %d is not a table",
-                              i + 1);
+            return lcommon_argerror(L, 1, "run_pipeline",
+                                    "statement %d is not a table", i + 1);
+        who.statement = i + 1;
         lua_rawgeti(L, item, 1);
-        b->items[i].sql = luaL_checkstring(L, -1);  /* anchored by the item */
-        lua_pop(L, 1);
-        lua_getfield(L, item, "n");
-        n = (int)luaL_optinteger(L, -1, 0);
+        b->items[i].sql = statement_sql(L, i, &who);
+        lua_pushliteral(L, "n");
+        lua_rawget(L, item);
+        n = lua_type(L, -1) == LUA_TNUMBER ? (int)lua_tointeger(L, -1) : 0;
         lua_pop(L, 1);
         luaL_checkstack(L, n + 8, "pgpool: too many parameters");
         for (k = 1; k <= n; k++)
             lua_rawgeti(L, item, k + 1);
-        lparam_encode(L, item + 1, n, &b->sets[i]);
+        lparam_encode(L, item + 2, n, &b->sets[i], &who);
         b->items[i].params = b->sets[i].pq;
-        /* Park what encoding pushed (array literals, storage); the item
-         * and its parameters stay anchored by the list. */
-        while (lua_gettop(L) > item + n)
+        /* Park the SQL and what encoding pushed (array literals, bytea
+         * values, storage); the item keeps its parameters, and the
+         * anchors keep the item. */
+        while (lua_gettop(L) > item + 1 + n)
             lua_rawseti(L, 5, ++anchors);
-        lua_settop(L, item - 1);
+        lua_settop(L, item + 1);
+        lua_rawseti(L, 5, ++anchors);
+        lua_rawseti(L, 5, ++anchors);
     }
 
     conn = pool_begin_use(c->p, c->slot, c->ticket, &err);
@@ -249,16 +286,26 @@ static int lconn_run_pipeline(lua_State *L)
     return 1;
 }
 
-static int escape(lua_State *L,
+/* Push the C string at the light userdata 1 (run protected by escape). */
+static int push_cstring(lua_State *L)
+{
+    lua_pushstring(L, (const char *)lua_touserdata(L, 1));
+    return 1;
+}
+
+static int escape(lua_State *L, const char *name,
                   char *(*fn)(pq_conn *, const char *, size_t, pq_error *))
 {
-    lconn *c = lconn_check(L, 1);
+    lconn *c = lconn_check(L, 1, name);
     size_t len;
-    const char *s = luaL_checklstring(L, 2, &len);
+    const char *s = lcommon_check_cstring(L, 2, 1, name, "value", &len);
     pq_error err;
-    pq_conn *conn = pool_begin_use(c->p, c->slot, c->ticket, &err);
+    pq_conn *conn;
     char *out;
+    int status;
 
+    lua_pushcfunction(L, push_cstring);   /* may allocate: before out */
+    conn = pool_begin_use(c->p, c->slot, c->ticket, &err);
     if (!conn) {
         if (strcmp(err.code, PQ_CODE_SHUTDOWN) != 0)
             return luaL_error(L, "pgpool: connection released");
@@ -268,24 +315,25 @@ static int escape(lua_State *L,
     pool_end_use(c->p, c->slot, NULL, 0, 0, 0);
     if (!out)
         return lresult_push_error(L, &err);
-    lua_pushstring(L, out);
+    lua_pushlightuserdata(L, out);
+    status = lua_pcall(L, 1, 1, 0);
     pq_freemem(out);
-    return 1;
+    return status == LUA_OK ? 1 : lua_error(L);
 }
 
 static int lconn_escape_literal(lua_State *L)
 {
-    return escape(L, pq_escape_literal);
+    return escape(L, "escape_literal", pq_escape_literal);
 }
 
 static int lconn_escape_identifier(lua_State *L)
 {
-    return escape(L, pq_escape_identifier);
+    return escape(L, "escape_identifier", pq_escape_identifier);
 }
 
 static int lconn_backend_pid(lua_State *L)
 {
-    lconn *c = lconn_check(L, 1);
+    lconn *c = lconn_check(L, 1, "backend_pid");
     pq_error err;
     pq_conn *conn = pool_begin_use(c->p, c->slot, c->ticket, &err);
     if (!conn)
@@ -326,12 +374,21 @@ void lconn_open(lua_State *L)
     };
     luaL_getmetatable(L, LCONN_MT);
     lua_newtable(L);
-    lcommon_setfuncs(L, lconn_methods);
+    lcommon_setfuncs(L, lconn_methods, "conn:", 0);
     lua_setfield(L, -2, "__index");
-    lcommon_setfuncs(L, close_fn);
+    lcommon_setfuncs(L, close_fn, "conn:", 0);
     lua_pushcfunction(L, lconn_gc);
     lua_setfield(L, -2, "__gc");
     lua_pushcfunction(L, lconn_tostring);
     lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
+}
+
+void lconn_setfuncs_pipeline(lua_State *L)
+{
+    static const luaL_Reg fns[] = {
+        { "run_pipeline", lconn_run_pipeline },
+        { NULL, NULL },
+    };
+    lcommon_setfuncs(L, fns, "p:", 1);
 }

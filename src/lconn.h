@@ -13,9 +13,21 @@
  * as it found it. */
 LPGPOOL_INTERNAL void lconn_open(lua_State *L);
 
-/* Push a handle for the checkout (slot, ticket) of p; takes a reference
- * of p of its own. */
-LPGPOOL_INTERNAL void lconn_push(lua_State *L, pool *p, pool_slot *slot,
-                                 uint64_t ticket);
+typedef struct lconn lconn;
+
+/* Push a handle that holds no checkout yet (to its methods, a released
+ * one). Made before the checkout, so that a memory error raised while
+ * making it cannot leave a checkout that nothing releases. */
+LPGPOOL_INTERNAL lconn *lconn_new(lua_State *L);
+
+/* Give the handle c the checkout (slot, ticket) of p; it takes a reference
+ * of p of its own. Raises nothing. */
+LPGPOOL_INTERNAL void lconn_attach(lconn *c, pool *p, pool_slot *slot,
+                                   uint64_t ticket);
+
+/* Register run_pipeline into the table on the stack top as the facade's
+ * conn:pipeline calls it: misuse in a statement is reported as an argument
+ * of p:query, at the user's conn:pipeline line. */
+LPGPOOL_INTERNAL void lconn_setfuncs_pipeline(lua_State *L);
 
 #endif

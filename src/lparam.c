@@ -15,14 +15,28 @@
  * Numbers and array tables are written by the value codec (lvalue.c); this
  * file fills the parameter set that pq_query takes.
  *
- * Pointers in the set point into Lua strings that stay on the stack (or in
- * their parent table) until the statement has run.
+ * Pointers in the set point into Lua strings that stay on the stack until
+ * the statement has run: the arguments themselves, or what encoding pushed
+ * (array literals, the strings of bytea markers). A bad parameter raises
+ * "bad argument #n to '<function as called>' (parameter k: ...)".
  */
 #include <string.h>
 
 #include "lparam.h"
 
+#include "lcommon.h"
 #include "lvalue.h"
+
+/* Raise for parameter param_no, why being pushed on the stack top. */
+static void refuse(lua_State *L, const lparam_who *who, int param_no)
+{
+    const char *why = lua_tostring(L, -1);
+    int arg = who->arg ? who->arg : param_no + 1;
+    if (who->statement)
+        lcommon_argerror(L, arg, who->name, "statement %d, parameter %d: %s",
+                         who->statement, param_no, why);
+    lcommon_argerror(L, arg, who->name, "parameter %d: %s", param_no, why);
+}
 
 /* Room for n parameters: inline in ps, or in a userdata left on the stack. */
 static void reserve(lua_State *L, int n, lparam_set *ps)
@@ -48,7 +62,8 @@ static void reserve(lua_State *L, int n, lparam_set *ps)
     }
 }
 
-void lparam_encode(lua_State *L, int first, int n, lparam_set *ps)
+void lparam_encode(lua_State *L, int first, int n, lparam_set *ps,
+                   const lparam_who *who)
 {
     int i;
 
@@ -69,8 +84,7 @@ void lparam_encode(lua_State *L, int first, int n, lparam_set *ps)
             break;
         case LUA_TLIGHTUSERDATA:
             if (lua_touserdata(L, idx) != NULL)
-                luaL_error(L, "pgpool: parameter %d: cannot send a userdata",
-                           i + 1);
+                goto unsupported;
             ps->values[i] = NULL;
             break;
         case LUA_TBOOLEAN:
@@ -82,34 +96,43 @@ void lparam_encode(lua_State *L, int first, int n, lparam_set *ps)
             break;
         case LUA_TSTRING:
             s = lua_tolstring(L, idx, &len);
-            if (memchr(s, '\0', len))
-                luaL_error(L, "pgpool: parameter %d: string contains a NUL "
-                           "byte (send binary data with pgpool.bytea)", i + 1);
+            if (memchr(s, '\0', len)) {
+                lua_pushliteral(L, "string contains a NUL byte (send binary "
+                                "data with pgpool.bytea)");
+                refuse(L, who, i + 1);
+            }
             ps->values[i] = s;
             break;
         case LUA_TTABLE:
+            luaL_checkstack(L, 4, "pgpool: too many table parameters");
             if (lvalue_is_bytea(L, idx)) {
-                lua_rawgeti(L, idx, 1);   /* stays alive in the marker */
-                s = lua_tolstring(L, -1, &len);
-                lua_pop(L, 1);
-                if (len > 0x7fffffff)
-                    luaL_error(L, "pgpool: parameter %d: bytea too large",
-                               i + 1);
+                s = lvalue_push_bytea_value(L, idx, &len);   /* stays */
+                if (!s) {
+                    lua_pushfstring(L, "pgpool.bytea value must be a string, "
+                                    "got %s", luaL_typename(L, -1));
+                    refuse(L, who, i + 1);
+                }
+                if (len > 0x7fffffff) {
+                    lua_pushliteral(L, "bytea too large");
+                    refuse(L, who, i + 1);
+                }
                 ps->values[i] = s;
                 ps->lengths[i] = (int)len;
                 ps->formats[i] = 1;
                 ps->types[i] = LVALUE_OID_BYTEA;
+            } else if (lvalue_encode_array(L, idx)) {
+                ps->values[i] = lua_tostring(L, -1);   /* stays */
             } else {
-                luaL_checkstack(L, 4, "pgpool: too many array parameters");
-                /* Leaves the literal pushed. */
-                lvalue_encode_array(L, idx, i + 1);
-                ps->values[i] = lua_tostring(L, -1);
+                refuse(L, who, i + 1);
             }
             break;
         default:
-            luaL_error(L, "pgpool: parameter %d: cannot send a %s", i + 1,
-                       luaL_typename(L, idx));
+            goto unsupported;
         }
+        continue;
+unsupported:
+        lua_pushfstring(L, "cannot send a %s", luaL_typename(L, idx));
+        refuse(L, who, i + 1);
     }
     ps->pq.n = n;
     ps->pq.values = ps->values;

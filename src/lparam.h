@@ -26,10 +26,20 @@ typedef struct lparam_set {
     char numbers_inline[LPARAM_INLINE][40];
 } lparam_set;
 
+/* Who encodes, for the error a bad parameter raises: "bad argument #<k+1>
+ * to '<name>' (parameter <k>: ...)", or, in a pipeline, "(statement <s>,
+ * parameter <k>: ...)" of argument arg when it holds every statement. */
+typedef struct lparam_who {
+    const char *name;    /* the method, as lcommon_argerror takes it */
+    int statement;       /* the pipeline statement's number; 0: none */
+    int arg;             /* the argument holding the parameters; 0: each
+                            parameter k is argument k + 1 */
+} lparam_who;
+
 /* Encode stack values first..first+n-1; raises on a bad parameter. May push
- * values (array literals) that must stay on the stack until the statement
- * has run. */
+ * values (array literals, bytea values) that must stay on the stack until
+ * the statement has run. */
 LPGPOOL_INTERNAL void lparam_encode(lua_State *L, int first, int n,
-                                    lparam_set *ps);
+                                    lparam_set *ps, const lparam_who *who);
 
 #endif

@@ -1,12 +1,16 @@
 /*
  * lpgpool.c - the module entry, luaopen_pgpool_core, and the functions of
  * the module table: configure, pool lookup, shutdown_all, the null
- * sentinel, bytea, on_log, close_on_signals and the _decode_array test hook.
- * The handles' methods are lpool.c's and lconn.c's; what they all share,
- * lcommon.c's.
+ * sentinel, bytea, on_log, close_on_signals; _facade, the registrations
+ * the facade calls for its module-level shortcuts and conn:pipeline; and
+ * the test hooks _decode, _decode_array and _type_table. The handles'
+ * methods are lpool.c's and lconn.c's; what they all share, lcommon.c's.
  *
  * Options reach configure already checked and completed by the Lua facade
- * (lua/pgpool.lua validates in one place); here they are only read.
+ * (lua/pgpool.lua validates in one place); here they are read raw (no
+ * metamethod runs), and the strings that go on to C-string APIs are
+ * checked again (a string, no NUL byte) and kept on the stack until the
+ * pool has copied them.
  *
  * The shared object pins itself in memory (RTLD_NODELETE): the pools, their
  * housekeeping thread and the atexit handler live in this library, and must
@@ -21,6 +25,7 @@
 #include "lcommon.h"
 #include "lconn.h"
 #include "lpool.h"
+#include "lresult.h"
 #include "lvalue.h"
 #include "pool.h"
 #include "process.h"
@@ -35,8 +40,9 @@
 static int lmodule_on_log(lua_State *L)
 {
     lctx *ctx = lctx_get(L);
-    if (!lua_isnoneornil(L, 1))
-        luaL_checktype(L, 1, LUA_TFUNCTION);
+    if (!lua_isnoneornil(L, 1) && lua_type(L, 1) != LUA_TFUNCTION)
+        return lcommon_argerror(L, 1, "on_log", "function or nil expected, "
+                                "got %s", luaL_typename(L, 1));
     if (ctx->log_fn != LUA_NOREF) {
         luaL_unref(L, LUA_REGISTRYINDEX, ctx->log_fn);
         ctx->log_fn = LUA_NOREF;
@@ -53,22 +59,61 @@ static int lmodule_on_log(lua_State *L)
 
 /* ---- configure --------------------------------------------------------- */
 
+/* Push options[key], read raw. */
+static int opt_push(lua_State *L, const char *key)
+{
+    lua_pushstring(L, key);
+    lua_rawget(L, 1);
+    return lua_type(L, -1);
+}
+
 static double opt_number(lua_State *L, const char *key)
 {
     double v;
-    lua_getfield(L, 1, key);
-    v = luaL_checknumber(L, -1);
+    if (opt_push(L, key) != LUA_TNUMBER)
+        lcommon_argerror(L, 1, "configure", "option '%s' must be a number, "
+                         "got %s", key, luaL_typename(L, -1));
+    v = lua_tonumber(L, -1);
     lua_pop(L, 1);
     return v;
 }
 
+/* The string option key, NULL when absent; it stays on the stack. */
 static const char *opt_string(lua_State *L, const char *key)
 {
-    const char *v;
-    lua_getfield(L, 1, key);
-    v = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
-    lua_pop(L, 1);   /* the string stays alive in the options table */
-    return v;
+    char what[48];
+    if (opt_push(L, key) == LUA_TNIL && strcmp(key, "name") != 0)
+        return NULL;
+    snprintf(what, sizeof what, "option '%s'", key);
+    return lcommon_check_cstring(L, -1, 1, "configure", what, NULL);
+}
+
+/* The replicas option's conninfo strings, kept on the stack. */
+static void opt_replicas(lua_State *L, pool_config *cfg)
+{
+    const char **replicas;
+    char what[48];
+    int n, i, list;
+
+    if (opt_push(L, "replicas") == LUA_TNIL)
+        return;
+    if (!lua_istable(L, -1))
+        lcommon_argerror(L, 1, "configure", "option 'replicas' must be a "
+                         "list of conninfo strings, got %s",
+                         luaL_typename(L, -1));
+    list = lua_gettop(L);
+    n = (int)lua_rawlen(L, list);
+    replicas = (const char **)lua_newuserdata(
+        L, sizeof *replicas * (size_t)(n + 1));
+    luaL_checkstack(L, n + 8, "pgpool: too many replicas");
+    for (i = 0; i < n; i++) {
+        lua_rawgeti(L, list, i + 1);
+        snprintf(what, sizeof what, "option 'replicas' entry %d", i + 1);
+        replicas[i] = lcommon_check_cstring(L, -1, 1, "configure", what,
+                                            NULL);
+    }
+    cfg->replicas = replicas;
+    cfg->n_replicas = n;
 }
 
 static int lmodule_configure(lua_State *L)
@@ -76,10 +121,14 @@ static int lmodule_configure(lua_State *L)
     pool_config cfg;
     const char *level;
     char errbuf[256];
-    pool *p;
+    pool **handle;
     int i;
 
-    luaL_checktype(L, 1, LUA_TTABLE);
+    if (lua_type(L, 1) != LUA_TTABLE)
+        return lcommon_argerror(L, 1, "configure", "options must be a table, "
+                                "got %s", luaL_typename(L, 1));
+    lua_settop(L, 1);
+    handle = lpool_new(L);
     memset(&cfg, 0, sizeof cfg);
     cfg.name = opt_string(L, "name");
     cfg.conninfo = opt_string(L, "conninfo");
@@ -100,30 +149,16 @@ static int lmodule_configure(lua_State *L)
     for (i = 0; level && pool_log_level_names[i]; i++)
         if (strcmp(level, pool_log_level_names[i]) == 0)
             cfg.log_level = i;
-    if (!cfg.name || cfg.max < 1 || cfg.min < 0 || cfg.min > cfg.max ||
-        cfg.log_level < 0)
-        return luaL_error(L, "pgpool: configure: invalid options");
-
-    lua_getfield(L, 1, "replicas");            /* stays on the stack */
-    if (lua_istable(L, -1)) {
-        int n = (int)lua_rawlen(L, -1);
-        const char **replicas =
-            (const char **)lua_newuserdata(L, sizeof *replicas * (size_t)(n + 1));
-        for (i = 0; i < n; i++) {
-            lua_rawgeti(L, -2, i + 1);
-            replicas[i] = luaL_checkstring(L, -1);   /* anchored by the table */
-            lua_pop(L, 1);
-        }
-        cfg.replicas = replicas;
-        cfg.n_replicas = n;
-    }
-    lua_getfield(L, 1, "defer_housekeeping");
+    if (cfg.max < 1 || cfg.min < 0 || cfg.min > cfg.max || cfg.log_level < 0)
+        return lcommon_argerror(L, 1, "configure", "invalid options");
+    opt_replicas(L, &cfg);
+    opt_push(L, "defer_housekeeping");
     i = lua_toboolean(L, -1);
     lua_pop(L, 1);
-    p = pool_configure(&cfg, !i, errbuf, sizeof errbuf);
-    if (!p)
+    *handle = pool_configure(&cfg, !i, errbuf, sizeof errbuf);
+    if (!*handle)
         return luaL_error(L, "%s", errbuf);
-    lpool_push(L, p);
+    lua_settop(L, 2);     /* the handle */
     lctx_flush_log(L);
     return 1;
 }
@@ -131,14 +166,14 @@ static int lmodule_configure(lua_State *L)
 /* pool(name): the handle of a configured pool, or nil, msg, code. */
 static int lmodule_pool(lua_State *L)
 {
-    const char *name = luaL_optstring(L, 1, "default");
+    const char *name = lua_isnoneornil(L, 1) ? "default"
+        : lcommon_check_cstring(L, 1, 1, "pool", "name", NULL);
+    pool **handle = lpool_new(L);
     int was_shut_down;
-    pool *p = pool_lookup(name, &was_shut_down);
 
-    if (p) {
-        lpool_push(L, p);
+    *handle = pool_lookup(name, &was_shut_down);
+    if (*handle)
         return 1;
-    }
     lua_pushnil(L);
     if (was_shut_down) {
         lua_pushfstring(L, "pool \"%s\" is shut down", name);
@@ -154,9 +189,15 @@ static int lmodule_pool(lua_State *L)
  * still in use at the deadline (they are closed anyway). */
 static int lmodule_shutdown_all(lua_State *L)
 {
-    double timeout = luaL_optnumber(L, 1, 10.0);
-    if (timeout < 0)
-        return luaL_argerror(L, 1, "timeout must be >= 0");
+    double timeout = 10.0;
+    if (!lua_isnoneornil(L, 1) && lua_type(L, 1) != LUA_TNUMBER)
+        return lcommon_argerror(L, 1, "shutdown_all", "timeout must be a "
+                                "number, got %s", luaL_typename(L, 1));
+    if (!lua_isnoneornil(L, 1))
+        timeout = lua_tonumber(L, 1);
+    if (!(timeout >= 0))
+        return lcommon_argerror(L, 1, "shutdown_all",
+                                "timeout must be >= 0");
     return lpool_push_shutdown_outcome(L, pool_shutdown_all(timeout));
 }
 
@@ -178,7 +219,9 @@ static int lmodule_pool_names(lua_State *L)
 /* bytea(s): mark a string to be sent as binary bytea. */
 static int lmodule_bytea(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TSTRING);
+    if (lua_type(L, 1) != LUA_TSTRING)
+        return lcommon_argerror(L, 1, "bytea", "string expected, got %s",
+                                luaL_typename(L, 1));
     lua_createtable(L, 1, 0);
     lua_pushvalue(L, 1);
     lua_rawseti(L, -2, 1);
@@ -196,25 +239,70 @@ static int lmodule_close_on_signals(lua_State *L)
     return 1;
 }
 
-/* _decode_array(text, array_oid): the array parser on its own, for the
- * specs (the server only ever sends well-formed literals). The value, or
- * nil and "malformed". */
-static int lmodule_decode_array(lua_State *L)
+/* ---- test hooks ---------------------------------------------------------- */
+
+/* The codec on its own, for the specs (the server only ever sends values
+ * the codec reads). _decode(text, oid): the value as a result would hold
+ * it; _decode_array(text, array_oid): the same, for array types only.
+ * Either returns nil and "malformed" for a value the codec refuses. */
+static int decode(lua_State *L, int arrays_only)
 {
     size_t len;
     const char *text = luaL_checklstring(L, 1, &len);
-    unsigned elem = lvalue_element_type((unsigned)luaL_checkinteger(L, 2));
-    if (!elem)
+    unsigned oid = (unsigned)luaL_checkinteger(L, 2);
+
+    if (arrays_only && !lvalue_element_type(oid))
         return luaL_argerror(L, 2, "not a known array type");
-    if (lvalue_push_array(L, text, len, elem))
+    if (lvalue_push(L, oid, text, len))
         return 1;
     lua_pushnil(L);
     lua_pushstring(L, "malformed");
     return 2;
 }
 
+static int lmodule_decode(lua_State *L)
+{
+    return decode(L, 0);
+}
+
+static int lmodule_decode_array(lua_State *L)
+{
+    return decode(L, 1);
+}
+
+/* _type_table(): the codec's OID tables, { arrays = { {array, element,
+ * name}, ... }, scalars = { {oid, name}, ... } }, to check against pg_type. */
+static int lmodule_type_table(lua_State *L)
+{
+    unsigned oid, element;
+    const char *name;
+    int i, list;
+
+    lua_createtable(L, 0, 2);
+    lua_newtable(L);                    /* -2: arrays */
+    lua_newtable(L);                    /* -1: scalars */
+    for (i = 0; lvalue_type(i, &oid, &element, &name); i++) {
+        list = lua_gettop(L) - (element ? 1 : 0);
+        lua_createtable(L, 0, 3);
+        lua_pushinteger(L, (lua_Integer)oid);
+        lua_setfield(L, -2, element ? "array" : "oid");
+        if (element) {
+            lua_pushinteger(L, (lua_Integer)element);
+            lua_setfield(L, -2, "element");
+        }
+        lua_pushstring(L, name);
+        lua_setfield(L, -2, "name");
+        lua_rawseti(L, list, (int)lua_rawlen(L, list) + 1);
+    }
+    lua_setfield(L, -3, "scalars");
+    lua_setfield(L, -2, "arrays");
+    return 1;
+}
+
 static const luaL_Reg module_fns[] = {
+    { "_decode", lmodule_decode },
     { "_decode_array", lmodule_decode_array },
+    { "_type_table", lmodule_type_table },
     { "close_on_signals", lmodule_close_on_signals },
     { "configure", lmodule_configure },
     { "pool", lmodule_pool },
@@ -242,11 +330,19 @@ int luaopen_pgpool_core(lua_State *L)
     lcommon_open(L);
     lpool_open(L);
     lconn_open(L);
+    lresult_open(L);
     luaL_newmetatable(L, LBYTEA_MT);
     lua_pop(L, 1);
 
     lua_newtable(L);
-    lcommon_setfuncs(L, module_fns);
+    lcommon_setfuncs(L, module_fns, "pgpool.", 0);
+    /* What the facade calls on the user's behalf: the pool methods behind
+     * pgpool.query and the rest (named so in errors), and the run of
+     * conn:pipeline (its statements' misuse named p:query). */
+    lua_newtable(L);
+    lpool_setfuncs(L, "pgpool.", 1);
+    lconn_setfuncs_pipeline(L);
+    lua_setfield(L, -2, "_facade");
     lua_pushlightuserdata(L, NULL);
     lua_setfield(L, -2, "null");
     lua_pushstring(L, LPGPOOL_VERSION);

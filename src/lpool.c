@@ -3,10 +3,13 @@
  *
  * Methods: acquire, query, exec, stats, shutdown, name, is_shut_down. The
  * facade (lua/pgpool.lua) adds transaction, with, health and metrics to the
- * same method table. acquire hands out connection handles (lconn.c);
- * query and exec run through lstatement.c like the connection's.
+ * same method table, and calls a second registration of these methods for
+ * its module-level shortcuts (errors then name pgpool.query, not
+ * pool:query). acquire hands out connection handles (lconn.c); query and
+ * exec run through lstatement.c like the connection's. A handle is made
+ * before the reference or checkout it will hold, so that a memory error
+ * cannot strand either.
  */
-#include <stdlib.h>
 #include <string.h>
 
 #include "lpool.h"
@@ -23,16 +26,17 @@ typedef struct lpool {
     pool *p;
 } lpool;
 
-static pool *lpool_check(lua_State *L, int idx)
+static pool *lpool_check(lua_State *L, const char *name)
 {
-    return ((lpool *)lcommon_check(L, idx, LUPV_POOL_MT, LPOOL_MT))->p;
+    return ((lpool *)lcommon_check(L, 1, LUPV_POOL_MT, LPOOL_MT, name))->p;
 }
 
-void lpool_push(lua_State *L, pool *p)
+pool **lpool_new(lua_State *L)
 {
     lpool *h = (lpool *)lua_newuserdata(L, sizeof *h);
-    h->p = p;
+    h->p = NULL;
     luaL_setmetatable(L, LPOOL_MT);
+    return &h->p;
 }
 
 static int lpool_gc(lua_State *L)
@@ -47,7 +51,7 @@ static int lpool_gc(lua_State *L)
 
 static int lpool_tostring(lua_State *L)
 {
-    pool *p = lpool_check(L, 1);
+    pool *p = lpool_check(L, "__tostring");
     lua_pushfstring(L, "pgpool.pool \"%s\"", pool_get_config(p)->name);
     return 1;
 }
@@ -59,10 +63,11 @@ typedef struct handle_opts {
     int read_only;
 } handle_opts;
 
-static handle_opts opts_arg(lua_State *L, int idx, const char *fname,
+static handle_opts opts_arg(lua_State *L, int idx, const char *name,
                             double fallback, int takes_read_only)
 {
     handle_opts o;
+    int arg = idx - 1;    /* self is not counted */
 
     o.timeout = fallback;
     o.read_only = 0;
@@ -70,32 +75,35 @@ static handle_opts opts_arg(lua_State *L, int idx, const char *fname,
         return o;
     if (lua_type(L, idx) == LUA_TNUMBER) {
         o.timeout = lua_tonumber(L, idx);
+    } else if (lua_type(L, idx) != LUA_TTABLE) {
+        lcommon_argerror(L, arg, name, "options must be a table or a number "
+                         "of seconds, got %s", luaL_typename(L, idx));
     } else {
-        luaL_checktype(L, idx, LUA_TTABLE);
         lua_pushnil(L);
         while (lua_next(L, idx)) {
             const char *key = lua_type(L, -2) == LUA_TSTRING
                                   ? lua_tostring(L, -2) : NULL;
             if (key && strcmp(key, "timeout") == 0) {
                 if (lua_type(L, -1) != LUA_TNUMBER)
-                    luaL_error(L, "pgpool: %s: option 'timeout' must be a "
-                               "number", fname);
+                    lcommon_argerror(L, arg, name, "option 'timeout' must be "
+                                     "a number, got %s", luaL_typename(L, -1));
                 o.timeout = lua_tonumber(L, -1);
             } else if (key && takes_read_only &&
                        strcmp(key, "read_only") == 0) {
                 if (lua_type(L, -1) != LUA_TBOOLEAN)
-                    luaL_error(L, "pgpool: %s: option 'read_only' must be a "
-                               "boolean", fname);
+                    lcommon_argerror(L, arg, name, "option 'read_only' must "
+                                     "be a boolean, got %s",
+                                     luaL_typename(L, -1));
                 o.read_only = lua_toboolean(L, -1);
             } else {
-                luaL_error(L, "pgpool: %s: unknown option '%s'", fname,
-                           key ? key : luaL_typename(L, -2));
+                lcommon_argerror(L, arg, name, "unknown option '%s'",
+                                 key ? key : luaL_typename(L, -2));
             }
             lua_pop(L, 1);
         }
     }
     if (!(o.timeout >= 0))
-        luaL_error(L, "pgpool: %s: option 'timeout' must be >= 0", fname);
+        lcommon_argerror(L, arg, name, "option 'timeout' must be >= 0");
     return o;
 }
 
@@ -123,9 +131,10 @@ static int acquire_replica(pool *p, double timeout, pool **from,
 
 static int lpool_acquire(lua_State *L)
 {
-    pool *p = lpool_check(L, 1);
+    pool *p = lpool_check(L, "acquire");
     handle_opts o = opts_arg(L, 2, "acquire",
                              pool_get_config(p)->acquire_timeout, 1);
+    lconn *c = lconn_new(L);
     pool *from = p;
     pool_slot *slot;
     uint64_t ticket;
@@ -140,7 +149,7 @@ static int lpool_acquire(lua_State *L)
         lctx_flush_log(L);
         return lresult_push_error(L, &err);
     }
-    lconn_push(L, from, slot, ticket);
+    lconn_attach(c, from, slot, ticket);
     if (pool_get_config(from)->leak_timeout > 0) {
         luaL_traceback(L, L, NULL, 1);
         pool_set_origin(slot, ticket, lua_tostring(L, -1));
@@ -155,7 +164,7 @@ static int lpool_acquire(lua_State *L)
  * with nothing checked out. */
 static int run_once(lua_State *L, int exec)
 {
-    pool *p = lpool_check(L, 1);
+    pool *p = lpool_check(L, exec ? "exec" : "query");
     lparam_set ps;
     const char *sql = lstatement_args(L, exec, &ps);
     pool_slot *slot;
@@ -194,7 +203,7 @@ static int lpool_exec(lua_State *L)
 
 static int lpool_stats(lua_State *L)
 {
-    pool *p = lpool_check(L, 1);
+    pool *p = lpool_check(L, "stats");
     pool_stats st;
 
     pool_get_stats(p, &st);
@@ -234,12 +243,11 @@ static int lpool_stats(lua_State *L)
 /* history(): per-second samples of the gauges, oldest first. */
 static int lpool_history(lua_State *L)
 {
-    pool *p = lpool_check(L, 1);
-    pool_sample *samples = malloc(sizeof *samples * POOL_HISTORY);
+    pool *p = lpool_check(L, "history");
+    pool_sample *samples = (pool_sample *)lua_newuserdata(
+        L, sizeof *samples * POOL_HISTORY);    /* the GC frees it */
     int n, i;
 
-    if (!samples)
-        return luaL_error(L, "pgpool: out of memory");
     n = pool_history(p, samples);
     lua_createtable(L, n, 0);
     for (i = 0; i < n; i++) {
@@ -253,7 +261,6 @@ static int lpool_history(lua_State *L)
 #undef SAMPLE
         lua_rawseti(L, -2, i + 1);
     }
-    free(samples);
     return 1;
 }
 
@@ -271,20 +278,20 @@ int lpool_push_shutdown_outcome(lua_State *L, int clean)
 
 static int lpool_shutdown(lua_State *L)
 {
-    pool *p = lpool_check(L, 1);
+    pool *p = lpool_check(L, "shutdown");
     handle_opts o = opts_arg(L, 2, "shutdown", 10.0, 0);
     return lpool_push_shutdown_outcome(L, pool_shutdown(p, o.timeout));
 }
 
 static int lpool_name(lua_State *L)
 {
-    lua_pushstring(L, pool_get_config(lpool_check(L, 1))->name);
+    lua_pushstring(L, pool_get_config(lpool_check(L, "name"))->name);
     return 1;
 }
 
 static int lpool_is_shut_down(lua_State *L)
 {
-    lua_pushboolean(L, pool_is_closing(lpool_check(L, 1)));
+    lua_pushboolean(L, pool_is_closing(lpool_check(L, "is_shut_down")));
     return 1;
 }
 
@@ -300,11 +307,16 @@ static const luaL_Reg lpool_methods[] = {
     { NULL, NULL },
 };
 
+void lpool_setfuncs(lua_State *L, const char *prefix, int wrapped)
+{
+    lcommon_setfuncs(L, lpool_methods, prefix, wrapped);
+}
+
 void lpool_open(lua_State *L)
 {
     luaL_getmetatable(L, LPOOL_MT);
     lua_newtable(L);
-    lcommon_setfuncs(L, lpool_methods);
+    lpool_setfuncs(L, "pool:", 0);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, lpool_gc);
     lua_setfield(L, -2, "__gc");

@@ -11,8 +11,16 @@
  * found it. */
 LPGPOOL_INTERNAL void lpool_open(lua_State *L);
 
-/* Push a handle of p; takes over one reference of p. */
-LPGPOOL_INTERNAL void lpool_push(lua_State *L, pool *p);
+/* Register the pool methods into the table on the stack top, with
+ * lcommon_setfuncs' prefix and wrapped. */
+LPGPOOL_INTERNAL void lpool_setfuncs(lua_State *L, const char *prefix,
+                                     int wrapped);
+
+/* Push a handle that holds no pool yet and return where its pool goes:
+ * the caller stores there the reference it got (the handle then owns it),
+ * after making the handle, so that a memory error cannot strand it. Never
+ * returned to Lua empty. */
+LPGPOOL_INTERNAL pool **lpool_new(lua_State *L);
 
 /* true, or nil and a message when connections were still in use. */
 LPGPOOL_INTERNAL int lpool_push_shutdown_outcome(lua_State *L, int clean);

@@ -8,6 +8,11 @@
  *
  * Values arrive in text format and are converted by type OID by the value
  * codec (lvalue.c).
+ *
+ * The result table is built in protected mode (build_result, kept in the
+ * registry so that calling it allocates nothing): whatever raises while it
+ * is built (a malformed value, Lua running out of memory), the PGresult is
+ * freed before the error goes on, and what the build allocated is Lua's.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -43,28 +48,21 @@ static void push_command(lua_State *L, const char *tag)
     lua_pushlstring(L, tag, end);
 }
 
-void lresult_push(lua_State *L, pq_result *r)
+/* lresult_push's work, run protected: (r as a light userdata) -> the
+ * result table. Raises for a malformed value. */
+static int build_result(lua_State *L)
 {
+    pq_result *r = (pq_result *)lua_touserdata(L, 1);
     int rows = pq_result_rows(r), cols = pq_result_cols(r);
     int res, names, row, col;
     unsigned types_inline[32], *types = types_inline;
     const char *affected;
+    long long n;
 
-    if (cols > 32) {
-        types = malloc(sizeof *types * (size_t)cols);
-        if (!types) {
-            pq_result_free(r);
-            luaL_error(L, "pgpool: out of memory");
-            return;
-        }
-    }
-    if (!lua_checkstack(L, cols + 8)) {
-        if (types != types_inline)
-            free(types);
-        pq_result_free(r);
-        luaL_error(L, "pgpool: too many columns");
-        return;
-    }
+    if (!lua_checkstack(L, cols + 8))
+        return luaL_error(L, "pgpool: too many columns");
+    if (cols > 32)
+        types = (unsigned *)lua_newuserdata(L, sizeof *types * (size_t)cols);
     lua_createtable(L, rows, 3);
     res = lua_gettop(L);
     names = res + 1;
@@ -78,16 +76,11 @@ void lresult_push(lua_State *L, pq_result *r)
             size_t len = 0;
             const char *v = pq_result_value(r, row, col, &len);
             lua_pushvalue(L, names + col);
-            if (!v) {
+            if (!v)
                 lua_pushlightuserdata(L, NULL);
-            } else if (!lvalue_push(L, types[col], v, len)) {
-                if (types != types_inline)
-                    free(types);
-                pq_result_free(r);
-                luaL_error(L, "pgpool: malformed array value in column %d",
-                           col + 1);
-                return;
-            }
+            else if (!lvalue_push(L, types[col], v, len))
+                return luaL_error(L, "pgpool: malformed value in column %d "
+                                  "(type %d)", col + 1, (int)types[col]);
             lua_rawset(L, -3);
         }
         lua_rawseti(L, res, row + 1);
@@ -104,15 +97,47 @@ void lresult_push(lua_State *L, pq_result *r)
     affected = pq_result_affected(r);
     if (affected && *affected) {
         push_key(L, LUPV_KEY_AFFECTED, "affected");
-        lua_pushinteger(L, (lua_Integer)lvalue_parse_integer(affected));
+        if (lvalue_parse_integer(affected, strlen(affected), &n))
+            lua_pushinteger(L, (lua_Integer)n);
+        else
+            lua_pushnumber(L, (lua_Number)strtod(affected, NULL));
         lua_rawset(L, res);
     }
     push_key(L, LUPV_KEY_COMMAND, "command");
     push_command(L, pq_result_command(r));
     lua_rawset(L, res);
-    if (types != types_inline)
-        free(types);
+    return 1;
+}
+
+/* The registry key of build_result. */
+static char build_result_key;
+
+void lresult_open(lua_State *L)
+{
+    static const luaL_Reg fns[] = { { "build", build_result }, { NULL, NULL } };
+    lua_newtable(L);
+    lcommon_setfuncs(L, fns, "", 0);      /* for the result keys */
+    lua_pushlightuserdata(L, (void *)&build_result_key);
+    lua_getfield(L, -2, "build");
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
+}
+
+void lresult_push(lua_State *L, pq_result *r)
+{
+    int status;
+
+    if (!lua_checkstack(L, 2)) {
+        pq_result_free(r);
+        luaL_error(L, "pgpool: stack overflow");
+    }
+    lua_pushlightuserdata(L, (void *)&build_result_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_pushlightuserdata(L, r);
+    status = lua_pcall(L, 1, 1, 0);
     pq_result_free(r);
+    if (status != LUA_OK)
+        lua_error(L);    /* the error pcall left on the stack */
 }
 
 /* The server's error fields as a table. */

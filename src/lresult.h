@@ -7,8 +7,12 @@
 #include "compat.h"
 #include "pq.h"
 
-/* Push the result as a table of rows; always frees r, and raises (after
- * freeing it) on a malformed value. */
+/* Keep the result builder in the registry; once per Lua state, before
+ * lresult_push. */
+LPGPOOL_INTERNAL void lresult_open(lua_State *L);
+
+/* Push the result as a table of rows; always frees r, also when it raises
+ * (a malformed value, Lua out of memory). */
 LPGPOOL_INTERNAL void lresult_push(lua_State *L, pq_result *r);
 
 /* Push nil, msg, code, info; returns 4. */

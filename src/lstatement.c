@@ -15,12 +15,17 @@
 
 const char *lstatement_args(lua_State *L, int exec, lparam_set *ps)
 {
-    const char *sql = luaL_checkstring(L, 2);
+    const char *name = exec ? "exec" : "query";
+    const char *sql = lcommon_check_cstring(L, 2, 1, name, "sql", NULL);
     if (exec) {
         if (lua_gettop(L) > 2)
-            luaL_error(L, "pgpool: exec takes no parameters");
+            lcommon_argerror(L, 2, name, "exec takes no parameters");
     } else {
-        lparam_encode(L, 3, lua_gettop(L) - 2, ps);
+        lparam_who who;
+        who.name = name;
+        who.statement = 0;
+        who.arg = 0;
+        lparam_encode(L, 3, lua_gettop(L) - 2, ps, &who);
     }
     return sql;
 }
@@ -53,13 +58,14 @@ int lstatement_run(pool *p, pool_slot *slot, uint64_t ticket, const char *sql,
 int lstatement_push_outcome(lua_State *L, int ok, int exec, pq_result *res,
                             const pq_error *err)
 {
-    lctx_flush_log(L);
+    int n = 1;
+    /* The result first: it owns res until it is pushed (or freed). */
     if (!ok)
-        return lresult_push_error(L, err);
-    if (exec) {
+        n = lresult_push_error(L, err);
+    else if (exec)
         lua_pushboolean(L, 1);
-        return 1;
-    }
-    lresult_push(L, res);   /* frees res */
-    return 1;
+    else
+        lresult_push(L, res);   /* frees res */
+    lctx_flush_log(L);
+    return n;
 }

@@ -12,7 +12,7 @@
 
 /* The arguments of query (sql, params... from index 2) or exec (a script,
  * no parameters): returns the SQL and, for query, encodes ps. Raises on
- * misuse. */
+ * misuse, naming the function as called ("pool:query", "pgpool.exec"). */
 LPGPOOL_INTERNAL const char *lstatement_args(lua_State *L, int exec,
                                              lparam_set *ps);
 
@@ -25,8 +25,9 @@ LPGPOOL_INTERNAL int lstatement_run(pool *p, pool_slot *slot, uint64_t ticket,
                                     const char *sql, const lparam_set *ps,
                                     pq_result **res, pq_error *err);
 
-/* Push what lstatement_run gave: the result (freed), true for exec, or
- * nil, msg, code, info. Delivers pending log lines first. */
+/* Push what lstatement_run gave: the result (freed, even when pushing it
+ * raises), true for exec, or nil, msg, code, info; then deliver pending
+ * log lines. */
 LPGPOOL_INTERNAL int lstatement_push_outcome(lua_State *L, int ok, int exec,
                                              pq_result *res,
                                              const pq_error *err);

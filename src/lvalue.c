@@ -9,17 +9,25 @@
  * userdata); everything else, and numeric, -> string. Only plain tables,
  * strings, numbers, booleans and the null sentinel are produced.
  *
+ * The decoder is total: integer text that does not fit (the server's
+ * integer types never send any) stays the string it is, never another
+ * number; malformed bytea text or array literals make lvalue_push return 0
+ * with the stack as it was. It never raises for a value, only when Lua
+ * runs out of memory, and then leaks nothing (its scratch space is Lua's).
+ *
  * Lua -> PostgreSQL: numbers as text the server reads back exactly; a Lua
  * array (nested for several dimensions) as an array literal, elements
  * always quoted, NULL unquoted. A table that is not a sequence, a NUL byte
- * or an unsupported value raises, naming the parameter.
+ * or an unsupported value is refused with a reason, which the caller
+ * raises naming the parameter.
  *
  * Array literals are read and written by arraytext.c; this file decides
- * what each element becomes. Decoding a malformed literal returns 0 with
- * the stack as it was; it never raises for one.
+ * what each element becomes.
  */
 #include <float.h>
+#include <limits.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,25 +37,58 @@
 
 /* ---- type OIDs --------------------------------------------------------- */
 
+/* OIDs and names as in PostgreSQL's pg_type.dat; spec/hostile_input_spec.lua
+ * checks each entry against the server's pg_type. */
 static const struct {
     unsigned array, element;
+    const char *name;   /* the element's typname */
 } array_types[] = {
-    { 1000, 16 },   /* bool */         { 1001, 17 },   /* bytea */
-    { 1002, 18 },   /* char */         { 1003, 19 },   /* name */
-    { 1005, 21 },   /* int2 */         { 1007, 23 },   /* int4 */
-    { 1016, 20 },   /* int8 */         { 1028, 26 },   /* oid */
-    { 1021, 700 },  /* float4 */       { 1022, 701 },  /* float8 */
-    { 1231, 1700 }, /* numeric */      { 1009, 25 },   /* text */
-    { 1015, 1043 }, /* varchar */      { 1014, 1042 }, /* bpchar */
-    { 2951, 2950 }, /* uuid */         { 199, 114 },   /* json */
-    { 3807, 3802 }, /* jsonb */        { 1182, 1082 }, /* date */
-    { 1183, 1083 }, /* time */         { 1115, 1114 }, /* timestamp */
-    { 1185, 1184 }, /* timestamptz */  { 1270, 1266 }, /* timetz */
-    { 1187, 1186 }, /* interval */     { 1041, 869 },  /* inet */
-    { 651, 650 },   /* cidr */         { 1040, 829 },  /* macaddr */
-    { 1561, 1560 }, /* bit */          { 1563, 1562 }, /* varbit */
-    { 1790, 1790 }, /* refcursor */    { 0, 0 },
+    { 1000, 16, "bool" },          { 1001, 17, "bytea" },
+    { 1002, 18, "char" },          { 1003, 19, "name" },
+    { 1005, 21, "int2" },          { 1007, 23, "int4" },
+    { 1016, 20, "int8" },          { 1028, 26, "oid" },
+    { 1021, 700, "float4" },       { 1022, 701, "float8" },
+    { 1231, 1700, "numeric" },     { 1009, 25, "text" },
+    { 1015, 1043, "varchar" },     { 1014, 1042, "bpchar" },
+    { 2951, 2950, "uuid" },        { 199, 114, "json" },
+    { 3807, 3802, "jsonb" },       { 1182, 1082, "date" },
+    { 1183, 1083, "time" },        { 1115, 1114, "timestamp" },
+    { 1185, 1184, "timestamptz" }, { 1270, 1266, "timetz" },
+    { 1187, 1186, "interval" },    { 1041, 869, "inet" },
+    { 651, 650, "cidr" },          { 1040, 829, "macaddr" },
+    { 1561, 1560, "bit" },         { 1563, 1562, "varbit" },
+    { 2201, 1790, "refcursor" },   { 0, 0, NULL },
 };
+
+static const struct {
+    unsigned oid;
+    const char *name;
+} scalar_types[] = {
+    { LVALUE_OID_BOOL, "bool" },     { LVALUE_OID_BYTEA, "bytea" },
+    { LVALUE_OID_INT8, "int8" },     { LVALUE_OID_INT2, "int2" },
+    { LVALUE_OID_INT4, "int4" },     { LVALUE_OID_OID, "oid" },
+    { LVALUE_OID_FLOAT4, "float4" }, { LVALUE_OID_FLOAT8, "float8" },
+    { 0, NULL },
+};
+
+int lvalue_type(int i, unsigned *oid, unsigned *element, const char **name)
+{
+    int arrays = (int)(sizeof array_types / sizeof *array_types) - 1;
+    int scalars = (int)(sizeof scalar_types / sizeof *scalar_types) - 1;
+
+    if (i < 0 || i >= arrays + scalars)
+        return 0;
+    if (i < arrays) {
+        *oid = array_types[i].array;
+        *element = array_types[i].element;
+        *name = array_types[i].name;
+    } else {
+        *oid = scalar_types[i - arrays].oid;
+        *element = 0;
+        *name = scalar_types[i - arrays].name;
+    }
+    return 1;
+}
 
 unsigned lvalue_element_type(unsigned array_oid)
 {
@@ -73,62 +114,114 @@ static int hex_digit(int c)
     return -1;
 }
 
-/* Decode bytea text output: hex ("\x4142") or the old escape format. */
-static void push_bytea(lua_State *L, const char *v, size_t len)
+#define BYTEA_MALFORMED ((size_t)-1)
+
+/* Decode bytea text output into out, which has room for len bytes: hex
+ * ("\x4142", an even number of hex digits) or the escape format ("\\" for
+ * a backslash, "\ooo" in octal up to \377, any other byte as is).
+ * Returns the decoded length, or BYTEA_MALFORMED. */
+static size_t decode_bytea(const char *v, size_t len, char *out)
 {
-    char *out = malloc(len + 1);
     size_t i = 0, n = 0;
 
-    if (!out) {
-        luaL_error(L, "pgpool: out of memory");
-        return;
-    }
     if (len >= 2 && v[0] == '\\' && v[1] == 'x') {
-        for (i = 2; i + 1 < len; i += 2) {
+        if (len % 2)
+            return BYTEA_MALFORMED;
+        for (i = 2; i < len; i += 2) {
             int hi = hex_digit((unsigned char)v[i]);
             int lo = hex_digit((unsigned char)v[i + 1]);
+            if (hi < 0 || lo < 0)
+                return BYTEA_MALFORMED;
             out[n++] = (char)((hi << 4) | lo);
         }
-    } else {
-        while (i < len) {
-            if (v[i] == '\\' && i + 1 < len && v[i + 1] == '\\') {
-                out[n++] = '\\';
-                i += 2;
-            } else if (v[i] == '\\' && i + 3 < len) {
-                out[n++] = (char)(((v[i + 1] - '0') << 6) |
-                                  ((v[i + 2] - '0') << 3) | (v[i + 3] - '0'));
-                i += 4;
-            } else {
-                out[n++] = v[i++];
-            }
+        return n;
+    }
+    while (i < len) {
+        if (v[i] != '\\') {
+            out[n++] = v[i++];
+        } else if (i + 1 < len && v[i + 1] == '\\') {
+            out[n++] = '\\';
+            i += 2;
+        } else if (i + 3 < len && v[i + 1] >= '0' && v[i + 1] <= '3' &&
+                   v[i + 2] >= '0' && v[i + 2] <= '7' &&
+                   v[i + 3] >= '0' && v[i + 3] <= '7') {
+            out[n++] = (char)(((v[i + 1] - '0') << 6) |
+                              ((v[i + 2] - '0') << 3) | (v[i + 3] - '0'));
+            i += 4;
+        } else {
+            return BYTEA_MALFORMED;
         }
     }
-    lua_pushlstring(L, out, n);
-    free(out);
+    return n;
 }
 
-/* Faster than strtoll on the hot path; accumulating negatively holds
- * int8's -2^63. */
-long long lvalue_parse_integer(const char *v)
+/* Push the bytes of bytea text; 0, pushing nothing, when it is malformed.
+ * Long values are decoded into a userdata, which the GC frees even when
+ * pushing the string raises. */
+static int push_bytea(lua_State *L, const char *v, size_t len)
 {
-    long long n = 0;
-    int negative = *v == '-';
+    char small[256], *out = small;
+    size_t n;
 
-    if (negative || *v == '+')
+    if (len > sizeof small)
+        out = (char *)lua_newuserdata(L, len);
+    n = decode_bytea(v, len, out);
+    if (n != BYTEA_MALFORMED)
+        lua_pushlstring(L, n ? out : "", n);   /* "": nothing was written */
+    if (out != small)
+        lua_remove(L, n != BYTEA_MALFORMED ? -2 : -1);
+    return n != BYTEA_MALFORMED;
+}
+
+/* lvalue_parse_integer, inlined where each integer value is decoded. */
+static inline int parse_integer(const char *v, size_t len, long long *out)
+{
+    const char *end = v + len;
+    unsigned long long n = 0;
+    int negative = 0;
+
+    if (len && (*v == '-' || *v == '+'))
+        negative = *v++ == '-';
+    if (v == end)
+        return 0;
+    /* At most 19 digits, leading zeros aside: they cannot overflow the
+     * unsigned accumulator (< 2^64). */
+    while (end - v > 19 && *v == '0')
         v++;
-    while (*v >= '0' && *v <= '9')
-        n = n * 10 - (*v++ - '0');
-    return negative ? n : -n;
+    if (end - v > 19)
+        return 0;
+    for (; v < end; v++) {
+        unsigned d = (unsigned)(unsigned char)*v - '0';
+        if (d > 9)
+            return 0;
+        n = n * 10 + d;
+    }
+    if (n > (unsigned long long)LLONG_MAX + (unsigned)negative)
+        return 0;
+    /* -2^63 has no positive counterpart: negate n - 1, then subtract 1. */
+    *out = negative && n ? -(long long)(n - 1) - 1 : (long long)n;
+    return 1;
 }
 
-static void push_int8(lua_State *L, const char *v, size_t len)
+int lvalue_parse_integer(const char *v, size_t len, long long *out)
 {
-    long long n = lvalue_parse_integer(v);
+    return parse_integer(v, len, out);
+}
+
+/* Integer text as a Lua integer (5.3+), or on 5.1/LuaJIT a number when the
+ * double holds it exactly (|v| <= 2^53); otherwise, or when the text is not
+ * a 64-bit integer, the text itself. */
+static void push_integer(lua_State *L, const char *v, size_t len)
+{
+    long long n;
+
+    if (!parse_integer(v, len, &n)) {
+        lua_pushlstring(L, v, len);
+        return;
+    }
 #if COMPAT_INT64
-    (void)len;
     lua_pushinteger(L, (lua_Integer)n);
 #else
-    /* Doubles hold every integer up to 2^53 exactly; beyond, keep the text. */
     if (n <= 9007199254740992LL && n >= -9007199254740992LL)
         lua_pushnumber(L, (lua_Number)n);
     else
@@ -147,10 +240,8 @@ int lvalue_push(lua_State *L, unsigned oid, const char *v, size_t len)
     case LVALUE_OID_INT2:
     case LVALUE_OID_INT4:
     case LVALUE_OID_OID:
-        lua_pushinteger(L, (lua_Integer)lvalue_parse_integer(v));
-        return 1;
     case LVALUE_OID_INT8:
-        push_int8(L, v, len);
+        push_integer(L, v, len);
         return 1;
     case LVALUE_OID_FLOAT4:
     case LVALUE_OID_FLOAT8:
@@ -158,8 +249,7 @@ int lvalue_push(lua_State *L, unsigned oid, const char *v, size_t len)
         lua_pushnumber(L, (lua_Number)strtod(v, NULL));
         return 1;
     case LVALUE_OID_BYTEA:
-        push_bytea(L, v, len);
-        return 1;
+        return push_bytea(L, v, len);
     default:
         elem = lvalue_element_type(oid);
         if (elem)
@@ -311,8 +401,16 @@ int lvalue_is_bytea(lua_State *L, int idx)
     return same;
 }
 
-/* Length of the sequence at idx, raising when it has other keys. */
-static size_t sequence_length(lua_State *L, int idx, int param_no)
+const char *lvalue_push_bytea_value(lua_State *L, int idx, size_t *len)
+{
+    lua_rawgeti(L, idx, 1);
+    if (lua_type(L, -1) != LUA_TSTRING)
+        return NULL;
+    return lua_tolstring(L, -1, len);
+}
+
+/* Length of the sequence at idx, or -1 when it has other keys. */
+static long sequence_length(lua_State *L, int idx)
 {
     size_t n = (size_t)lua_rawlen(L, idx), keys = 0;
     lua_pushnil(L);
@@ -320,22 +418,33 @@ static size_t sequence_length(lua_State *L, int idx, int param_no)
         keys++;
         lua_pop(L, 1);
     }
-    if (keys != n)
-        luaL_error(L, "pgpool: parameter %d: table is not an array (use a "
-                   "sequence 1..n; pgpool.null for NULL elements)", param_no);
-    return n;
+    return keys == n && n <= (size_t)INT_MAX ? (long)n : -1;
 }
 
-static void encode_table(lua_State *L, int idx, int param_no, int depth,
-                         arraytext_out *o)
+/* Why an array cannot be sent: pushes the reason, returns 0. */
+static int refuse(lua_State *L, const char *fmt, ...)
 {
-    size_t n, i;
+    va_list ap;
+    va_start(ap, fmt);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    return 0;
+}
+
+/* Append the Lua array at idx to o; 0 with the reason pushed (on top of
+ * whatever the walk had pushed) when it cannot be sent. */
+static int encode_table(lua_State *L, int idx, int depth, arraytext_out *o)
+{
+    long n, i;
 
     if (depth >= ARRAYTEXT_MAX_DIMS)
-        luaL_error(L, "pgpool: parameter %d: array nested deeper than %d",
-                   param_no, ARRAYTEXT_MAX_DIMS);
-    luaL_checkstack(L, 4, "pgpool: array too deep");
-    n = sequence_length(L, idx, param_no);
+        return refuse(L, "array nested deeper than %d", ARRAYTEXT_MAX_DIMS);
+    if (!lua_checkstack(L, 4))
+        return refuse(L, "array too deep");
+    n = sequence_length(L, idx);
+    if (n < 0)
+        return refuse(L, "table is not an array (use a sequence 1..n; "
+                      "pgpool.null for NULL elements)");
     arraytext_add_open(o);
     for (i = 1; i <= n; i++) {
         char num[40];
@@ -350,7 +459,7 @@ static void encode_table(lua_State *L, int idx, int param_no, int depth,
         switch (lua_type(L, el)) {
         case LUA_TLIGHTUSERDATA:
             if (lua_touserdata(L, el) != NULL)
-                goto unsupported;
+                return refuse(L, "cannot send a userdata in an array");
             arraytext_add_null(o);
             break;
         case LUA_TBOOLEAN:
@@ -363,30 +472,31 @@ static void encode_table(lua_State *L, int idx, int param_no, int depth,
         case LUA_TSTRING:
             s = lua_tolstring(L, el, &len);
             if (memchr(s, '\0', len))
-                luaL_error(L, "pgpool: parameter %d: array element %d "
-                           "contains a NUL byte", param_no, (int)i);
+                return refuse(L, "array element %d contains a NUL byte",
+                              (int)i);
             arraytext_add_quoted(o, s, len);
             break;
         case LUA_TTABLE:
             if (lvalue_is_bytea(L, el)) {
-                lua_rawgeti(L, el, 1);
-                s = lua_tolstring(L, -1, &len);
+                s = lvalue_push_bytea_value(L, el, &len);
+                if (!s)
+                    return refuse(L, "array element %d: pgpool.bytea value "
+                                  "must be a string, got %s", (int)i,
+                                  luaL_typename(L, -1));
                 arraytext_add_bytea(o, (const unsigned char *)s, len);
                 lua_pop(L, 1);
-            } else {
-                encode_table(L, el, param_no, depth + 1, o);
+            } else if (!encode_table(L, el, depth + 1, o)) {
+                return 0;
             }
             break;
         default:
-            goto unsupported;
+            return refuse(L, "cannot send a %s in an array",
+                          luaL_typename(L, el));
         }
         lua_pop(L, 1);
     }
     arraytext_add_close(o);
-    return;
-unsupported:
-    luaL_error(L, "pgpool: parameter %d: cannot send a %s in an array",
-               param_no, luaL_typename(L, -1));
+    return 1;
 }
 
 /* The output buffer lives in a userdata so that a raise frees it. */
@@ -396,20 +506,26 @@ static int outbuf_gc(lua_State *L)
     return 0;
 }
 
-void lvalue_encode_array(lua_State *L, int idx, int param_no)
+int lvalue_encode_array(lua_State *L, int idx)
 {
     arraytext_out *o;
+    int top = lua_gettop(L);
 
-    idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+    idx = idx < 0 ? top + idx + 1 : idx;
     o = (arraytext_out *)lua_newuserdata(L, sizeof *o);
     memset(o, 0, sizeof *o);
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, outbuf_gc);
     lua_setfield(L, -2, "__gc");
     lua_setmetatable(L, -2);
-    encode_table(L, idx, param_no, 0, o);
+    if (!encode_table(L, idx, 0, o)) {
+        lua_replace(L, top + 1);   /* the reason, over the buffer */
+        lua_settop(L, top + 1);
+        return 0;
+    }
     if (o->failed)
         luaL_error(L, "pgpool: out of memory");
     lua_pushlstring(L, o->data, o->len);
     lua_remove(L, -2);    /* the buffer; collected later */
+    return 1;
 }

@@ -25,15 +25,27 @@ enum {
     LVALUE_OID_FLOAT4 = 700, LVALUE_OID_FLOAT8 = 701
 };
 
-/* ---- PostgreSQL -> Lua -------------------------------------------------- */
+/* ---- the types --------------------------------------------------------- */
 
-/* Push one text-format value of type oid; v is '\0'-terminated at len.
- * Returns 0, pushing nothing, when an array value is malformed. */
-LPGPOOL_INTERNAL int lvalue_push(lua_State *L, unsigned oid, const char *v,
-                                 size_t len);
+/* The i-th (from 0) type the codec converts, array types first: its OID,
+ * its element type's (0 for a scalar type) and the name of the element or
+ * scalar type in pg_type. 0 past the end. For the specs, which check the
+ * tables against the server's pg_type, and the fuzz targets. */
+LPGPOOL_INTERNAL int lvalue_type(int i, unsigned *oid, unsigned *element,
+                                 const char **name);
 
 /* The element type of a known array type, or 0. */
 LPGPOOL_INTERNAL unsigned lvalue_element_type(unsigned array_oid);
+
+/* ---- PostgreSQL -> Lua -------------------------------------------------- */
+
+/* Push one text-format value of type oid; v is '\0'-terminated at len.
+ * Returns 0, pushing nothing, when the value is malformed: an array
+ * literal or bytea text the decoder cannot read (the server never sends
+ * one). Integer text that is not a 64-bit integer (or, on 5.1/LuaJIT, not
+ * exact as a double) is pushed as the string it is. */
+LPGPOOL_INTERNAL int lvalue_push(lua_State *L, unsigned oid, const char *v,
+                                 size_t len);
 
 /* Decode an array literal of elem_oid elements into a Lua array (nested for
  * several dimensions): pushes 1 value and returns 1, or pushes nothing and
@@ -41,9 +53,11 @@ LPGPOOL_INTERNAL unsigned lvalue_element_type(unsigned array_oid);
 LPGPOOL_INTERNAL int lvalue_push_array(lua_State *L, const char *text,
                                        size_t len, unsigned elem_oid);
 
-/* Decimal text as the server writes integers ("-123"), up to the first
- * non-digit; int8's -2^63 included. */
-LPGPOOL_INTERNAL long long lvalue_parse_integer(const char *v);
+/* The len bytes at v as decimal integer text ("-123", "+7", leading zeros
+ * allowed; nothing else): 1 with *out when it fits in 64 bits (int8's -2^63
+ * included), else 0. */
+LPGPOOL_INTERNAL int lvalue_parse_integer(const char *v, size_t len,
+                                          long long *out);
 
 /* ---- Lua -> PostgreSQL -------------------------------------------------- */
 
@@ -55,9 +69,16 @@ LPGPOOL_INTERNAL void lvalue_format_number(lua_State *L, int idx,
 /* Whether the value at idx is a pgpool.bytea marker. */
 LPGPOOL_INTERNAL int lvalue_is_bytea(lua_State *L, int idx);
 
-/* Push the array literal of the Lua array at idx; raises naming parameter
- * param_no on a value it cannot send. */
-LPGPOOL_INTERNAL void lvalue_encode_array(lua_State *L, int idx,
-                                          int param_no);
+/* Push the value of the pgpool.bytea marker at idx and return its bytes,
+ * which stay valid while that value stays on the stack; NULL (the value
+ * still pushed) when it is not a string. */
+LPGPOOL_INTERNAL const char *lvalue_push_bytea_value(lua_State *L, int idx,
+                                                     size_t *len);
+
+/* Push the array literal of the Lua array at idx and return 1; or return 0
+ * with the reason pushed instead (a table that is not a sequence, nested
+ * too deep, an element it cannot send), for the caller to raise naming the
+ * parameter. The stack is otherwise as it was. */
+LPGPOOL_INTERNAL int lvalue_encode_array(lua_State *L, int idx);
 
 #endif
