@@ -400,6 +400,7 @@ function pool_methods.health(pool)
   }
 end
 
+local GAUGE_NAMES = { total = "open" }
 local GAUGES = { "total", "idle", "in_use", "connecting", "waiting", "max", "min", "limit" }
 local COUNTERS = {
   "acquired", "released", "created", "closed", "timeouts", "connect_attempts", "connect_errors", "leaked",
@@ -428,7 +429,10 @@ function pgpool.metrics()
     end
   end
   for _, field in ipairs(GAUGES) do
-    family("connections_" .. field, "gauge", "Connections: " .. field:gsub("_", " ") .. ".", field)
+    -- "total" would read as a counter (promtool refuses a gauge named
+    -- *_total): the open connections are pgpool_connections_open
+    local name = GAUGE_NAMES[field] or field
+    family("connections_" .. name, "gauge", "Connections: " .. name:gsub("_", " ") .. ".", field)
   end
   for _, field in ipairs(COUNTERS) do
     family(field .. "_total", "counter", "Total " .. field:gsub("_", " ") .. ".", field)
