@@ -76,7 +76,7 @@ static int lconn_execute(pool *p, pool_slot *slot, uint64_t ticket,
     if (!conn)
         return strcmp(err->code, PQ_CODE_SHUTDOWN) == 0 ? 0 : -1;
     started = clock_now();
-    ok = lstatement_run(p, slot, ticket, sql, ps, res, err);
+    ok = lstatement_run(p, slot, ticket, sql, ps, started, res, err);
     pool_end_use(p, slot, sql, started, 1, !ok);
     return ok;
 }

@@ -181,7 +181,8 @@ static int run_once(lua_State *L, int exec)
         return lresult_push_error(L, &err);
     }
     started = clock_now();
-    ok = lstatement_run(p, slot, ticket, sql, exec ? NULL : &ps, &res, &err);
+    ok = lstatement_run(p, slot, ticket, sql, exec ? NULL : &ps, started, &res,
+                        &err);
     pool_end_use_release(p, slot, ticket, sql, started, !ok);
     return lstatement_push_outcome(L, ok, exec, res, &err);
 }

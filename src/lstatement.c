@@ -9,7 +9,6 @@
  */
 #include "lstatement.h"
 
-#include "clock.h"
 #include "lcommon.h"
 #include "lresult.h"
 
@@ -42,10 +41,10 @@ static int run_on(pool *p, pq_conn *conn, const char *sql,
 }
 
 int lstatement_run(pool *p, pool_slot *slot, uint64_t ticket, const char *sql,
-                   const lparam_set *ps, pq_result **res, pq_error *err)
+                   const lparam_set *ps, double started, pq_result **res,
+                   pq_error *err)
 {
     pq_conn *conn = pool_slot_conn(slot);
-    double started = clock_now();
     int ok = run_on(p, conn, sql, ps, res, err);
     /* A connection that died before this checkout began: once more on a
      * new one, when the failure proves the statement never ran. */

@@ -20,10 +20,12 @@ LPGPOOL_INTERNAL const char *lstatement_args(lua_State *L, int exec,
  * caller holds busy: with ps, as one statement with those parameters (*res
  * set on success); with ps NULL, as a script. When the checkout's first
  * statement fails with proof it never ran, runs it once more on a new
- * connection (pool_retry_conn). No Lua calls. 1 on success, 0 with err. */
+ * connection (pool_retry_conn); started is when the caller began it
+ * (clock_now). No Lua calls. 1 on success, 0 with err. */
 LPGPOOL_INTERNAL int lstatement_run(pool *p, pool_slot *slot, uint64_t ticket,
                                     const char *sql, const lparam_set *ps,
-                                    pq_result **res, pq_error *err);
+                                    double started, pq_result **res,
+                                    pq_error *err);
 
 /* Push what lstatement_run gave: the result (freed, even when pushing it
  * raises), true for exec, or nil, msg, code, info; then deliver pending
