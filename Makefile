@@ -152,8 +152,12 @@ bench: deps-bench build build/rawpq
 # build/fuzz/corpus-<target>/) and a crash, leak or failed check stops the
 # run with its input saved as build/fuzz/<target>-crash-*. The conninfo
 # redaction target (pq.c's) is to join FUZZ_TARGETS as fuzz/fuzz_redact.c.
+# First runs fuzz/oom_sweep.c: the codec out of memory at every allocation.
+# FUZZ_SEED fixes libFuzzer's seed (CI uses 1, so that a CI run repeats a
+# prefix of what a longer run with that seed tried); 0 is a new seed a run.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
+FUZZ_SEED    ?= 0
 FUZZ_TARGETS := arraytext decode encode results
 FUZZ_CFLAGS  := -std=c99 -g -O1 -fsanitize=fuzzer,address,undefined \
                 -fno-sanitize-recover=all $(WARNINGS) -Isrc \
@@ -174,11 +178,17 @@ build/fuzz/%: fuzz/fuzz_%.c fuzz/fuzz.h fuzz/fuzz_lua.c $(SOURCES) $(HEADERS)
 deps-fuzz:
 	@DEBS="clang liblua5.4-dev libpq-dev" sh .ci/deps.sh
 
-fuzz: deps-fuzz $(FUZZ_TARGETS:%=build/fuzz/%)
+build/fuzz/oom_sweep: fuzz/oom_sweep.c fuzz/fuzz.h src/lvalue.c src/arraytext.c $(HEADERS)
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(filter-out -fsanitize=fuzzer%,$(FUZZ_CFLAGS)) -fsanitize=address,undefined \
+	  fuzz/oom_sweep.c src/lvalue.c src/arraytext.c -o $@ $(FUZZ_LIBS)
+
+fuzz: deps-fuzz build/fuzz/oom_sweep $(FUZZ_TARGETS:%=build/fuzz/%)
+	@build/fuzz/oom_sweep
 	@for t in $(FUZZ_TARGETS); do \
 	  mkdir -p build/fuzz/corpus-$$t; \
 	  echo "== fuzz $$t ($(FUZZ_SECONDS) s)"; \
-	  build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	  build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -seed=$(FUZZ_SEED) -print_final_stats=1 \
 	    -artifact_prefix=build/fuzz/$$t- build/fuzz/corpus-$$t fuzz/corpus/$$t \
 	    2>build/fuzz/$$t.log || { tail -n 40 build/fuzz/$$t.log; exit 1; }; \
 	  grep -E '^Done|stat::number_of_executed_units' build/fuzz/$$t.log; \

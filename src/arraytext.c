@@ -7,9 +7,9 @@
  * and element is handed to the caller's callbacks, so the caller decides
  * what an element becomes and the rules of the syntax stay here.
  *
- * The writer appends to a buffer grown with realloc; elements are always
- * quoted, NULL unquoted. It raises nothing: running out of memory sets a
- * flag for the caller to report.
+ * The writer appends to a buffer grown with realloc or the caller's
+ * allocator; elements are always quoted, NULL unquoted. It raises nothing:
+ * running out of memory sets a flag for the caller to report.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -208,7 +208,8 @@ int arraytext_grow(arraytext_out *o, size_t n)
 
     while (cap < o->len + n)
         cap *= 2;
-    grown = realloc(o->data, cap);
+    grown = o->grow ? o->grow(o->ud, o->data, o->len, cap)
+                    : realloc(o->data, cap);
     if (!grown) {
         o->failed = 1;
         return 0;
@@ -220,7 +221,8 @@ int arraytext_grow(arraytext_out *o, size_t n)
 
 void arraytext_free(arraytext_out *o)
 {
-    free(o->data);
+    if (!o->grow)
+        free(o->data);
     o->data = NULL;
 }
 

@@ -57,11 +57,16 @@ size_t arraytext_element_value(const char *text, size_t len,
 /* ---- writing ----------------------------------------------------------- */
 
 /* A growing buffer; failed stays set once memory ran out, and the text is
- * then incomplete. Release data with arraytext_free. */
+ * then incomplete. Memory comes from realloc (release it with
+ * arraytext_free) unless grow is set: then grow(ud, data, len, cap) returns
+ * a block of cap bytes starting with the len bytes of data, or NULL, and
+ * the blocks belong to whoever supplied grow (arraytext_free leaves them). */
 typedef struct arraytext_out {
     char *data;
     size_t len, cap;
     int failed;
+    char *(*grow)(void *ud, const char *data, size_t len, size_t cap);
+    void *ud;
 } arraytext_out;
 
 /* Room for n more bytes: 1, or 0 with failed set. */

@@ -499,25 +499,43 @@ static int encode_table(lua_State *L, int idx, int depth, arraytext_out *o)
     return 1;
 }
 
-/* The output buffer lives in a userdata so that a raise frees it. */
-static int outbuf_gc(lua_State *L)
+/* The output buffer is a Lua userdata held in one stack slot and replaced
+ * by a bigger one as it grows: memory the collector owns outright, so that
+ * neither a raise halfway nor a finaliser that cannot run (a __gc call
+ * fails when memory is short) can leak it. */
+typedef struct lua_buffer {
+    lua_State *L;
+    int slot;
+} lua_buffer;
+
+static char *grow_in_lua(void *ud, const char *data, size_t len, size_t cap)
 {
-    arraytext_free((arraytext_out *)lua_touserdata(L, 1));
-    return 0;
+    lua_buffer *b = (lua_buffer *)ud;
+    char *block;
+
+    if (!lua_checkstack(b->L, 1))
+        return NULL;
+    block = (char *)lua_newuserdata(b->L, cap);   /* raises when out */
+    if (len)
+        memcpy(block, data, len);
+    lua_replace(b->L, b->slot);
+    return block;
 }
 
 int lvalue_encode_array(lua_State *L, int idx)
 {
-    arraytext_out *o;
+    arraytext_out out;
+    lua_buffer buffer;
+    arraytext_out *o = &out;
     int top = lua_gettop(L);
 
     idx = idx < 0 ? top + idx + 1 : idx;
-    o = (arraytext_out *)lua_newuserdata(L, sizeof *o);
+    lua_pushnil(L);                  /* top + 1: the buffer's slot */
+    buffer.L = L;
+    buffer.slot = top + 1;
     memset(o, 0, sizeof *o);
-    lua_createtable(L, 0, 1);
-    lua_pushcfunction(L, outbuf_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_setmetatable(L, -2);
+    o->grow = grow_in_lua;
+    o->ud = &buffer;
     if (!encode_table(L, idx, 0, o)) {
         lua_replace(L, top + 1);   /* the reason, over the buffer */
         lua_settop(L, top + 1);
