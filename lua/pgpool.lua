@@ -411,21 +411,53 @@ local function label(name)
   return (name:gsub("[\\\"\n]", { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n" }))
 end
 
--- Prometheus text exposition for every pool configured in the process.
-function pgpool.metrics()
-  local all = {}
+-- This process's pools as plain data (a cjson-encodable table), for
+-- collecting several processes' figures in one place (the nginx workers'):
+-- { pid = n, time = epoch seconds, pools = { stats() + health [+ history] } }.
+function pgpool.snapshot(opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    arg_error(2, "pgpool.snapshot", 1, "options must be a table, got " .. type(opts))
+  end
+  local with_history = opts and opts.history
+  local pools = {}
   for _, name in ipairs(core.pool_names()) do
     local p = core.pool(name)
-    if p then all[#all + 1] = p:stats() end
+    if p then
+      local st = p:stats()
+      st.health = p:health()
+      if with_history then st.history = p:history() end
+      pools[#pools + 1] = st
+    end
   end
-  sort(all, function(a, b) return a.name < b.name end)
+  sort(pools, function(a, b) return a.name < b.name end)
+  return { pid = core.pid(), time = os.time(), pools = pools }
+end
+
+-- Prometheus text exposition: of every pool configured in this process, or
+-- of a list of snapshots (pgpool.snapshot()) from several processes. Every
+-- series is labelled with its pool and its process's pid.
+function pgpool.metrics(snapshots)
+  if snapshots ~= nil and type(snapshots) ~= "table" then
+    arg_error(2, "pgpool.metrics", 1, "snapshots must be a table, got " .. type(snapshots))
+  end
+  snapshots = snapshots or { pgpool.snapshot() }
+  local all = {}
+  for _, snap in ipairs(snapshots) do
+    for _, st in ipairs(snap.pools or {}) do
+      all[#all + 1] = { stats = st, pid = snap.pid or st.pid }
+    end
+  end
+  sort(all, function(a, b)
+    if a.stats.name ~= b.stats.name then return a.stats.name < b.stats.name end
+    return a.pid < b.pid
+  end)
   local out = {}
   local function family(metric, kind, help, field, suffix)
     out[#out + 1] = format("# HELP pgpool_%s %s", metric, help)
     out[#out + 1] = format("# TYPE pgpool_%s %s", metric, kind)
-    for _, st in ipairs(all) do
-      out[#out + 1] = format('pgpool_%s{pool="%s"} %s', metric, label(st.name),
-        tostring(st[field] or 0) .. (suffix or ""))
+    for _, one in ipairs(all) do
+      out[#out + 1] = format('pgpool_%s{pool="%s",pid="%d"} %s', metric,
+        label(one.stats.name), one.pid, tostring(one.stats[field] or 0) .. (suffix or ""))
     end
   end
   for _, field in ipairs(GAUGES) do

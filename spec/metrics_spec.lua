@@ -33,6 +33,21 @@ describe('metrics', function()
     for name, kind in text:gmatch('# TYPE (%S+) (%S+)') do
       if kind ~= 'counter' then assert.is_nil(name:match('_total$'), name) end
     end
-    assert.truthy(helpers.contains(text, 'pgpool_connections_open{pool="metrics-names"} 1\n'), text)
+    assert.truthy(helpers.contains(text, ('pgpool_connections_open{pool="metrics-names",pid="%d"} 1\n'):format(require('pgpool.core').pid())), text)
+  end)
+
+  it('labels each process by pid when given several snapshots', function()
+    local pool = pgpool.configure(opts('metrics-pids', { max = 3 }))
+    assert.truthy(pool:query('select 1'))
+    local mine = pgpool.snapshot()
+    local other = pgpool.snapshot()
+    other.pid = mine.pid + 1
+    local text = pgpool.metrics({ mine, other })
+    for _, pid in ipairs{ mine.pid, other.pid } do
+      assert.truthy(helpers.contains(text,
+        ('pgpool_queries_total{pool="metrics-pids",pid="%d"} 1\n'):format(pid)), text)
+    end
+    local _, families = text:gsub('# TYPE pgpool_queries_total counter', '')
+    assert.are.equal(1, families)
   end)
 end)

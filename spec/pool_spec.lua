@@ -32,7 +32,7 @@ describe('configure', function()
     assert.are.equal(1, st.created)
     assert.are.equal(2, b:stats().acquired)
     assert.are.equal(1, helpers.count_backends('pgpool'))
-    local _, n = pgpool.metrics():gsub('pgpool_connections_open{pool="single"}', '')
+    local _, n = pgpool.metrics():gsub('pgpool_connections_open{pool="single",pid="%d+"}', '')
     assert.are.equal(1, n)
   end)
 

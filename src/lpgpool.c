@@ -19,6 +19,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "lpgpool.h"
 
@@ -208,6 +209,14 @@ static void add_name(pool *p, void *ud)
     lua_rawseti(L, -2, (int)lua_rawlen(L, -2) + 1);
 }
 
+/* pid(): this process's id (the label of its figures among a server's
+ * processes; in a forked child, the child's). */
+static int lmodule_pid(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)getpid());
+    return 1;
+}
+
 /* pool_names(): the names of the configured pools. */
 static int lmodule_pool_names(lua_State *L)
 {
@@ -306,6 +315,7 @@ static const luaL_Reg module_fns[] = {
     { "close_on_signals", lmodule_close_on_signals },
     { "configure", lmodule_configure },
     { "pool", lmodule_pool },
+    { "pid", lmodule_pid },
     { "pool_names", lmodule_pool_names },
     { "shutdown_all", lmodule_shutdown_all },
     { "bytea", lmodule_bytea },
