@@ -57,7 +57,7 @@ local DEFAULTS = {
   statement_cache = 0,
   slow_query      = 1,
   leak_timeout    = 0,
-  log_level       = "info",
+  log_level       = "warn",
   max_shared      = 0,
 }
 
@@ -237,12 +237,13 @@ local MAIN = {}
 
 local function pack(...) return { n = select("#", ...), ... } end
 
-local function finish(conn, ok, results)
+local function finish(conn, ok, results, trace)
   if not ok then
     pcall(conn.exec, conn, "ROLLBACK")
     conn:release()
-    local err = results[1]
-    return nil, type(err) == "string" and err or tostring(err), "error"
+    -- what fn raised, as raised (a table stays that table); where it was
+    -- raised in info.traceback
+    return nil, results[1], "error", { traceback = trace }
   end
   if results.n >= 2 and results[1] == nil then
     pcall(conn.exec, conn, "ROLLBACK")
@@ -292,10 +293,14 @@ local function transaction(pool, fn, opts, name)
     return nil, msg, code, info
   end
   in_transaction[key] = true
-  local results = pack(xpcall(fn, traceback, conn))
+  local trace
+  local results = pack(xpcall(fn, function(err)
+    trace = traceback(type(err) == "string" and err or "error raised: " .. type(err), 2)
+    return err
+  end, conn))
   in_transaction[key] = nil
   ok = results[1]
-  return finish(conn, ok, { n = results.n - 1, unpack(results, 2, results.n) })
+  return finish(conn, ok, { n = results.n - 1, unpack(results, 2, results.n) }, trace)
 end
 
 local function with(pool, fn, opts, name)

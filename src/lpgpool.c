@@ -52,6 +52,7 @@ static int lmodule_on_log(lua_State *L)
     if (!lua_isnoneornil(L, 1)) {
         lua_pushvalue(L, 1);
         ctx->log_fn = luaL_ref(L, LUA_REGISTRYINDEX);
+        ctx->log_fn_failed = 0;
         ctx->log_seq = pool_log_seq();
         pool_log_listeners(1);
     }
