@@ -3,7 +3,8 @@
 -- This facade adds to the C core (pgpool.core): option checks and defaults
 -- (validated here, in one place), the module-level shortcuts that act on the
 -- pool named "default" (configured from the environment on first use),
--- transaction/with, health and metrics.
+-- transaction/with; health and metrics are lua/pgpool/health.lua's and
+-- lua/pgpool/metrics.lua's.
 --
 -- Misuse raises "bad argument #n to '<function as the user called it>'
 -- (...)" at the caller's line, here as in C. The C functions the facade
@@ -12,10 +13,12 @@
 -- one frame up, so they are called here without a tail call.
 
 local core = require("pgpool.core")
+local health = require("pgpool.health")
+local metrics = require("pgpool.metrics")
 
 local error, type, pairs, ipairs, select, tostring = error, type, pairs, ipairs, select, tostring
 local pcall, xpcall, setmetatable, rawget = pcall, xpcall, setmetatable, rawget
-local concat, sort = table.concat, table.sort
+local concat = table.concat
 local floor, huge = math.floor, math.huge
 local format = string.format
 local getenv = os.getenv
@@ -68,7 +71,7 @@ local OPTION_KINDS = {
   idle_timeout = "seconds", acquire_timeout = "seconds", connect_timeout = "seconds",
   query_timeout = "seconds", max_lifetime = "seconds", slow_query = "seconds",
   leak_timeout = "seconds",
-  replicas = "conninfo list", max_shared = "count",
+  replicas = "conninfo list", max_shared = "count", health = "health",
 }
 
 -- The most connections one pool may have: far above what one PostgreSQL
@@ -103,6 +106,8 @@ local function option_problem(key, value)
       end
       if has_nul(value[i]) then return bad(format("entry %d must not contain a NUL byte", i)) end
     end
+  elseif kind == "health" then
+    return health.option_problem(value)
   elseif kind == "level" then
     if not LOG_LEVELS[value] then return bad("must be one of debug, info, warn, error, off") end
   else
@@ -136,6 +141,7 @@ local function normalize(opts)
   if opts.max_shared ~= nil and cfg.max_shared < 1 then
     misuse("option 'max_shared' must be >= 1 (or nil for no cross-process cap)")
   end
+  cfg.health = health.complete(cfg.health)
   return cfg
 end
 
@@ -363,123 +369,11 @@ function conn_methods.pipeline(conn, fn, opts)
   return results, msg, code, info
 end
 
--- health / metrics -----------------------------------------------------------
+-- health / metrics (lua/pgpool/health.lua, lua/pgpool/metrics.lua) -----------
 
-function pool_methods.health(pool)
-  local st = pool:stats()
-  local reasons = {}
-  local status = "ok"
-  if st.waiting > 0 then
-    status = "warning"
-    reasons[#reasons + 1] = format("%d waiting for a connection", st.waiting)
-  end
-  if st.total >= 0.9 * st.max and st.idle == 0 then
-    status = "critical"
-    reasons[#reasons + 1] = format("%d/%d connections open and none idle", st.total, st.max)
-  end
-  if st.connect_failures > 0 then
-    status = "critical"
-    reasons[#reasons + 1] = format("last %d connection attempt(s) failed; next in up to %g s",
-      st.connect_failures, st.backoff)
-  end
-  if st.limit < st.max then
-    if status == "ok" then status = "warning" end
-    reasons[#reasons + 1] = format("limit lowered to %d of max %d: %s", st.limit, st.max,
-      st.limit_reason or "")
-  end
-  local cap = st.max_shared or st.max
-  if st.server_slots and cap > st.server_slots then
-    if status == "ok" then status = "warning" end
-    reasons[#reasons + 1] = format("max %d exceeds the server's %d slots", cap, st.server_slots)
-  end
-  if st.shut_down then
-    status = "critical"
-    reasons[#reasons + 1] = "pool is shut down"
-  end
-  return {
-    status = status,
-    reasons = reasons,
-    utilization = (st.in_use + st.connecting) / st.max,
-    total = st.total, idle = st.idle, in_use = st.in_use, waiting = st.waiting,
-    max = st.max, limit = st.limit, name = st.name,
-  }
-end
-
-local GAUGE_NAMES = { total = "open" }
-local GAUGES = { "total", "idle", "in_use", "connecting", "waiting", "max", "min", "limit" }
-local COUNTERS = {
-  "acquired", "released", "created", "closed", "timeouts", "connect_attempts", "connect_errors", "leaked",
-  "queries", "query_errors", "slow_queries", "rollbacks",
-}
-
-local function label(name)
-  return (name:gsub("[\\\"\n]", { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n" }))
-end
-
--- This process's pools as plain data (a cjson-encodable table), for
--- collecting several processes' figures in one place (the nginx workers'):
--- { pid = n, time = epoch seconds, pools = { stats() + health [+ history] } }.
-function pgpool.snapshot(opts)
-  if opts ~= nil and type(opts) ~= "table" then
-    arg_error(2, "pgpool.snapshot", 1, "options must be a table, got " .. type(opts))
-  end
-  local with_history = opts and opts.history
-  local pools = {}
-  for _, name in ipairs(core.pool_names()) do
-    local p = core.pool(name)
-    if p then
-      local st = p:stats()
-      st.health = p:health()
-      if with_history then st.history = p:history() end
-      pools[#pools + 1] = st
-    end
-  end
-  sort(pools, function(a, b) return a.name < b.name end)
-  return { pid = core.pid(), time = os.time(), pools = pools }
-end
-
--- Prometheus text exposition: of every pool configured in this process, or
--- of a list of snapshots (pgpool.snapshot()) from several processes. Every
--- series is labelled with its pool and its process's pid.
-function pgpool.metrics(snapshots)
-  if snapshots ~= nil and type(snapshots) ~= "table" then
-    arg_error(2, "pgpool.metrics", 1, "snapshots must be a table, got " .. type(snapshots))
-  end
-  snapshots = snapshots or { pgpool.snapshot() }
-  local all = {}
-  for _, snap in ipairs(snapshots) do
-    for _, st in ipairs(snap.pools or {}) do
-      all[#all + 1] = { stats = st, pid = snap.pid or st.pid }
-    end
-  end
-  sort(all, function(a, b)
-    if a.stats.name ~= b.stats.name then return a.stats.name < b.stats.name end
-    return a.pid < b.pid
-  end)
-  local out = {}
-  local function family(metric, kind, help, field, suffix)
-    out[#out + 1] = format("# HELP pgpool_%s %s", metric, help)
-    out[#out + 1] = format("# TYPE pgpool_%s %s", metric, kind)
-    for _, one in ipairs(all) do
-      out[#out + 1] = format('pgpool_%s{pool="%s",pid="%d"} %s', metric,
-        label(one.stats.name), one.pid, tostring(one.stats[field] or 0) .. (suffix or ""))
-    end
-  end
-  for _, field in ipairs(GAUGES) do
-    -- "total" would read as a counter (promtool refuses a gauge named
-    -- *_total): the open connections are pgpool_connections_open
-    local name = GAUGE_NAMES[field] or field
-    family("connections_" .. name, "gauge", "Connections: " .. name:gsub("_", " ") .. ".", field)
-  end
-  for _, field in ipairs(COUNTERS) do
-    family(field .. "_total", "counter", "Total " .. field:gsub("_", " ") .. ".", field)
-  end
-  family("wait_seconds_total", "counter", "Time spent acquiring connections.", "wait_time_total")
-  family("wait_seconds_max", "gauge", "Longest time spent acquiring a connection.", "wait_time_max")
-  family("query_seconds_total", "counter", "Time spent in queries.", "query_time_total")
-  family("connect_backoff_seconds", "gauge", "The current backoff step between connection attempts (0: none).", "backoff")
-  return concat(out, "\n") .. "\n"
-end
+pool_methods.health = health.of
+pgpool.snapshot = metrics.snapshot
+pgpool.metrics = metrics.render
 
 -- Module-level shortcuts on the "default" pool --------------------------------
 

@@ -60,6 +60,8 @@ build = {
    install = {
       lua = {
          ["pgpool"] = "lua/pgpool.lua",
+         ["pgpool.health"] = "lua/pgpool/health.lua",
+         ["pgpool.metrics"] = "lua/pgpool/metrics.lua",
       },
       lib = {
          ["pgpool.core"] = "build/luarocks/pgpool/core.so",

@@ -1,7 +1,8 @@
 /*
  * housekeeper.c - what the housekeeping thread (hk_thread.c) does, once a
  * second or whenever something falls due, to every configured pool:
- *  - records the second's gauges in the history ring;
+ *  - ticks the pool's figures once a second (pool_figures.c): the
+ *    history sample of the gauges, the second's figures for the windows;
  *  - closes idle connections past idle_timeout (above min, oldest first)
  *    and idle ones past their lifetime, counting the reason;
  *  - with max_shared, lends: closes idle connections whose tokens other
@@ -30,28 +31,6 @@
 #include "clock.h"
 #include "pool_internal.h"
 #include "registry.h"
-
-/* Record this second's gauges, once per wall-clock second (mutex held). */
-static void sample_history(pool *p, int64_t wall)
-{
-    pool_sample *last = p->history_count
-        ? &p->history[(p->history_next + POOL_HISTORY - 1) % POOL_HISTORY]
-        : NULL;
-    pool_sample *s;
-
-    if (last && last->time == wall)
-        return;
-    s = &p->history[p->history_next];
-    s->time = wall;
-    s->total = pool_total(p);
-    s->idle = p->n_idle;
-    s->in_use = p->n_in_use;
-    s->connecting = p->n_connecting;
-    s->waiting = p->n_waiting;
-    p->history_next = (p->history_next + 1) % POOL_HISTORY;
-    if (p->history_count < POOL_HISTORY)
-        p->history_count++;
-}
 
 /* Seconds until just past the next wall-clock second. */
 static double until_next_second(void)
@@ -103,7 +82,7 @@ static double housekeep(pool *p, double t, int64_t wall)
         pthread_mutex_unlock(&p->mu);
         goto retired_work;
     }
-    sample_history(p, wall);
+    pool_figures_tick(p, wall);
     spare = pool_total(p) - p->cfg.min;
     for (s = p->idle_tail; s; s = older) {    /* oldest idle first */
         const char *reason = NULL;

@@ -118,6 +118,39 @@ static void opt_replicas(lua_State *L, pool_config *cfg)
     cfg->n_replicas = n;
 }
 
+/* The health option's thresholds (the facade has checked and completed
+ * them); 0 when one is missing or out of range. */
+static int opt_health(lua_State *L, pool_health_config *h)
+{
+    static const char *const keys[] = { "window", "waiting_ratio",
+                                        "wait_p95", "timeouts",
+                                        "connect_failures" };
+    double v[5];
+    int i, ok = 1;
+
+    if (opt_push(L, "health") != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    for (i = 0; i < 5; i++) {
+        lua_pushstring(L, keys[i]);
+        lua_rawget(L, -2);
+        v[i] = lua_tonumber(L, -1);   /* 0 for a non-number */
+        ok = ok && lua_type(L, -1) == LUA_TNUMBER && v[i] >= 0 &&
+             v[i] < 2147483647;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (!ok || v[0] < 1 || v[0] > POOL_WINDOW || v[1] > 1)
+        return 0;
+    h->window = (int)v[0];
+    h->waiting_ratio = v[1];
+    h->wait_p95 = v[2];
+    h->timeouts = (int)v[3];
+    h->connect_failures = (int)v[4];
+    return 1;
+}
+
 static int lmodule_configure(lua_State *L)
 {
     pool_config cfg;
@@ -151,7 +184,8 @@ static int lmodule_configure(lua_State *L)
     for (i = 0; level && pool_log_level_names[i]; i++)
         if (strcmp(level, pool_log_level_names[i]) == 0)
             cfg.log_level = i;
-    if (cfg.max < 1 || cfg.min < 0 || cfg.min > cfg.max || cfg.log_level < 0)
+    if (cfg.max < 1 || cfg.min < 0 || cfg.min > cfg.max || cfg.log_level < 0 ||
+        !opt_health(L, &cfg.health))
         return lcommon_argerror(L, 1, "configure", "invalid options");
     opt_replicas(L, &cfg);
     opt_push(L, "defer_housekeeping");

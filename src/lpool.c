@@ -197,6 +197,96 @@ static int lpool_exec(lua_State *L)
     return run_once(L, 1);
 }
 
+/* A histogram as { bounds = {...}, counts = {...}, sum = s, count = n }:
+ * counts[i] is the observations <= bounds[i] (cumulative, as Prometheus's
+ * buckets), count all of them (the +Inf bucket). Plain arrays and finite
+ * numbers, so that it survives a JSON round trip. */
+static void push_histogram(lua_State *L, const histogram *h)
+{
+    uint64_t seen = 0;
+    int i;
+
+    lua_createtable(L, 0, 4);
+    lua_createtable(L, HISTOGRAM_BOUNDS, 0);
+    for (i = 0; i < HISTOGRAM_BOUNDS; i++) {
+        lua_pushnumber(L, histogram_bounds[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "bounds");
+    lua_createtable(L, HISTOGRAM_BOUNDS, 0);
+    for (i = 0; i < HISTOGRAM_BOUNDS; i++) {
+        seen += h->counts[i];
+        lua_pushinteger(L, (lua_Integer)seen);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "counts");
+    lua_pushinteger(L, (lua_Integer)(seen + h->counts[HISTOGRAM_BOUNDS]));
+    lua_setfield(L, -2, "count");
+    lua_pushnumber(L, h->sum);
+    lua_setfield(L, -2, "sum");
+}
+
+/* The durations: histograms = { acquire_wait, query, connect, hold }. */
+static void push_histograms(lua_State *L, const pool_stats *st)
+{
+    lua_createtable(L, 0, 4);
+    push_histogram(L, &st->acquire_wait);
+    lua_setfield(L, -2, "acquire_wait");
+    push_histogram(L, &st->query_time);
+    lua_setfield(L, -2, "query");
+    push_histogram(L, &st->connect_time);
+    lua_setfield(L, -2, "connect");
+    push_histogram(L, &st->hold_time);
+    lua_setfield(L, -2, "hold");
+    lua_setfield(L, -2, "histograms");
+}
+
+/* connect_errors_by_class = { ["08"] = n, timeout = n, ... } */
+static void push_error_classes(lua_State *L, const pool_stats *st)
+{
+    int i;
+    lua_createtable(L, 0, st->n_connect_error_classes);
+    for (i = 0; i < st->n_connect_error_classes; i++) {
+        lua_pushinteger(L, (lua_Integer)st->connect_error_classes[i].count);
+        lua_setfield(L, -2, st->connect_error_classes[i].name);
+    }
+    lua_setfield(L, -2, "connect_errors_by_class");
+}
+
+/* window = what the health window saw; health_options = its thresholds. */
+static void push_window(lua_State *L, const pool_stats *st,
+                        const pool_health_config *h)
+{
+    const pool_window *w = &st->window;
+    lua_createtable(L, 0, 6);
+    lua_pushinteger(L, w->seconds);
+    lua_setfield(L, -2, "seconds");
+    lua_pushinteger(L, w->waiting_seconds);
+    lua_setfield(L, -2, "waiting_seconds");
+    lua_pushinteger(L, (lua_Integer)w->timeouts);
+    lua_setfield(L, -2, "timeouts");
+    lua_pushinteger(L, (lua_Integer)w->full_rejects);
+    lua_setfield(L, -2, "full_rejects");
+    lua_pushinteger(L, (lua_Integer)w->connect_rejects);
+    lua_setfield(L, -2, "connect_rejects");
+    push_histogram(L, &w->acquire_wait);
+    lua_setfield(L, -2, "acquire_wait");
+    lua_setfield(L, -2, "window");
+
+    lua_createtable(L, 0, 5);
+    lua_pushinteger(L, h->window);
+    lua_setfield(L, -2, "window");
+    lua_pushnumber(L, h->waiting_ratio);
+    lua_setfield(L, -2, "waiting_ratio");
+    lua_pushnumber(L, h->wait_p95);
+    lua_setfield(L, -2, "wait_p95");
+    lua_pushinteger(L, h->timeouts);
+    lua_setfield(L, -2, "timeouts");
+    lua_pushinteger(L, h->connect_failures);
+    lua_setfield(L, -2, "connect_failures");
+    lua_setfield(L, -2, "health_options");
+}
+
 #define SET_INT(field) \
     (lua_pushinteger(L, (lua_Integer)st.field), lua_setfield(L, -2, #field))
 #define SET_NUM(field) \
@@ -208,7 +298,7 @@ static int lpool_stats(lua_State *L)
     pool_stats st;
 
     pool_get_stats(p, &st);
-    lua_createtable(L, 0, 40);
+    lua_createtable(L, 0, 56);
     lua_pushstring(L, st.name);
     lua_setfield(L, -2, "name");
     SET_INT(pid); SET_INT(max); SET_INT(min);
@@ -218,8 +308,9 @@ static int lpool_stats(lua_State *L)
     SET_INT(timeouts); SET_INT(connect_errors); SET_INT(leaked);
     SET_INT(queries); SET_INT(query_errors); SET_INT(slow_queries);
     SET_INT(rollbacks); SET_INT(closed_idle); SET_INT(closed_lent); SET_INT(closed_lifetime);
-    SET_INT(closed_broken); SET_INT(closed_discarded);
-    SET_INT(shutdown_rejects); SET_INT(full_rejects);
+    SET_INT(closed_broken); SET_INT(closed_discarded); SET_INT(closed_shutdown);
+    SET_INT(shutdown_rejects); SET_INT(full_rejects); SET_INT(connect_rejects);
+    SET_INT(acquired_waited);
     SET_INT(connect_failures); SET_INT(connect_attempts); SET_INT(limit);
     SET_INT(retries);
     if (st.server_slots >= 0)
@@ -234,7 +325,12 @@ static int lpool_stats(lua_State *L)
         SET_INT(shared_used);
     }
     SET_NUM(wait_time_total); SET_NUM(wait_time_max);
-    SET_NUM(query_time_total);
+    SET_NUM(wait_time_max_recent); SET_NUM(query_time_total);
+    lua_pushinteger(L, st.n_replicas);
+    lua_setfield(L, -2, "replicas");
+    push_histograms(L, &st);
+    push_error_classes(L, &st);
+    push_window(L, &st, &pool_get_config(p)->health);
     lua_pushboolean(L, st.closing);
     lua_setfield(L, -2, "shut_down");
     lctx_flush_log(L);

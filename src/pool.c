@@ -1,8 +1,9 @@
 /*
  * pool.c - what callers do with a pool: acquire (FIFO waiting with a
  * deadline, the liveness check), release (rollback, return or close),
- * statements on a checkout, drain and close at shutdown, figures. No Lua
- * here; the connections are reached through pq.c only.
+ * statements on a checkout, drain and close at shutdown, and the counting
+ * of each (the figures are read in pool_figures.c). No Lua here; the
+ * connections are reached through pq.c only.
  *
  * The invariants it keeps are stated in pool_internal.h, the slot moves
  * it builds on are in pool_slots.c, the lock order of the core in
@@ -29,7 +30,7 @@ static pq_conn *revoke_slot(pool *p, pool_slot *s)
     s->revoked_ticket = s->ticket;
     s->ticket = pool_new_ticket();
     p->n_in_use--;
-    p->counters.closed++;
+    pool_count_close(p, "pool closed");
     pool_slot_vacate(p, s);
     return conn;
 }
@@ -75,9 +76,10 @@ static int shutdown_error(pool *p, pq_error *err)
                         p->cfg.name);
 }
 
-/* Take ownership of s for a new checkout (mutex held); returns the wait
- * counted. */
-static double start_checkout(pool *p, pool_slot *s, double started, double t)
+/* Take ownership of s for a new checkout (mutex held), queued or not;
+ * returns the wait counted. */
+static double start_checkout(pool *p, pool_slot *s, double started, double t,
+                             int queued)
 {
     double waited = t - started;
     s->busy = 1;                  /* ours to check and use; see pool_acquire */
@@ -86,17 +88,23 @@ static double start_checkout(pool *p, pool_slot *s, double started, double t)
     s->checkout_at = t;
     s->leak_warned = 0;
     p->counters.acquired++;
+    p->counters.acquired_waited += (uint64_t)queued;
     p->counters.wait_time_total += waited;
+    histogram_observe(&p->counters.acquire_wait, waited);
     if (waited > p->counters.wait_time_max)
         p->counters.wait_time_max = waited;
+    if (waited > p->wait_max_second)
+        p->wait_max_second = waited;
     return waited;
 }
 
 /* A checkout whose connection turned out unusable is not counted. */
-static void uncount_checkout(pool *p, double waited)
+static void uncount_checkout(pool *p, double waited, int queued)
 {
     p->counters.acquired--;
+    p->counters.acquired_waited -= (uint64_t)queued;
     p->counters.wait_time_total -= waited;
+    histogram_forget(&p->counters.acquire_wait, waited);
 }
 
 /* How often a waiter looks for a token freed by another process (nothing
@@ -136,6 +144,7 @@ static int fails_fast(pool *p, pq_error *err)
         p->n_connecting > 0 || clock_now() >= p->thr.next_attempt_at)
         return 0;
     *err = p->last_connect_error;
+    p->counters.connect_rejects++;
     return 1;
 }
 
@@ -174,8 +183,11 @@ static pool_slot *wait_in_line(pool *p, double timeout, double deadline,
     if (w.shut_down) {
         p->counters.shutdown_rejects++;
         shutdown_error(p, err);
-    } else if (!w.failed) {
+    } else if (w.failed) {
+        p->counters.connect_rejects++;
+    } else {
         p->counters.timeouts++;
+        p->counters.waited_timeouts += timeout > 0;
         timeout_error(p, timeout, err);
     }
     return NULL;
@@ -218,6 +230,7 @@ int pool_acquire(pool *p, double timeout, int hold_busy, pool_slot **slot,
     for (;;) {
         const char *reason;
         double waited;
+        int queued = 0;
 
         if (p->closing) {
             p->counters.shutdown_rejects++;
@@ -242,8 +255,10 @@ int pool_acquire(pool *p, double timeout, int hold_busy, pool_slot **slot,
                    (s = wait_in_line(p, timeout, deadline, err)) == NULL) {
             pthread_mutex_unlock(&p->mu);
             return 0;
+        } else {
+            queued = 1;
         }
-        waited = start_checkout(p, s, started, clock_now());
+        waited = start_checkout(p, s, started, clock_now(), queued);
         *ticket = s->ticket;
         pthread_mutex_unlock(&p->mu);
 
@@ -254,7 +269,7 @@ int pool_acquire(pool *p, double timeout, int hold_busy, pool_slot **slot,
             break;
         pthread_mutex_lock(&p->mu);
         revoked = s->conn;
-        uncount_checkout(p, waited);
+        uncount_checkout(p, waited, queued);
         p->n_in_use--;
         pool_count_close(p, reason);
         pool_slot_vacate(p, s);
@@ -327,6 +342,7 @@ static pq_conn *finish_release(pool *p, pool_slot *s, const char *reason,
     thread_last_slot = s;
     s->busy = 0;
     p->counters.released++;
+    histogram_observe(&p->counters.hold_time, t - s->checkout_at);
     if (how == POOL_COLLECTED)
         p->counters.leaked++;
     if (!reason && (p->closing || s->revoke_pending))
@@ -484,6 +500,7 @@ pq_conn *pool_retry_conn(pool *p, pool_slot *s, uint64_t ticket,
 {
     pq_error connect_err;
     pq_conn *fresh, *dead;
+    double connect_started;
     int first;
 
     if (!err->safe_to_retry)
@@ -495,12 +512,15 @@ pq_conn *pool_retry_conn(pool *p, pool_slot *s, uint64_t ticket,
     if (first)
         s->uses++;                /* once */
     pthread_mutex_unlock(&p->mu);
+    connect_started = clock_now();
     if (!first || (fresh = pool_connect_now(p, &connect_err)) == NULL)
         return NULL;
     pthread_mutex_lock(&p->mu);
     dead = s->conn;
     s->conn = fresh;
     s->created_at = clock_now();
+    histogram_observe(&p->counters.connect_time,
+                      s->created_at - connect_started);
     s->expires_at = pool_lifetime_end(p, s->created_at);
     p->counters.created++;
     p->counters.retries++;
@@ -523,6 +543,7 @@ static int count_statement(pool *p, const char *sql, double took, int queries,
     p->counters.query_errors += (uint64_t)failed;
     p->counters.slow_queries += (uint64_t)slow;
     p->counters.query_time_total += took;
+    histogram_observe(&p->counters.query_time, took);
     return slow;
 }
 
@@ -597,7 +618,7 @@ static int take_idle(pool *p, pq_conn **out)
         pool_slot *s = p->idle_head;
         pool_idle_remove(p, s);
         out[n++] = s->conn;
-        p->counters.closed++;
+        pool_count_close(p, "pool closed");
         pool_slot_vacate(p, s);
     }
     return n;
@@ -679,41 +700,4 @@ void pool_close_now(pool *p, int in_use, const char *reason)
     pthread_mutex_unlock(&p->mu);
     close_all(p, conns, n, reason);
     free(conns);
-}
-
-void pool_get_stats(pool *p, pool_stats *out)
-{
-    pthread_mutex_lock(&p->mu);
-    *out = p->counters;
-    snprintf(out->name, sizeof out->name, "%s", p->cfg.name);
-    out->pid = (int)getpid();
-    out->max = p->cfg.max;
-    out->min = p->cfg.min;
-    out->idle = p->n_idle;
-    out->in_use = p->n_in_use;
-    out->connecting = p->n_connecting;
-    out->total = pool_total(p);
-    out->waiting = p->n_waiting;
-    out->closing = p->closing;
-    out->connect_failures = p->thr.failures;
-    out->limit = p->thr.limit;
-    out->server_slots = p->server_slots;
-    out->backoff = p->thr.failures > 0 ? p->thr.step : 0;
-    snprintf(out->limit_reason, sizeof out->limit_reason, "%s",
-             p->thr.limit < p->cfg.max ? p->thr.reason : "");
-    out->max_shared = p->cfg.max_shared;
-    out->shared_used = p->shared ? shared_cap_used(p->shared) : 0;
-    pthread_mutex_unlock(&p->mu);
-}
-
-int pool_history(pool *p, pool_sample *out)
-{
-    int i, n, first;
-    pthread_mutex_lock(&p->mu);
-    n = p->history_count;
-    first = (p->history_next - n + POOL_HISTORY) % POOL_HISTORY;
-    for (i = 0; i < n; i++)
-        out[i] = p->history[(first + i) % POOL_HISTORY];
-    pthread_mutex_unlock(&p->mu);
-    return n;
 }

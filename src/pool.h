@@ -19,11 +19,22 @@
 
 #include <stdint.h>
 
+#include "histogram.h"
 #include "log.h"
 #include "pq.h"
 
 typedef struct pool pool;
 typedef struct pool_slot pool_slot;
+
+/* How health() judges the pool (the `health` option; README "Observing"):
+ * over the last `window` seconds. Each threshold 0 turns its rule off. */
+typedef struct pool_health_config {
+    int window;               /* seconds, 1..POOL_WINDOW */
+    double waiting_ratio;     /* share of the window's seconds with waiters */
+    double wait_p95;          /* seconds of acquire wait at the 95th pct */
+    int timeouts;             /* acquires timed out or refused (full) */
+    int connect_failures;     /* connection attempts failed in a row */
+} pool_health_config;
 
 typedef struct pool_config {
     const char *name;
@@ -36,7 +47,31 @@ typedef struct pool_config {
     const char *const *replicas;  /* conninfo of each read-only replica */
     int n_replicas;
     int log_level;            /* enum pool_log_level */
+    pool_health_config health;
 } pool_config;
+
+/* The seconds of figures a pool keeps for windows (health's, the recent
+ * wait maximum's), and the window of that maximum. */
+#define POOL_WINDOW 300
+#define POOL_WAIT_MAX_WINDOW 60
+
+/* Connect failures counted by SQLSTATE class: the first two characters of
+ * the SQLSTATE, or the fixed word of an error without one ("timeout",
+ * "connect"); past POOL_ERROR_CLASSES - 1 classes, "other". */
+#define POOL_ERROR_CLASSES 16
+typedef struct pool_error_class {
+    char name[8];
+    uint64_t count;
+} pool_error_class;
+
+/* What the last `seconds` (the health window) saw, the current partial
+ * second included; its timeouts are waited_timeouts. */
+typedef struct pool_window {
+    int seconds;
+    int waiting_seconds;      /* seconds whose sample found callers waiting */
+    uint64_t timeouts, full_rejects, connect_rejects;
+    histogram acquire_wait;
+} pool_window;
 
 typedef struct pool_stats {
     char name[128];
@@ -46,7 +81,12 @@ typedef struct pool_stats {
     uint64_t leaked, queries, query_errors, slow_queries, rollbacks;
     uint64_t closed_idle, closed_lifetime, closed_broken, closed_discarded;
     uint64_t closed_lent;     /* idle, closed for another process (max_shared) */
+    uint64_t closed_shutdown; /* at shutdown or process exit */
     uint64_t shutdown_rejects, full_rejects, retries;
+    uint64_t connect_rejects; /* acquires answered with a connect error */
+    uint64_t waited_timeouts; /* timeouts of acquires with a timeout > 0
+                                 (timeout 0 is a try, not a wait) */
+    uint64_t acquired_waited; /* acquires that found nothing idle and queued */
     uint64_t connect_attempts;
     int connect_failures;     /* consecutive failed attempts, 0 after success */
     int limit;                /* the effective cap (max unless the server
@@ -57,6 +97,14 @@ typedef struct pool_stats {
                                  roles; -1 until the first connection */
     int max_shared, shared_used;  /* the cross-process cap, when on */
     double wait_time_total, wait_time_max, query_time_total;
+    double wait_time_max_recent;  /* over the last POOL_WAIT_MAX_WINDOW s */
+    /* Durations: acquires' waits, statements (a pipeline is one), new
+     * connections (successful ones), checkouts from acquire to release. */
+    histogram acquire_wait, query_time, connect_time, hold_time;
+    pool_error_class connect_error_classes[POOL_ERROR_CLASSES];
+    int n_connect_error_classes;
+    pool_window window;
+    int n_replicas;
     int closing;              /* shutdown started */
 } pool_stats;
 

@@ -2,7 +2,8 @@
  * pool_internal.h - the pool object's insides, shared by the files of the
  * pool core that work on one pool: pool_slots.c (the object, its slots,
  * queue and connection attempts), pool.c (acquire, release, shutdown),
- * registry.c and housekeeper.c. Nothing outside the pool core includes it.
+ * pool_figures.c (the figures), registry.c and housekeeper.c. Nothing
+ * outside the pool core includes it.
  *
  * Invariants (under the pool's mutex):
  *  - every slot is in exactly one state; EMPTY slots are on the free list,
@@ -39,6 +40,7 @@ struct pool_slot {
     uint64_t ticket;          /* the live checkout, when IN_USE */
     uint64_t revoked_ticket;  /* a checkout taken away by shutdown */
     double created_at, expires_at, idle_since, checkout_at;
+    double connect_started;   /* the attempt for it, while CONNECTING */
     int busy;                 /* a statement is running on it */
     int uses;                 /* statements begun on this checkout */
     int revoke_pending;       /* shutdown wants it closed when not busy */
@@ -64,6 +66,25 @@ typedef struct retired {
     pool_slot *slot;
     struct retired *next;
 } retired;
+
+/* One second of figures for the windows (pool_figures.c): what changed
+ * between two ticks of the housekeeper, and the waiting gauge at the
+ * tick. */
+typedef struct pool_second {
+    int64_t time;             /* wall clock of the tick */
+    int waiting;
+    double wait_max;          /* the longest acquire wait in the second */
+    uint32_t timeouts, full_rejects, connect_rejects;
+    uint32_t acquire_wait[HISTOGRAM_BUCKETS];
+    double acquire_wait_sum;
+} pool_second;
+
+/* The cumulative figures as they were at the last tick, for its deltas
+ * (timeouts: waited_timeouts). */
+typedef struct pool_ticked {
+    uint64_t timeouts, full_rejects, connect_rejects;
+    histogram acquire_wait;
+} pool_ticked;
 
 /* How long a rollback on release may take before the connection is
  * counted broken and closed (seconds). */
@@ -92,6 +113,10 @@ struct pool {
     pool_stats counters;      /* the cumulative fields */
     pool_sample history[POOL_HISTORY];   /* a ring, one sample a second */
     int history_next, history_count;
+    pool_second seconds[POOL_WINDOW];    /* a ring, one entry a tick */
+    int seconds_next, seconds_count;
+    pool_ticked ticked;
+    double wait_max_second;   /* the longest acquire wait since the tick */
     shared_cap *shared;       /* max_shared > 0 */
     int cap_refused;          /* the last attempt found no shared token */
     int wanting_told;         /* waiters for a token, as told to the region */
@@ -135,6 +160,11 @@ POOL_INTERNAL void pool_slot_return(pool *p, pool_slot *s, double t);
 /* When a connection created at `created` reaches its max_lifetime. */
 POOL_INTERNAL double pool_lifetime_end(pool *p, double created);
 POOL_INTERNAL void pool_count_close(pool *p, const char *reason);
+
+/* Once per wall-clock second (mutex held; the housekeeper): the
+ * history sample of the gauges and the second's figures for the windows
+ * (pool_figures.c). */
+POOL_INTERNAL void pool_figures_tick(pool *p, int64_t wall);
 
 /* Connect now, on this thread, for pool p (no mutex held): counted as an
  * attempt, with the pool's notice handler. NULL and err on failure. */

@@ -182,6 +182,39 @@ static const char *connect_sqlstate(const pq_error *err)
     return err->fields[PQ_FIELD_SQLSTATE];
 }
 
+/* The entry of connect-error class `name` in c, added if new; once the
+ * table is full, the entry "other". */
+static pool_error_class *error_class(pool_stats *c, const char *name)
+{
+    pool_error_class *e;
+    int i;
+    for (i = 0; i < c->n_connect_error_classes; i++)
+        if (strcmp(c->connect_error_classes[i].name, name) == 0)
+            return &c->connect_error_classes[i];
+    if (i == POOL_ERROR_CLASSES - 1 && strcmp(name, "other") != 0)
+        return error_class(c, "other");
+    e = &c->connect_error_classes[c->n_connect_error_classes++];
+    snprintf(e->name, sizeof e->name, "%s", name);
+    return e;
+}
+
+/* Count a failed connect under its class (mutex held): the first two
+ * characters of the server's SQLSTATE, else the fixed word of the error
+ * ("timeout", "connect"). */
+static void count_connect_error(pool *p, const pq_error *err)
+{
+    const char *state = connect_sqlstate(err);
+    char name[8];
+
+    if (strlen(state) == 5)
+        snprintf(name, sizeof name, "%.2s", state);
+    else if (strlen(err->code) == 5)       /* a SQLSTATE as the code */
+        snprintf(name, sizeof name, "%.2s", err->code);
+    else
+        snprintf(name, sizeof name, "%.7s", err->code[0] ? err->code : "other");
+    error_class(&p->counters, name)->count++;
+}
+
 /* Every waiter gets err at once (mutex held): the pool holds no
  * connection a release could bring them. */
 static void fail_waiters(pool *p, const pq_error *err)
@@ -194,19 +227,21 @@ static void fail_waiters(pool *p, const pq_error *err)
     }
 }
 
-/* The end of the attempt for s (mutex held): the new connection goes to the
- * oldest waiter or the idle list. After a failure the throttle backs off;
- * with no connection held, every waiter gets the error at once, otherwise
- * they wait on for the connections held. Returns a connection to close
- * once the mutex is released. */
+/* The end of the attempt for s (mutex held), which connected (or failed)
+ * at `ended`: the new connection goes to the oldest waiter or the idle
+ * list. After a failure the throttle backs off; with no connection held,
+ * every waiter gets the error at once, otherwise they wait on for the
+ * connections held. Returns a connection to close once the mutex is
+ * released. */
 static pq_conn *attempt_end(pool *p, pool_slot *s, pq_conn *conn,
-                            const pq_error *err)
+                            const pq_error *err, double ended)
 {
     double t = clock_now();
     p->n_connecting--;
     if (!conn) {
         int held = p->n_idle + p->n_in_use;
         p->counters.connect_errors++;
+        count_connect_error(p, err);
         throttle_failed(&p->thr, t, held, connect_sqlstate(err),
                         next_random(p));
         p->last_connect_error = *err;
@@ -217,7 +252,7 @@ static pq_conn *attempt_end(pool *p, pool_slot *s, pq_conn *conn,
         return NULL;
     }
     if (p->closing) {
-        p->counters.closed++;
+        pool_count_close(p, "pool closed");
         pool_slot_vacate(p, s);
         return conn;
     }
@@ -225,6 +260,7 @@ static pq_conn *attempt_end(pool *p, pool_slot *s, pq_conn *conn,
     s->created_at = t;
     s->expires_at = pool_lifetime_end(p, t);
     p->counters.created++;
+    histogram_observe(&p->counters.connect_time, ended - s->connect_started);
     throttle_succeeded(&p->thr);
     pool_slot_return(p, s, t);
     return NULL;
@@ -237,12 +273,14 @@ static void start_attempt(pool *p, pool_slot *s)
     pq_error err;
     pool_ref(p);
     p->counters.connect_attempts++;
-    if (connector_start(p->cfg.conninfo, connect_deadline_at(p, clock_now()),
+    s->connect_started = clock_now();
+    if (connector_start(p->cfg.conninfo,
+                        connect_deadline_at(p, s->connect_started),
                         attempt_done, s))
         return;
     pq_error_set(&err, PQ_CODE_CONNECT,
                  "could not start a connection attempt (no thread)");
-    attempt_end(p, s, NULL, &err);
+    attempt_end(p, s, NULL, &err, clock_now());
     __atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL);  /* not the last */
 }
 
@@ -290,6 +328,7 @@ static void attempt_done(void *arg, pq_conn *conn, const pq_error *err)
 {
     pool_slot *s = arg;
     pool *p = s->owner;
+    double ended = clock_now();
     pq_conn *doomed;
 
     if (conn) {
@@ -308,7 +347,7 @@ static void attempt_done(void *arg, pq_conn *conn, const pq_error *err)
                  pq_backend_pid(conn), tot, p->cfg.max);
     }
     pthread_mutex_lock(&p->mu);
-    doomed = attempt_end(p, s, conn, err);
+    doomed = attempt_end(p, s, conn, err, ended);
     pthread_mutex_unlock(&p->mu);
     if (doomed)
         pq_close(doomed);
@@ -426,6 +465,8 @@ void pool_count_close(pool *p, const char *reason)
         p->counters.closed_broken++;
     else if (strcmp(reason, "lent") == 0)
         p->counters.closed_lent++;
+    else                          /* "pool closed", at shutdown or exit */
+        p->counters.closed_shutdown++;
 }
 
 void pool_close_conn(pool *p, pq_conn *c, const char *reason, int level)

@@ -95,7 +95,12 @@ static int same_config(const pool_config *a, const pool_config *b)
            a->leak_timeout == b->leak_timeout &&
            a->max_waiting == b->max_waiting &&
            a->statement_cache == b->statement_cache &&
-           a->max_shared == b->max_shared && a->log_level == b->log_level;
+           a->max_shared == b->max_shared && a->log_level == b->log_level &&
+           a->health.window == b->health.window &&
+           a->health.waiting_ratio == b->health.waiting_ratio &&
+           a->health.wait_p95 == b->health.wait_p95 &&
+           a->health.timeouts == b->health.timeouts &&
+           a->health.connect_failures == b->health.connect_failures;
 }
 
 static int same_replicas(const pool *p, const pool_config *cfg)

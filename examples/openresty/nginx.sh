@@ -87,6 +87,7 @@ cmd_start() {
     # Copies, so that the workers (user nobody) can read them wherever the repo is.
     cp "$root/lua/pgpool.lua" "$here/app.lua" "$prefix/lua/"
     cp "$core" "$prefix/lua/pgpool/core.so"
+    cp "$root"/lua/pgpool/*.lua "$prefix/lua/pgpool/"
     chmod -R a+rX "$prefix"
 
     local workers=${NGINX_WORKERS:-2} threads=${NGINX_THREADS:-16} port attempt
