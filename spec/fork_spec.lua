@@ -25,6 +25,7 @@ describe("a child process forked while the parent holds connections", function()
     local idle_pid = idle:backend_pid()
     idle:release()
     assert.are.equal(2, pool:stats().total)
+    assert.is_true(helpers.wait_until(function() return #pool:history() > 0 end, 3))
 
     io.stdout:flush()
     io.stderr:flush()
@@ -35,6 +36,9 @@ describe("a child process forked while the parent holds connections", function()
       local ok, err = pcall(function()
         local st = pool:stats()
         if st.total ~= 0 or st.idle ~= 0 or st.in_use ~= 0 then code = 10 return end
+        -- its figures start afresh too: no parent's acquires, history or window
+        if st.histograms.acquire_wait.count ~= 0 or #pool:history() ~= 0
+          or st.window.acquire_wait.count ~= 0 then code = 16 return end
         if pcall(held.query, held, "select 1") then code = 11 return end   -- inherited: dead
         local conn = pool:acquire()
         if not conn then code = 12 return end

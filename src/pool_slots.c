@@ -658,6 +658,10 @@ static void forget_in_child(pool *p)
     p->n_queued = 0;
     p->cap_refused = p->wanting_told = p->lend_on_release = 0;
     memset(&p->counters, 0, sizeof p->counters);
+    memset(&p->ticked, 0, sizeof p->ticked);   /* the figures start afresh */
+    p->history_next = p->history_count = 0;
+    p->seconds_next = p->seconds_count = 0;
+    p->wait_max_second = 0;
     throttle_init(&p->thr, p->cfg.max);
     clock_cond_init(&p->drained);
 }

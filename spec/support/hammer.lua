@@ -34,6 +34,9 @@ if index == 1 then
       "select count(*)::int as n from pg_stat_activity where application_name = 'pgpool'"))
     samples = samples + 1
     if res[1].n > peak then peak = res[1].n end
+    -- the figures, read while the others hammer (ThreadSanitizer)
+    assert(pool:health().status)
+    assert(#pgpool.metrics() > 0)
     sampler:query("select pg_sleep(0.01)")
   end
   return string.format("peak=%d samples=%d", peak, samples)
