@@ -203,6 +203,7 @@ describe('values C reads after converting them', function()
     conninfo = nil, max = 2, min = 0, idle_timeout = 30, acquire_timeout = 5, connect_timeout = 5,
     query_timeout = 0, max_lifetime = 0, max_waiting = 0, statement_cache = 0, max_shared = 0,
     slow_query = 0, leak_timeout = 0, log_level = 'warn',
+    health = { window = 10, waiting_ratio = 0.5, wait_p95 = 0.5, timeouts = 1, connect_failures = 3 },
   }
   local function core_options(extra)
     local o = { name = 'hostile_core', conninfo = helpers.dsn() }
@@ -223,6 +224,20 @@ describe('values C reads after converting them', function()
   it('refuses a number as a replicas entry in core.configure', function()
     local err = raises(function() core.configure(core_options{ replicas = { 1234567 } }) end)
     assert.truthy(contains(err, "option 'replicas' entry 1 must be a string"), err)
+    assert.is_nil(pgpool.pool('hostile_core'))
+  end)
+
+  it('refuses impossible health thresholds in core.configure (NaN, negative, huge, missing)', function()
+    for _, bad in ipairs{ { window = 0 / 0 }, { window = 301 }, { window = 0 }, { wait_p95 = -1 },
+        { waiting_ratio = 2 }, { timeouts = math.huge }, { connect_failures = '3' } } do
+      local health = {}
+      for k, v in pairs(FULL.health) do health[k] = v end
+      for k, v in pairs(bad) do health[k] = v end
+      local err = raises(function() core.configure(core_options{ health = health }) end)
+      assert.truthy(contains(err, 'invalid options'), err)
+    end
+    local err = raises(function() core.configure(core_options{ health = false }) end)
+    assert.truthy(contains(err, 'invalid options'), err)
     assert.is_nil(pgpool.pool('hostile_core'))
   end)
 
