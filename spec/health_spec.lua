@@ -82,7 +82,7 @@ describe('health', function()
   end)
 
   it('shows a replica that cannot connect in its primary\'s health', function()
-    local pool = pgpool.configure(opts('health-rw', { connect_timeout = 1,
+    local pool = pgpool.configure(opts('health-rw', { connect_timeout = 1, log_level = 'off',
       replicas = { 'host=127.0.0.1 port=1 dbname=nope' } }))
     assert(pool:acquire{ read_only = true }):release()   -- served by the primary
     local replica = pgpool.pool('health-rw/replica-1'):health()
