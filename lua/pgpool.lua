@@ -68,7 +68,7 @@ local OPTION_KINDS = {
   idle_timeout = "seconds", acquire_timeout = "seconds", connect_timeout = "seconds",
   query_timeout = "seconds", max_lifetime = "seconds", slow_query = "seconds",
   leak_timeout = "seconds",
-  replicas = "conninfo list", max_shared = "count",
+  replicas = "conninfo list", max_shared = "count", on_connect = "sql",
 }
 
 -- The most connections one pool may have: far above what one PostgreSQL
@@ -103,6 +103,16 @@ local function option_problem(key, value)
       end
       if has_nul(value[i]) then return bad(format("entry %d must not contain a NUL byte", i)) end
     end
+  elseif kind == "sql" then
+    -- a script, or a list of statements run in order
+    local list = type(value) == "table" and value or { value }
+    local n = 0
+    for _ in pairs(list) do n = n + 1 end
+    if n ~= #list or n == 0 then return bad("must be a SQL string or a list (1..n) of them") end
+    for i = 1, n do
+      if type(list[i]) ~= "string" then return bad("must be a SQL string or a list of them, got " .. type(list[i])) end
+      if has_nul(list[i]) then return bad("must not contain a NUL byte") end
+    end
   elseif kind == "level" then
     if not LOG_LEVELS[value] then return bad("must be one of debug, info, warn, error, off") end
   else
@@ -136,6 +146,7 @@ local function normalize(opts)
   if opts.max_shared ~= nil and cfg.max_shared < 1 then
     misuse("option 'max_shared' must be >= 1 (or nil for no cross-process cap)")
   end
+  if type(cfg.on_connect) == "table" then cfg.on_connect = concat(cfg.on_connect, ";\n") end
   return cfg
 end
 

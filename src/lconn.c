@@ -66,8 +66,8 @@ static lconn *lconn_check(lua_State *L, int idx, const char *name)
  * on success, 0 with err on a runtime failure, -1 when the checkout was
  * already released (a misuse the caller raises for). */
 static int lconn_execute(pool *p, pool_slot *slot, uint64_t ticket,
-                         const char *sql, const lparam_set *ps,
-                         pq_result **res, pq_error *err)
+                         const char *sql, double timeout,
+                         const lparam_set *ps, pq_result **res, pq_error *err)
 {
     pq_conn *conn = pool_begin_use(p, slot, ticket, err);
     double started;
@@ -76,7 +76,8 @@ static int lconn_execute(pool *p, pool_slot *slot, uint64_t ticket,
     if (!conn)
         return strcmp(err->code, PQ_CODE_SHUTDOWN) == 0 ? 0 : -1;
     started = clock_now();
-    ok = lstatement_run(p, slot, ticket, sql, ps, started, res, err);
+    ok = lstatement_run(p, slot, ticket, sql, timeout, ps, started, res,
+                        err);
     pool_end_use(p, slot, sql, started, 1, !ok);
     return ok;
 }
@@ -95,11 +96,12 @@ static int run(lua_State *L, int exec)
 {
     lconn *c = lconn_check(L, 1, exec ? "exec" : "query");
     lparam_set ps;
-    const char *sql = lstatement_args(L, exec, &ps);
+    double timeout;
+    const char *sql = lstatement_args(L, exec, &ps, &timeout);
     pq_result *res = NULL;
     pq_error err;
-    int rc = lconn_execute(c->p, c->slot, c->ticket, sql, exec ? NULL : &ps,
-                           &res, &err);
+    int rc = lconn_execute(c->p, c->slot, c->ticket, sql, timeout,
+                           exec ? NULL : &ps, &res, &err);
 
     if (rc < 0)
         return luaL_error(L, "pgpool: connection released");

@@ -134,6 +134,7 @@ static int lmodule_configure(lua_State *L)
     memset(&cfg, 0, sizeof cfg);
     cfg.name = opt_string(L, "name");
     cfg.conninfo = opt_string(L, "conninfo");
+    cfg.on_connect = opt_string(L, "on_connect");
     cfg.max = (int)opt_number(L, "max");
     cfg.min = (int)opt_number(L, "min");
     cfg.idle_timeout = opt_number(L, "idle_timeout");

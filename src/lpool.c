@@ -166,7 +166,8 @@ static int run_once(lua_State *L, int exec)
 {
     pool *p = lpool_check(L, exec ? "exec" : "query");
     lparam_set ps;
-    const char *sql = lstatement_args(L, exec, &ps);
+    double timeout;
+    const char *sql = lstatement_args(L, exec, &ps, &timeout);
     pool_slot *slot;
     uint64_t ticket;
     pq_error err;
@@ -181,8 +182,8 @@ static int run_once(lua_State *L, int exec)
         return lresult_push_error(L, &err);
     }
     started = clock_now();
-    ok = lstatement_run(p, slot, ticket, sql, exec ? NULL : &ps, started, &res,
-                        &err);
+    ok = lstatement_run(p, slot, ticket, sql, timeout, exec ? NULL : &ps,
+                        started, &res, &err);
     pool_end_use_release(p, slot, ticket, sql, started, !ok);
     return lstatement_push_outcome(L, ok, exec, res, &err);
 }
