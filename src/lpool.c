@@ -167,7 +167,8 @@ static int run_once(lua_State *L, int exec)
     pool *p = lpool_check(L, exec ? "exec" : "query");
     lparam_set ps;
     double timeout;
-    const char *sql = lstatement_args(L, exec, &ps, &timeout);
+    const char *sql = lstatement_args(L, exec ? "exec" : "query", exec, &ps,
+                                      &timeout);
     pool_slot *slot;
     uint64_t ticket;
     pq_error err;

@@ -51,10 +51,9 @@ static void statement_table(lua_State *L, const char *name, double *timeout)
     lua_replace(L, 2);
 }
 
-const char *lstatement_args(lua_State *L, int exec, lparam_set *ps,
-                            double *timeout)
+const char *lstatement_args(lua_State *L, const char *name, int exec,
+                            lparam_set *ps, double *timeout)
 {
-    const char *name = exec ? "exec" : "query";
     const char *sql;
 
     *timeout = -1;

@@ -10,14 +10,16 @@
 #include "pool.h"
 #include "pq.h"
 
-/* The arguments of query (sql, params... from index 2) or exec (a script,
- * no parameters): returns the SQL and, for query, encodes ps. The SQL may
+/* The arguments of query or rows (sql, params... from index 2) or exec (a
+ * script, no parameters) of the method called name: returns the SQL and,
+ * unless exec, encodes ps. The SQL may
  * come as a statement table { sql, timeout = t }: *timeout is then t (this
  * statement's bound instead of the pool's query_timeout; 0: none), else -1.
  * Raises on misuse, naming the function as called ("pool:query",
  * "pgpool.exec"). */
-LPGPOOL_INTERNAL const char *lstatement_args(lua_State *L, int exec,
-                                             lparam_set *ps, double *timeout);
+LPGPOOL_INTERNAL const char *lstatement_args(lua_State *L, const char *name,
+                                             int exec, lparam_set *ps,
+                                             double *timeout);
 
 /* Run sql on the connection of the checkout (slot, ticket), which the
  * caller holds busy, bounded by timeout (-1: the pool's query_timeout): with ps, as one statement with those parameters (*res
