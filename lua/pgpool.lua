@@ -326,6 +326,21 @@ local function with(pool, fn, opts, name)
   return unpack(results, 2, results.n)
 end
 
+-- pool:copy_in / pool:copy_out: the connection's, on a connection of the
+-- pool for the one call.
+local function copy_with(method)
+  return function(pool, sql, arg)
+    local conn, msg, code, info = pool:acquire()
+    if not conn then return nil, msg, code, info end
+    local results = pack(pcall(conn[method], conn, sql, arg))
+    conn:release()
+    if not results[1] then error(results[2], 0) end
+    return unpack(results, 2, results.n)
+  end
+end
+pool_methods.copy_in = copy_with("copy_in")
+pool_methods.copy_out = copy_with("copy_out")
+
 function pool_methods.transaction(pool, fn, opts)
   return transaction(pool, fn, opts, "pool:transaction")
 end
@@ -508,6 +523,14 @@ end
 
 for _, method in ipairs{ "acquire", "query", "exec", "stats", "history" } do
   pgpool[method] = on_default(method)
+end
+
+for _, method in ipairs{ "copy_in", "copy_out" } do
+  pgpool[method] = function(sql, arg)
+    local p, msg, code = get_default()
+    if not p then return nil, msg, code end
+    return pool_methods[method](p, sql, arg)
+  end
 end
 
 function pgpool.transaction(fn, opts)

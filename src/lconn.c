@@ -63,6 +63,15 @@ static lconn *lconn_check(lua_State *L, int idx, const char *name)
     return c;
 }
 
+void lconn_checkout(lua_State *L, int idx, const char *name, pool **p,
+                    pool_slot **slot, uint64_t *ticket)
+{
+    lconn *c = lconn_check(L, idx, name);
+    *p = c->p;
+    *slot = c->slot;
+    *ticket = c->ticket;
+}
+
 /* Run sql on the checkout: with ps, as one statement with those parameters
  * (*res set on success); with ps NULL, as a script. No Lua calls. Returns 1
  * on success, 0 with err on a runtime failure, -1 when the checkout was

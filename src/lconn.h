@@ -25,6 +25,13 @@ LPGPOOL_INTERNAL lconn *lconn_new(lua_State *L);
 LPGPOOL_INTERNAL void lconn_attach(lconn *c, pool *p, pool_slot *slot,
                                    uint64_t ticket);
 
+/* The checkout of the handle at idx, for the methods other files add to
+ * the handle (name: the method, for errors); raises "connection released"
+ * when it has ended. */
+LPGPOOL_INTERNAL void lconn_checkout(lua_State *L, int idx, const char *name,
+                                     pool **p, pool_slot **slot,
+                                     uint64_t *ticket);
+
 /* Register run_pipeline into the table on the stack top as the facade's
  * conn:pipeline calls it: misuse in a statement is reported as an argument
  * of p:query, at the user's conn:pipeline line. */

@@ -25,6 +25,7 @@
 
 #include "lcommon.h"
 #include "lconn.h"
+#include "lcopy.h"
 #include "lpool.h"
 #include "lresult.h"
 #include "lvalue.h"
@@ -342,6 +343,7 @@ int luaopen_pgpool_core(lua_State *L)
     lcommon_open(L);
     lpool_open(L);
     lconn_open(L);
+    lcopy_open(L);
     lresult_open(L);
     luaL_newmetatable(L, LBYTEA_MT);
     lua_pop(L, 1);

@@ -51,15 +51,19 @@ static void statement_table(lua_State *L, const char *name, double *timeout)
     lua_replace(L, 2);
 }
 
-const char *lstatement_args(lua_State *L, const char *name, int exec,
-                            lparam_set *ps, double *timeout)
+const char *lstatement_sql(lua_State *L, const char *name, double *timeout)
 {
-    const char *sql;
-
     *timeout = -1;
     if (lua_type(L, 2) == LUA_TTABLE)
         statement_table(L, name, timeout);
-    sql = lcommon_check_cstring(L, 2, 1, name, "sql", NULL);
+    return lcommon_check_cstring(L, 2, 1, name, "sql", NULL);
+}
+
+const char *lstatement_args(lua_State *L, const char *name, int exec,
+                            lparam_set *ps, double *timeout)
+{
+    const char *sql = lstatement_sql(L, name, timeout);
+
     if (exec) {
         if (lua_gettop(L) > 2)
             lcommon_argerror(L, 2, name, "exec takes no parameters");

@@ -10,13 +10,18 @@
 #include "pool.h"
 #include "pq.h"
 
-/* The arguments of query or rows (sql, params... from index 2) or exec (a
+/* lstatement_sql: the SQL at index 2 alone (a string or a statement table,
+ * as below), for the methods whose other arguments are their own.
+ *
+ * The arguments of query or rows (sql, params... from index 2) or exec (a
  * script, no parameters) of the method called name: returns the SQL and,
  * unless exec, encodes ps. The SQL may
  * come as a statement table { sql, timeout = t }: *timeout is then t (this
  * statement's bound instead of the pool's query_timeout; 0: none), else -1.
  * Raises on misuse, naming the function as called ("pool:query",
  * "pgpool.exec"). */
+LPGPOOL_INTERNAL const char *lstatement_sql(lua_State *L, const char *name,
+                                            double *timeout);
 LPGPOOL_INTERNAL const char *lstatement_args(lua_State *L, const char *name,
                                              int exec, lparam_set *ps,
                                              double *timeout);

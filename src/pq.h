@@ -180,6 +180,28 @@ int pq_stream_open(pq_conn *c, const char *sql, const pq_params *params,
 int pq_stream_next(pq_conn *c, uint64_t seq, pq_result **row, pq_error *err);
 int pq_stream_close(pq_conn *c, uint64_t seq);   /* seq 0: whichever */
 
+/* COPY, a chunk at a time. begin sends sql, which must be a COPY ... FROM
+ * STDIN (PQ_COPY_IN) or TO STDOUT (PQ_COPY_OUT): 1 when the server is
+ * ready for it, else 0 and err (its error, or code "unsupported" for
+ * another statement; the connection idle again). Then for COPY IN, put
+ * each chunk (1, or 0 and err) and end: the final result (affected = rows)
+ * or NULL and err (the server's, for a bad row: nothing copied); an
+ * abort_reason makes the server refuse the COPY with it. For COPY OUT, get
+ * each chunk: 1 and *chunk (*len bytes, to free with pq_free_chunk), 0 at
+ * the end with *res, -1 and err. timeout bounds each wait (the statement
+ * is then cancelled). abort ends a COPY early, the connection idle again
+ * (0 when it had to be given up); any other statement run meanwhile does
+ * it first. */
+enum { PQ_COPY_IN = 1, PQ_COPY_OUT = 2 };
+int pq_copy_begin(pq_conn *c, const char *sql, int direction, double timeout,
+                  pq_error *err);
+int pq_copy_put(pq_conn *c, const char *data, size_t len, pq_error *err);
+pq_result *pq_copy_end(pq_conn *c, const char *abort_reason, pq_error *err);
+int pq_copy_get(pq_conn *c, char **chunk, int *len, pq_result **res,
+                pq_error *err);
+void pq_free_chunk(char *chunk);
+int pq_copy_abort(pq_conn *c);
+
 /* Run a script of several statements (simple protocol). 1 on success. */
 int pq_exec(pq_conn *c, const char *script, double timeout, pq_error *err);
 
