@@ -101,6 +101,27 @@ describe('pool:hogs', function()
     end
   end)
 
+  it('ends the hold of a <close> variable at the end of its block (Lua 5.4)', function()
+    if _VERSION ~= 'Lua 5.4' then
+      pending('<close> is Lua 5.4 syntax')
+      return
+    end
+    local pool = tracked('hogs-close')
+    local block = assert(load([[
+      local pool, sleep = ...
+      do
+        local conn <close> = assert(pool:acquire())
+        sleep(0.02)
+      end
+    ]], '=closing'))
+    block(pool, helpers.sleep)
+    local h = site_of(pool:hogs(), 'closing:3')
+    assert.truthy(h)
+    assert.are.equal(0, h.held)
+    assert.is_true(h.total >= 0.02 and h.total < 10, tostring(h.total))
+    assert.are.equal(0, pool:stats().leaked)
+  end)
+
   it('counts pool:query and pool:exec at their caller\'s line', function()
     local pool = tracked('hogs-query')
     local q_site = where() assert(pool:query('select pg_sleep(0.05)'))
