@@ -13,7 +13,7 @@
 #   make bench      the side-by-side benchmark (BENCH_QUICK=1: one short round)
 #   make fuzz       build the libFuzzer targets (clang) and run each for
 #                   FUZZ_SECONDS (default 60) from its seed corpus; a crash fails
-#   make rock       what LuaRocks runs (rockspec/pgpool-scm-1.rockspec)
+#   make rock       what LuaRocks runs (rockspec/lua-pgpool-scm-1.rockspec)
 #   make clean
 
 LUA        ?= lua5.4

@@ -57,20 +57,20 @@ local DEFAULTS = {
   statement_cache = 0,
   slow_query      = 1,
   leak_timeout    = 0,
-  log_level       = "info",
+  log_level       = "warn",
   max_shared      = 0,
   track_hogs      = false,
 }
 
 -- kind of each option: "string", "count" (integer >= 0), "seconds" (>= 0),
--- "boolean"
+-- "boolean", "sql" (a SQL string or a list of them)
 local OPTION_KINDS = {
   name = "string", conninfo = "string", log_level = "level",
   max = "count", min = "count", max_waiting = "count", statement_cache = "count",
   idle_timeout = "seconds", acquire_timeout = "seconds", connect_timeout = "seconds",
   query_timeout = "seconds", max_lifetime = "seconds", slow_query = "seconds",
   leak_timeout = "seconds",
-  replicas = "conninfo list", max_shared = "count",
+  replicas = "conninfo list", max_shared = "count", on_connect = "sql",
   track_hogs = "boolean",
 }
 
@@ -108,6 +108,16 @@ local function option_problem(key, value)
     end
   elseif kind == "boolean" then
     if type(value) ~= "boolean" then return bad("must be a boolean, got " .. type(value)) end
+  elseif kind == "sql" then
+    -- a script, or a list of statements run in order
+    local list = type(value) == "table" and value or { value }
+    local n = 0
+    for _ in pairs(list) do n = n + 1 end
+    if n ~= #list or n == 0 then return bad("must be a SQL string or a list (1..n) of them") end
+    for i = 1, n do
+      if type(list[i]) ~= "string" then return bad("must be a SQL string or a list of them, got " .. type(list[i])) end
+      if has_nul(list[i]) then return bad("must not contain a NUL byte") end
+    end
   elseif kind == "level" then
     if not LOG_LEVELS[value] then return bad("must be one of debug, info, warn, error, off") end
   else
@@ -141,6 +151,7 @@ local function normalize(opts)
   if opts.max_shared ~= nil and cfg.max_shared < 1 then
     misuse("option 'max_shared' must be >= 1 (or nil for no cross-process cap)")
   end
+  if type(cfg.on_connect) == "table" then cfg.on_connect = concat(cfg.on_connect, ";\n") end
   return cfg
 end
 
@@ -242,12 +253,13 @@ local MAIN = {}
 
 local function pack(...) return { n = select("#", ...), ... } end
 
-local function finish(conn, ok, results)
+local function finish(conn, ok, results, trace)
   if not ok then
     pcall(conn.exec, conn, "ROLLBACK")
     conn:release()
-    local err = results[1]
-    return nil, type(err) == "string" and err or tostring(err), "error"
+    -- what fn raised, as raised (a table stays that table); where it was
+    -- raised in info.traceback
+    return nil, results[1], "error", { traceback = trace }
   end
   if results.n >= 2 and results[1] == nil then
     pcall(conn.exec, conn, "ROLLBACK")
@@ -299,10 +311,14 @@ local function transaction(pool, fn, opts, name)
     return nil, msg, code, info
   end
   in_transaction[key] = true
-  local results = pack(xpcall(fn, traceback, conn))
+  local trace
+  local results = pack(xpcall(fn, function(err)
+    trace = traceback(type(err) == "string" and err or "error raised: " .. type(err), 2)
+    return err
+  end, conn))
   in_transaction[key] = nil
   ok = results[1]
-  return finish(conn, ok, { n = results.n - 1, unpack(results, 2, results.n) })
+  return finish(conn, ok, { n = results.n - 1, unpack(results, 2, results.n) }, trace)
 end
 
 local function with(pool, fn, opts, name)

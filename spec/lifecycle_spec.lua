@@ -340,7 +340,7 @@ describe('logging', function()
   it('writes log lines to stderr when no on_log function is set', function()
     local code = [[
       local pgpool = require 'pgpool'
-      local pool = pgpool.configure{ name = 'stderr', conninfo = os.getenv('PGPOOL_TEST_DSN') }
+      local pool = pgpool.configure{ name = 'stderr', conninfo = os.getenv('PGPOOL_TEST_DSN'), log_level = 'info' }
       assert(pool:query('select 1'))
       pgpool.on_log(function() end)
       assert(pool:query('select 1'))

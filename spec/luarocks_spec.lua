@@ -1,33 +1,51 @@
--- The LuaRocks rock (rockspec/pgpool-scm-1.rockspec), checked for the ABI of
--- the runtime running this spec: lua5.4 installs for Lua 5.4, luajit for 5.1.
--- Each build runs `luarocks make` in a temporary copy of the repository (so no
--- build artefact lands in the checkout) into an empty temporary tree, and the
--- installed rock is then loaded by a fresh interpreter that sees that tree
--- and nothing else.
+-- The LuaRocks rock (rockspec/lua-pgpool-scm-1.rockspec), checked for the
+-- ABI of the runtime running this spec: lua5.4 installs for Lua 5.4, luajit
+-- for 5.1. Each build runs, in a temporary copy of the repository (so no
+-- build artefact lands in the checkout), a `luarocks make` line exactly as
+-- the README or rockspec/README-install.md writes it, with LUAROCKS_CONFIG
+-- naming an empty temporary tree as the only one; the installed rock is
+-- then loaded by a fresh interpreter that sees that tree and nothing else.
 local helpers = require 'spec.support.helpers'
 
 local shquote, run = helpers.shquote, helpers.run
 
-local ROCKSPEC = 'rockspec/pgpool-scm-1.rockspec'
+local ROCKSPEC = 'rockspec/lua-pgpool-scm-1.rockspec'
 
--- This runtime: its interpreter, the Lua version LuaRocks builds for, and
--- the ways of building we document for it (each one is built and checked).
+-- This runtime: its interpreter and the Lua version LuaRocks builds for.
 local runtime = os.getenv('PGPOOL_TEST_RUNTIME')
 if not runtime or runtime == '' then
   runtime = jit and 'luajit' or ('lua' .. _VERSION:match('%d+%.%d+'))
 end
+local lua_version = runtime == 'luajit' and '5.1'
+  or assert(runtime:match('^lua(%d+%.%d+)$'), 'unknown runtime ' .. runtime)
 
-local lua_version, builds
-if runtime == 'luajit' then
-  lua_version = '5.1'
-  builds = {
-    { name = "LuaJIT's headers (LUA_INCDIR from pkg-config)",
-      args = 'LUA_INCDIR="$(pkg-config --variable=includedir luajit)"' },
-    { name = 'no extra variables (the Lua 5.1 headers, same ABI)', args = '' },
-  }
-else
-  lua_version = assert(runtime:match('^lua(%d+%.%d+)$'), 'unknown runtime ' .. runtime)
-  builds = { { name = 'no extra variables', args = '' } }
+-- The `luarocks ... make` lines of a document's code blocks (a trailing
+-- backslash joins the next line; comments dropped) that build for this
+-- Lua version: the lines a reader copies.
+local function documented_lines(path)
+  local lines, block, pending = {}, false, nil
+  for line in io.lines(path) do
+    if line:match('^```') then
+      block = not block
+    elseif block then
+      line = (pending or '') .. line
+      pending = nil
+      if line:match('\\%s*$') then
+        pending = line:gsub('\\%s*$', ' ')
+      else
+        line = line:gsub('%s+#.*$', ''):gsub('%s+$', '')
+        if line:match('^luarocks .* make ') and line:match('%-%-lua%-version ' .. lua_version:gsub('%.', '%%.') .. ' ') then
+          lines[#lines + 1] = { doc = path, command = line }
+        end
+      end
+    end
+  end
+  return lines
+end
+
+local builds = {}
+for _, doc in ipairs{ 'README.md', 'rockspec/README-install.md' } do
+  for _, line in ipairs(documented_lines(doc)) do builds[#builds + 1] = line end
 end
 
 local must_run, write_file = helpers.must_run, helpers.write_file
@@ -66,8 +84,24 @@ describe('the LuaRocks rock under ' .. runtime .. ' (Lua ' .. lua_version .. ' A
     if tmp and tmp:match('/pgpool%-rock%.') then run('rm -rf ' .. shquote(tmp)) end
   end)
 
-  it('passes luarocks lint', function()
+  it('passes luarocks lint, the scm and the release rockspec', function()
     must_run('luarocks lint ' .. ROCKSPEC)
+    must_run('luarocks lint rockspec/lua-pgpool-' .. require('pgpool')._VERSION:match('[%d.]+$') .. '-1.rockspec')
+  end)
+
+  it('has a release rockspec that differs from scm only in version and source', function()
+    local release = 'rockspec/lua-pgpool-' .. require('pgpool')._VERSION:match('[%d.]+$') .. '-1.rockspec'
+    local a, b = load_rockspec(ROCKSPEC), load_rockspec(release)
+    assert.are.equal('scm-1', a.version)
+    assert.are.equal(require('pgpool')._VERSION:match('[%d.]+$') .. '-1', b.version)
+    assert.are.equal('MIT', b.description.license)
+    assert.truthy(b.source.tag, 'the release rockspec names its tag')
+    a.version, b.version, a.source, b.source = nil, nil, nil, nil
+    assert.are.same(a, b)
+  end)
+
+  it('documents a luarocks line for this Lua version', function()
+    assert.truthy(#builds >= 2, 'README.md and rockspec/README-install.md each give one')
   end)
 
   it('installs every Lua module under lua/ (the rockspec lists them)', function()
@@ -86,20 +120,22 @@ describe('the LuaRocks rock under ' .. runtime .. ' (Lua ' .. lua_version .. ' A
   end)
 
   for i, build in ipairs(builds) do
-    describe('built with ' .. build.name, function()
+    describe(build.doc .. "'s `" .. build.command .. '`', function()
       local tree, log, installed
 
       lazy_setup(function()
         tree = ('%s/tree%d'):format(tmp, i)
+        local config = ('%s/luarocks-config%d.lua'):format(tmp, i)
+        write_file(config, ('rocks_trees = { { name = "spec", root = %q } }\n'):format(tree))
         local rc
-        rc, log = run(('cd %s/src && luarocks --tree %s --lua-version %s make %s %s')
-          :format(shquote(tmp), shquote(tree), lua_version, ROCKSPEC, build.args))
+        rc, log = run(('cd %s/src && LUAROCKS_CONFIG=%s %s')
+          :format(shquote(tmp), shquote(config), build.command))
         installed = (rc == 0)
       end)
 
-      it('installs with `luarocks make` into an empty tree', function()
+      it('installs into the configured tree alone', function()
         assert(installed, 'luarocks make failed:\n' .. log)
-        assert.matches('pgpool scm%-1 is now installed', log)
+        assert.matches('lua%-pgpool scm%-1 is now installed in ' .. tree:gsub('%p', '%%%0'), log)
       end)
 
       it('exports only luaopen_pgpool_core from the installed core.so', function()

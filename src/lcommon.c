@@ -11,6 +11,7 @@
  * raises.
  */
 #include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "lcommon.h"
@@ -28,6 +29,21 @@ static int lctx_gc(lua_State *L)
     return 0;
 }
 
+/* The on_log function raised (its error on the stack, popped here): said
+ * once on stderr, since the log cannot carry news of its own failure, and
+ * a failing handler never breaks the call that flushed the log. */
+static void report_log_fn_error(lua_State *L, lctx *ctx)
+{
+    const char *msg = lua_tostring(L, -1);
+    if (!ctx->log_fn_failed) {
+        ctx->log_fn_failed = 1;
+        fprintf(stderr, "pgpool: [error] on_log handler raised: %s (its later "
+                "errors are not reported)\n",
+                msg ? msg : luaL_typename(L, -1));
+    }
+    lua_pop(L, 1);
+}
+
 void lctx_flush_log(lua_State *L)
 {
     lctx *ctx = lctx_get(L);
@@ -43,7 +59,7 @@ void lctx_flush_log(lua_State *L)
         lua_pushstring(L, pool_log_level_names[level]);
         lua_pushstring(L, line);
         if (lua_pcall(L, 2, 0, 0) != LUA_OK)
-            lua_pop(L, 1);    /* a failing log function must not break us */
+            report_log_fn_error(L, ctx);
     }
 }
 
@@ -59,6 +75,7 @@ void lcommon_open(lua_State *L)
     ctx = (lctx *)lua_newuserdata(L, sizeof *ctx);
     ctx->log_seq = 0;
     ctx->log_fn = LUA_NOREF;
+    ctx->log_fn_failed = 0;
     luaL_newmetatable(L, LCTX_MT);
     lua_pushcfunction(L, lctx_gc);
     lua_setfield(L, -2, "__gc");

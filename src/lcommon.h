@@ -28,6 +28,7 @@
 typedef struct lctx {
     uint64_t log_seq;     /* last log line delivered to this state */
     int log_fn;           /* registry ref of the on_log function, or LUA_NOREF */
+    int log_fn_failed;    /* it raised once: reported, later raises not */
 } lctx;
 
 enum {

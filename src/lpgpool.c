@@ -52,6 +52,7 @@ static int lmodule_on_log(lua_State *L)
     if (!lua_isnoneornil(L, 1)) {
         lua_pushvalue(L, 1);
         ctx->log_fn = luaL_ref(L, LUA_REGISTRYINDEX);
+        ctx->log_fn_failed = 0;
         ctx->log_seq = pool_log_seq();
         pool_log_listeners(1);
     }
@@ -145,6 +146,7 @@ static int lmodule_configure(lua_State *L)
     memset(&cfg, 0, sizeof cfg);
     cfg.name = opt_string(L, "name");
     cfg.conninfo = opt_string(L, "conninfo");
+    cfg.on_connect = opt_string(L, "on_connect");
     cfg.max = (int)opt_number(L, "max");
     cfg.min = (int)opt_number(L, "min");
     cfg.idle_timeout = opt_number(L, "idle_timeout");

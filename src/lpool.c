@@ -190,7 +190,9 @@ static int run_once(lua_State *L, int exec)
 {
     pool *p = lpool_check(L, exec ? "exec" : "query");
     lparam_set ps;
-    const char *sql = lstatement_args(L, exec, &ps);
+    double timeout;
+    const char *sql = lstatement_args(L, exec ? "exec" : "query", exec, &ps,
+                                      &timeout);
     pool_slot *slot;
     uint64_t ticket;
     pq_error err;
@@ -209,8 +211,8 @@ static int run_once(lua_State *L, int exec)
     started = clock_now();
     if (h)
         site = hog_enter(L, h);
-    ok = lstatement_run(p, slot, ticket, sql, exec ? NULL : &ps, started, &res,
-                        &err);
+    ok = lstatement_run(p, slot, ticket, sql, timeout, exec ? NULL : &ps,
+                        started, &res, &err);
     if (h)
         hogs_leave(h, site, clock_now() - started);
     pool_end_use_release(p, slot, ticket, sql, started, !ok);

@@ -48,6 +48,47 @@ static void push_command(lua_State *L, const char *tag)
     lua_pushlstring(L, tag, end);
 }
 
+/* Push row `row` of r as a table (column name -> value); the names are
+ * at names .. names + cols - 1, the type OIDs in types. Raises for a
+ * malformed value. */
+static void push_row(lua_State *L, const pq_result *r, int row, int names,
+                     const unsigned *types, int cols)
+{
+    int col;
+    lua_createtable(L, 0, cols);
+    for (col = 0; col < cols; col++) {
+        size_t len = 0;
+        const char *v = pq_result_value(r, row, col, &len);
+        lua_pushvalue(L, names + col);
+        if (!v)
+            lua_pushlightuserdata(L, NULL);
+        else if (!lvalue_push(L, types[col], v, len))
+            luaL_error(L, "pgpool: malformed value in column %d (type %d)",
+                       col + 1, (int)types[col]);
+        lua_rawset(L, -3);
+    }
+}
+
+/* lresult_push_row's work, run protected: (r) -> its first row's table. */
+static int build_row(lua_State *L)
+{
+    pq_result *r = (pq_result *)lua_touserdata(L, 1);
+    int cols = pq_result_cols(r), col, names;
+    unsigned types_inline[32], *types = types_inline;
+
+    if (!lua_checkstack(L, cols + 8))
+        return luaL_error(L, "pgpool: too many columns");
+    if (cols > 32)
+        types = (unsigned *)lua_newuserdata(L, sizeof *types * (size_t)cols);
+    names = lua_gettop(L) + 1;
+    for (col = 0; col < cols; col++) {
+        lua_pushstring(L, pq_result_colname(r, col));
+        types[col] = pq_result_coltype(r, col);
+    }
+    push_row(L, r, 0, names, types, cols);
+    return 1;
+}
+
 /* lresult_push's work, run protected: (r as a light userdata) -> the
  * result table. Raises for a malformed value. */
 static int build_result(lua_State *L)
@@ -71,18 +112,7 @@ static int build_result(lua_State *L)
         types[col] = pq_result_coltype(r, col);
     }
     for (row = 0; row < rows; row++) {
-        lua_createtable(L, 0, cols);
-        for (col = 0; col < cols; col++) {
-            size_t len = 0;
-            const char *v = pq_result_value(r, row, col, &len);
-            lua_pushvalue(L, names + col);
-            if (!v)
-                lua_pushlightuserdata(L, NULL);
-            else if (!lvalue_push(L, types[col], v, len))
-                return luaL_error(L, "pgpool: malformed value in column %d "
-                                  "(type %d)", col + 1, (int)types[col]);
-            lua_rawset(L, -3);
-        }
+        push_row(L, r, row, names, types, cols);
         lua_rawseti(L, res, row + 1);
     }
     push_key(L, LUPV_KEY_COLUMNS, "columns");
@@ -109,21 +139,29 @@ static int build_result(lua_State *L)
     return 1;
 }
 
-/* The registry key of build_result. */
-static char build_result_key;
+/* The registry keys of build_result and build_row. */
+static char build_result_key, build_row_key;
 
 void lresult_open(lua_State *L)
 {
-    static const luaL_Reg fns[] = { { "build", build_result }, { NULL, NULL } };
+    static const luaL_Reg fns[] = {
+        { "build", build_result },
+        { "row", build_row },
+        { NULL, NULL },
+    };
     lua_newtable(L);
     lcommon_setfuncs(L, fns, "", 0);      /* for the result keys */
     lua_pushlightuserdata(L, (void *)&build_result_key);
     lua_getfield(L, -2, "build");
     lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_pushlightuserdata(L, (void *)&build_row_key);
+    lua_getfield(L, -2, "row");
+    lua_rawset(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
 }
 
-void lresult_push(lua_State *L, pq_result *r)
+/* Call the builder kept at key on r, protected; r is freed either way. */
+static void build_with(lua_State *L, char *key, pq_result *r)
 {
     int status;
 
@@ -131,13 +169,23 @@ void lresult_push(lua_State *L, pq_result *r)
         pq_result_free(r);
         luaL_error(L, "pgpool: stack overflow");
     }
-    lua_pushlightuserdata(L, (void *)&build_result_key);
+    lua_pushlightuserdata(L, key);
     lua_rawget(L, LUA_REGISTRYINDEX);
     lua_pushlightuserdata(L, r);
     status = lua_pcall(L, 1, 1, 0);
     pq_result_free(r);
     if (status != LUA_OK)
         lua_error(L);    /* the error pcall left on the stack */
+}
+
+void lresult_push(lua_State *L, pq_result *r)
+{
+    build_with(L, &build_result_key, r);
+}
+
+void lresult_push_row(lua_State *L, pq_result *r)
+{
+    build_with(L, &build_row_key, r);
 }
 
 /* The server's error fields as a table. */

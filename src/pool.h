@@ -28,6 +28,9 @@ typedef struct pool_slot pool_slot;
 typedef struct pool_config {
     const char *name;
     const char *conninfo;     /* NULL: libpq environment */
+    const char *on_connect;   /* SQL run on each new connection before its
+                                 first use (NULL: none); its failure is a
+                                 failed connect */
     int max, min;
     double idle_timeout, acquire_timeout, connect_timeout, query_timeout;
     double max_lifetime, slow_query, leak_timeout;

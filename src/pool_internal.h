@@ -72,7 +72,7 @@ typedef struct retired {
 
 struct pool {
     pool_config cfg;          /* name and conninfo point to the copies below */
-    char *name, *conninfo;
+    char *name, *conninfo, *on_connect;
     pthread_mutex_t mu;
     pthread_cond_t drained;   /* signalled when in_use + connecting drops */
     int refs;                 /* atomic */

@@ -237,8 +237,8 @@ static void start_attempt(pool *p, pool_slot *s)
     pq_error err;
     pool_ref(p);
     p->counters.connect_attempts++;
-    if (connector_start(p->cfg.conninfo, connect_deadline_at(p, clock_now()),
-                        attempt_done, s))
+    if (connector_start(p->cfg.conninfo, p->cfg.on_connect,
+                        connect_deadline_at(p, clock_now()), attempt_done, s))
         return;
     pq_error_set(&err, PQ_CODE_CONNECT,
                  "could not start a connection attempt (no thread)");
@@ -252,7 +252,8 @@ pq_conn *pool_connect_now(pool *p, pq_error *err)
     pthread_mutex_lock(&p->mu);
     p->counters.connect_attempts++;
     pthread_mutex_unlock(&p->mu);
-    conn = pq_connect(p->cfg.conninfo, connect_deadline_at(p, clock_now()), err);
+    conn = connector_connect(p->cfg.conninfo, p->cfg.on_connect,
+                             connect_deadline_at(p, clock_now()), err);
     if (conn)
         pq_set_notice_handler(conn, log_server_notice, p);
     return conn;
@@ -454,6 +455,7 @@ static void free_parts(pool *p)
     free(p->slots);
     free(p->name);
     free(p->conninfo);
+    free(p->on_connect);
     free(p);
 }
 
@@ -467,11 +469,14 @@ pool *pool_new(const pool_config *cfg)
     p->slots = calloc((size_t)cfg->max, sizeof *p->slots);
     p->name = strdup(cfg->name);
     p->conninfo = cfg->conninfo ? strdup(cfg->conninfo) : NULL;
+    p->on_connect = cfg->on_connect ? strdup(cfg->on_connect) : NULL;
     p->cfg = *cfg;
     p->cfg.name = p->name;
     p->cfg.conninfo = p->conninfo;
+    p->cfg.on_connect = p->on_connect;
     p->cfg.replicas = NULL;       /* the caller's; see p->replicas */
     if (!p->slots || !p->name || (cfg->conninfo && !p->conninfo) ||
+        (cfg->on_connect && !p->on_connect) ||
         (cfg->track_hogs && (p->hogs = hogs_new()) == NULL) ||
         (cfg->max_shared > 0 &&
          (p->shared = shared_cap_for(cfg->name, cfg->max_shared)) == NULL)) {

@@ -75,6 +75,12 @@ struct pq_conn {
     char *to_deallocate;         /* "DEALLOCATE a;DEALLOCATE b;" not yet sent */
     size_t to_deallocate_len;
     char *password;              /* from the conninfo, for redaction */
+    /* A row stream (pq_stream_open): its number, whether it is open, the
+     * number of the last one that ended (read to its end, its error given,
+     * or closed by its owner), and the timeout of each wait for a row. */
+    uint64_t stream_seq, stream_ended;
+    int streaming;
+    double stream_timeout;
 };
 
 const char *const pq_field_names[PQ_FIELD_COUNT] = {
@@ -1112,9 +1118,14 @@ enum pq_txn pq_txn_status(pq_conn *c)
     }
 }
 
-/* 1 when c can run a statement; else 0 and err (nothing was sent). */
+static int stream_abandon(pq_conn *c);
+
+/* 1 when c can run a statement; else 0 and err (nothing was sent). A row
+ * stream left open is abandoned first (its owner, resumed, is told). */
 static int usable(pq_conn *c, pq_error *err)
 {
+    if (c->streaming)
+        stream_abandon(c);
     if (!c->broken)
         return 1;
     pq_error_set(err, PQ_CODE_CLOSED,
@@ -1759,6 +1770,153 @@ int pq_rollback(pq_conn *c, double deadline)
         return 0;
     PQclear(res);
     return pq_txn_status(c) == PQ_TXN_IDLE;
+}
+
+/* ---- row streams ------------------------------------------------------- */
+
+/*
+ * One statement whose rows arrive one at a time (libpq's single-row mode):
+ * memory stays that of one row whatever the count. While the stream is
+ * open the connection runs nothing else; anything else run on it abandons
+ * the stream first (the statement cancelled, what is left read and
+ * dropped), and the stream's owner is told when it asks for its next row.
+ */
+
+/* Read and drop every result left of the statement, by rs's deadline. 1
+ * when the connection is idle again, 0 when it failed or was given up. */
+static int stream_drain(pq_conn *c, run_state *rs)
+{
+    PGresult *res;
+    int waited;
+
+    for (;;) {
+        waited = await_result(c, rs);
+        if (waited <= 0)
+            break;
+        res = PQgetResult(c->pg);
+        if (!res)
+            break;
+        if (PQresultStatus(res) == PGRES_COPY_IN ||
+            PQresultStatus(res) == PGRES_COPY_OUT ||
+            PQresultStatus(res) == PGRES_COPY_BOTH) {
+            waited = refuse_copy(c, PQresultStatus(res), rs);
+            PQclear(res);
+            if (waited <= 0)
+                break;
+            continue;
+        }
+        PQclear(res);
+    }
+    settle_cancel(c, waited > 0 ? rs->deadline : 0);
+    c->streaming = 0;
+    if (waited <= 0)
+        c->broken = 1;
+    return waited > 0 && PQstatus(c->pg) == CONNECTION_OK;
+}
+
+/* Stop the open stream: cancel its statement, read what is left (at most
+ * CANCEL_GRACE), and leave the connection idle or broken. */
+static int stream_abandon(pq_conn *c)
+{
+    run_state rs;
+    run_init(&rs, clock_now() + CANCEL_GRACE, 0, 0);
+    start_cancel(c);
+    rs.cancelled = 1;
+    return stream_drain(c, &rs);
+}
+
+int pq_stream_open(pq_conn *c, const char *sql, const pq_params *pp,
+                   double timeout, uint64_t *seq, pq_error *err)
+{
+    run_state rs;
+    int sent, flushed;
+
+    if (!usable(c, err))
+        return 0;
+    run_init(&rs, deadline_after(timeout), CANCEL_GRACE, timeout);
+    if (c->to_deallocate && !deallocate_dropped(c, &rs, err))
+        return 0;
+    sent = PQsendQueryParams(c->pg, sql, pp->n, (const Oid *)pp->types,
+                             pp->values, pp->lengths, pp->formats, 0) &&
+           PQsetSingleRowMode(c->pg);
+    flushed = sent ? flush_all(c, &rs) : 0;
+    if (flushed <= 0) {
+        error_send_failed(err, c, flushed);
+        err->safe_to_retry = 1;
+        return 0;
+    }
+    c->streaming = 1;
+    c->stream_timeout = timeout;
+    *seq = ++c->stream_seq;
+    return 1;
+}
+
+int pq_stream_next(pq_conn *c, uint64_t seq, pq_result **row, pq_error *err)
+{
+    run_state rs;
+    PGresult *res;
+    pq_result *ok;
+    int waited;
+
+    *row = NULL;
+    if (!c->streaming || c->stream_seq != seq) {
+        if (c->stream_ended == seq)
+            return 0;
+        pq_error_set(err, PQ_CODE_CLOSED, "row stream closed before its end: "
+                     "another statement ran on its connection");
+        return -1;
+    }
+    /* Each wait for a row has the statement's timeout: the time the caller
+     * spends between rows is not the server's. */
+    run_init(&rs, deadline_after(c->stream_timeout), CANCEL_GRACE,
+             c->stream_timeout);
+    rs.answered = 1;
+    waited = await_result(c, &rs);
+    res = waited > 0 ? PQgetResult(c->pg) : NULL;
+    if (res && PQresultStatus(res) == PGRES_SINGLE_TUPLE) {
+        *row = (pq_result *)res;
+        return 1;
+    }
+    c->stream_ended = seq;
+    if (!res) {
+        if (waited > 0) {            /* ended without a final result */
+            c->streaming = 0;
+            return 0;
+        }
+        error_wait_failed(err, c, &rs, waited);
+        c->streaming = 0;
+        c->broken = 1;
+        return -1;
+    }
+    switch (PQresultStatus(res)) {
+    case PGRES_COPY_IN:
+    case PGRES_COPY_OUT:
+    case PGRES_COPY_BOTH:
+        waited = refuse_copy(c, PQresultStatus(res), &rs);
+        PQclear(res);
+        if (stream_drain(c, &rs) && waited > 0)
+            pq_error_set(err, PQ_CODE_UNSUPPORTED, "%s", COPY_REFUSED);
+        else
+            error_wait_failed(err, c, &rs, waited > 0 ? 0 : waited);
+        return -1;
+    default:
+        break;
+    }
+    ok = check_result(c, res, &rs, err);   /* frees res on failure */
+    PQclear((PGresult *)ok);
+    if (!stream_drain(c, &rs) && ok) {
+        error_wait_failed(err, c, &rs, 0);
+        return -1;
+    }
+    return ok ? 0 : -1;
+}
+
+int pq_stream_close(pq_conn *c, uint64_t seq)
+{
+    if (!c->streaming || (seq && c->stream_seq != seq))
+        return 1;
+    c->stream_ended = c->stream_seq;
+    return stream_abandon(c);
 }
 
 /* ---- pipelines --------------------------------------------------------- */

@@ -165,6 +165,21 @@ int pq_pipeline(pq_conn *c, pq_batch_item *items, int count, int sync_each,
                 double timeout, pq_error *err);
 void pq_batch_clear(pq_batch_item *items, int count);
 
+/* Row streams: one statement (unnamed, whatever the statement cache) whose
+ * rows are read one at a time, in the memory of one row. open sends it:
+ * 1 and *seq, the stream's number; 0 and err when it could not be sent.
+ * next: 1 and *row (a one-row result to free with pq_result_free), 0 at
+ * the end (the connection idle again), -1 and err (the stream is over: its
+ * statement failed, timeout waited for one row in vain, or the stream was
+ * abandoned because another statement ran on the connection). close ends
+ * an open stream early: cancelled, the rest read and dropped within 5 s;
+ * 0 when the connection had to be given up. Any other statement on the
+ * connection abandons an open stream the same way. */
+int pq_stream_open(pq_conn *c, const char *sql, const pq_params *params,
+                   double timeout, uint64_t *seq, pq_error *err);
+int pq_stream_next(pq_conn *c, uint64_t seq, pq_result **row, pq_error *err);
+int pq_stream_close(pq_conn *c, uint64_t seq);   /* seq 0: whichever */
+
 /* Run a script of several statements (simple protocol). 1 on success. */
 int pq_exec(pq_conn *c, const char *script, double timeout, pq_error *err);
 

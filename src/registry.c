@@ -85,7 +85,8 @@ static int same_string(const char *a, const char *b)
 static int same_config(const pool_config *a, const pool_config *b)
 {
     return same_string(a->name, b->name) &&
-           same_string(a->conninfo, b->conninfo) && a->max == b->max &&
+           same_string(a->conninfo, b->conninfo) &&
+           same_string(a->on_connect, b->on_connect) && a->max == b->max &&
            a->min == b->min && a->idle_timeout == b->idle_timeout &&
            a->acquire_timeout == b->acquire_timeout &&
            a->connect_timeout == b->connect_timeout &&

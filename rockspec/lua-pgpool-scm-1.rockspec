@@ -1,9 +1,16 @@
 -- pgpool from a checkout, built and installed by LuaRocks. From the top of
 -- the repository:
 --
---   luarocks --lua-version 5.4 make rockspec/pgpool-scm-1.rockspec
---   luarocks --lua-version 5.1 make rockspec/pgpool-scm-1.rockspec \
---       LUA_INCDIR="$(pkg-config --variable=includedir luajit)"    # LuaJIT
+--   luarocks --lua-version 5.4 make rockspec/lua-pgpool-scm-1.rockspec
+--   luarocks --lua-version 5.1 make rockspec/lua-pgpool-scm-1.rockspec LUA_INCDIR="$(pkg-config --variable=includedir luajit)"
+--
+-- The rock is lua-pgpool, the module it installs `pgpool`: "pgpool" alone is
+-- the name people know for Pgpool-II, PostgreSQL's middleware server, and a
+-- rock of that name reads as a client for it. lua-pgpool follows the
+-- lua-<name> convention of Debian and LuaRocks for Lua libraries.
+-- rockspec/lua-pgpool-<version>-1.rockspec is the same for a tagged release
+-- (spec/luarocks_spec.lua checks that the two differ only in version and
+-- source).
 --
 -- The C core is compiled by the project's Makefile (`make rock`), so a rock
 -- gets the same flags as `make` (-std=c99, -fvisibility=hidden: only
@@ -14,14 +21,14 @@
 -- external_dependencies entry for it.
 
 rockspec_format = "3.0"
-package = "pgpool"
+package = "lua-pgpool"
 version = "scm-1"
 
 source = {
-   -- `luarocks make` builds the working tree and never fetches this. There
-   -- is no public repository yet; put its git+https:// address here when
-   -- there is (until then `luarocks build`/`install` of this file fail).
-   url = "git+file://.",
+   -- `luarocks make` builds the working tree and never fetches this;
+   -- `luarocks install lua-pgpool --dev` clones it.
+   url = "git+https://github.com/pgpool-lua/lua-pgpool.git",
+   branch = "main",
 }
 
 description = {
@@ -31,8 +38,8 @@ One pool per OS process behind a mutex: every Lua state in the process (the
 main script, luv threads, OpenResty worker-thread VMs) shares the same pool
 and the same hard cap on connections. Lua 5.1 to 5.4 and LuaJIT.
 ]],
-   -- No LICENSE file yet: the project has to choose one before a release.
-   license = "not yet chosen (no LICENSE file)",
+   homepage = "https://github.com/pgpool-lua/lua-pgpool",
+   license = "MIT",
    labels = { "database", "postgresql", "pool" },
 }
 
