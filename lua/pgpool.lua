@@ -59,9 +59,11 @@ local DEFAULTS = {
   leak_timeout    = 0,
   log_level       = "warn",
   max_shared      = 0,
+  track_hogs      = false,
 }
 
--- kind of each option: "string", "count" (integer >= 0), "seconds" (>= 0)
+-- kind of each option: "string", "count" (integer >= 0), "seconds" (>= 0),
+-- "boolean", "sql" (a SQL string or a list of them)
 local OPTION_KINDS = {
   name = "string", conninfo = "string", log_level = "level",
   max = "count", min = "count", max_waiting = "count", statement_cache = "count",
@@ -69,6 +71,7 @@ local OPTION_KINDS = {
   query_timeout = "seconds", max_lifetime = "seconds", slow_query = "seconds",
   leak_timeout = "seconds",
   replicas = "conninfo list", max_shared = "count", on_connect = "sql",
+  track_hogs = "boolean",
 }
 
 -- The most connections one pool may have: far above what one PostgreSQL
@@ -103,6 +106,8 @@ local function option_problem(key, value)
       end
       if has_nul(value[i]) then return bad(format("entry %d must not contain a NUL byte", i)) end
     end
+  elseif kind == "boolean" then
+    if type(value) ~= "boolean" then return bad("must be a boolean, got " .. type(value)) end
   elseif kind == "sql" then
     -- a script, or a list of statements run in order
     local list = type(value) == "table" and value or { value }
@@ -284,7 +289,9 @@ end
 
 -- transaction and with, as the user called them (`name`): pool:transaction,
 -- or pgpool.transaction through its shortcut. Both callers reach them by a
--- tail call, so that level 2 is the user's line.
+-- tail call, so that level 2 is the user's line: they acquire through the
+-- facade's acquire (core._facade), which looks there for the line that
+-- made the checkout (track_hogs) and reports misuse there.
 local function transaction(pool, fn, opts, name)
   if type(fn) ~= "function" then
     arg_error(2, name, 1, "fn must be a function, got " .. type(fn))
@@ -295,7 +302,7 @@ local function transaction(pool, fn, opts, name)
     error(name .. ": already inside a transaction in this coroutine "
       .. "(nested transactions are not supported; use the conn you were given)", 2)
   end
-  local conn, msg, code, info = pool:acquire(opts and opts.timeout)
+  local conn, msg, code, info = facade.acquire(pool, opts and opts.timeout)
   if not conn then return nil, msg, code, info end
   local ok
   ok, msg, code, info = conn:exec(begin)
@@ -318,7 +325,7 @@ local function with(pool, fn, opts, name)
   if type(fn) ~= "function" then
     arg_error(2, name, 1, "fn must be a function, got " .. type(fn))
   end
-  local conn, msg, code, info = pool:acquire(opts)
+  local conn, msg, code, info = facade.acquire(pool, opts)
   if not conn then return nil, msg, code, info end
   local results = pack(pcall(fn, conn))
   conn:release()
@@ -457,6 +464,7 @@ function pgpool.snapshot(opts)
       local st = p:stats()
       st.health = p:health()
       if with_history then st.history = p:history() end
+      st.hogs = p:hogs()   -- nil unless the pool tracks hogs
       pools[#pools + 1] = st
     end
   end
@@ -521,7 +529,7 @@ local function on_default(method)
   end
 end
 
-for _, method in ipairs{ "acquire", "query", "exec", "stats", "history" } do
+for _, method in ipairs{ "acquire", "query", "exec", "stats", "history", "hogs" } do
   pgpool[method] = on_default(method)
 end
 

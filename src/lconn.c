@@ -7,7 +7,9 @@
  * and __gc end the checkout, each at most once; after that every method
  * but release/discard raises "pgpool: connection released". __gc never
  * raises and does no network I/O (pool.c defers the rollback or close).
- * query and exec run through lstatement.c like the pool's.
+ * query and exec run through lstatement.c like the pool's. With track_hogs
+ * the handle carries its checkout's site (hogs.h), and the end of the
+ * checkout ends the hold there: one branch when tracking is off.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +29,9 @@ struct lconn {
     uint64_t ticket;
     int released;
     int streamed;       /* rows() opened a stream on this checkout */
+    hogs *hogs;               /* the site's table, or NULL */
+    hogs_mark site;
+    double since;             /* when the checkout began */
 };
 
 lconn *lconn_new(lua_State *L)
@@ -37,6 +42,7 @@ lconn *lconn_new(lua_State *L)
     c->ticket = 0;
     c->released = 1;
     c->streamed = 0;
+    c->hogs = NULL;
     lua_pushvalue(L, lua_upvalueindex(LUPV_CONN_MT));
     if (!lua_istable(L, -1)) {        /* called without the upvalues */
         lua_pop(L, 1);
@@ -53,6 +59,13 @@ void lconn_attach(lconn *c, pool *p, pool_slot *slot, uint64_t ticket)
     c->ticket = ticket;
     c->released = 0;
     pool_ref(p);
+}
+
+void lconn_track(lconn *c, hogs *h, hogs_mark mark, double since)
+{
+    c->hogs = h;
+    c->site = mark;
+    c->since = since;
 }
 
 static lconn *lconn_check(lua_State *L, int idx, const char *name)
@@ -99,6 +112,8 @@ static void end_checkout(lconn *c, enum pool_release_how how)
     if (c->released)
         return;
     c->released = 1;
+    if (c->hogs)
+        hogs_leave(c->hogs, c->site, clock_now() - c->since);
     pool_release(c->p, c->slot, c->ticket, how);
     pool_unref(c->p);
 }

@@ -81,6 +81,18 @@ static double opt_number(lua_State *L, const char *key)
     return v;
 }
 
+/* The boolean option key; absent is false. */
+static int opt_boolean(lua_State *L, const char *key)
+{
+    int type = opt_push(L, key), v;
+    if (type != LUA_TNIL && type != LUA_TBOOLEAN)
+        lcommon_argerror(L, 1, "configure", "option '%s' must be a boolean, "
+                         "got %s", key, luaL_typename(L, -1));
+    v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
 /* The string option key, NULL when absent; it stays on the stack. */
 static const char *opt_string(lua_State *L, const char *key)
 {
@@ -148,6 +160,7 @@ static int lmodule_configure(lua_State *L)
     cfg.max_shared = (int)opt_number(L, "max_shared");
     cfg.slow_query = opt_number(L, "slow_query");
     cfg.leak_timeout = opt_number(L, "leak_timeout");
+    cfg.track_hogs = opt_boolean(L, "track_hogs");
     level = opt_string(L, "log_level");
     cfg.log_level = -1;
     for (i = 0; level && pool_log_level_names[i]; i++)

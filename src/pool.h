@@ -39,6 +39,7 @@ typedef struct pool_config {
     const char *const *replicas;  /* conninfo of each read-only replica */
     int n_replicas;
     int log_level;            /* enum pool_log_level */
+    int track_hogs;           /* keep a hogs table (hogs.h) */
 } pool_config;
 
 typedef struct pool_stats {
@@ -94,6 +95,10 @@ void pool_fork_parent(void);
 void pool_fork_child(void);
 
 const pool_config *pool_get_config(const pool *p);
+
+/* The pool's hogs table (hogs.h), NULL unless configured with track_hogs;
+ * it lives as long as the pool. */
+struct hogs *pool_hogs(const pool *p);
 int pool_is_closing(pool *p);
 
 /* Check out a healthy idle connection, waiting up to timeout seconds.

@@ -24,6 +24,7 @@
 
 #include <pthread.h>
 
+#include "hogs.h"
 #include "pool.h"
 #include "shared_cap.h"
 #include "throttle.h"
@@ -96,6 +97,7 @@ struct pool {
     int cap_refused;          /* the last attempt found no shared token */
     int wanting_told;         /* waiters for a token, as told to the region */
     int lend_on_release;      /* releases to close for other processes */
+    hogs *hogs;               /* track_hogs; fixed for the pool's life */
     pool **replicas;          /* references, fixed once published */
     int n_replicas;
     unsigned turn;            /* atomic: pool_next_turn */

@@ -451,6 +451,7 @@ static void init_pool_mutex(pthread_mutex_t *mu)
 
 static void free_parts(pool *p)
 {
+    hogs_free(p->hogs);
     free(p->slots);
     free(p->name);
     free(p->conninfo);
@@ -476,6 +477,7 @@ pool *pool_new(const pool_config *cfg)
     p->cfg.replicas = NULL;       /* the caller's; see p->replicas */
     if (!p->slots || !p->name || (cfg->conninfo && !p->conninfo) ||
         (cfg->on_connect && !p->on_connect) ||
+        (cfg->track_hogs && (p->hogs = hogs_new()) == NULL) ||
         (cfg->max_shared > 0 &&
          (p->shared = shared_cap_for(cfg->name, cfg->max_shared)) == NULL)) {
         free_parts(p);
@@ -533,6 +535,11 @@ static void pool_destroy(pool *p)
     free_parts(p);
 }
 
+hogs *pool_hogs(const pool *p)
+{
+    return p->hogs;
+}
+
 void pool_ref(pool *p)
 {
     __atomic_add_fetch(&p->refs, 1, __ATOMIC_RELAXED);
@@ -582,15 +589,19 @@ void pool_fork_prepare(void)
 {
     pool *p;
     pthread_mutex_lock(&live_mu);
-    for (p = live_head; p; p = p->next_live)
+    for (p = live_head; p; p = p->next_live) {
         pthread_mutex_lock(&p->mu);
+        hogs_fork_prepare(p->hogs);
+    }
 }
 
 void pool_fork_parent(void)
 {
     pool *p;
-    for (p = live_head; p; p = p->next_live)
+    for (p = live_head; p; p = p->next_live) {
+        hogs_fork_parent(p->hogs);
         pthread_mutex_unlock(&p->mu);
+    }
     pthread_mutex_unlock(&live_mu);
 }
 
@@ -631,6 +642,7 @@ void pool_fork_child(void)
     pool *p;
     for (p = live_head; p; p = p->next_live) {
         forget_in_child(p);
+        hogs_fork_child(p->hogs);
         pthread_mutex_unlock(&p->mu);
     }
     pthread_mutex_unlock(&live_mu);

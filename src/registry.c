@@ -6,8 +6,8 @@
  *
  * Lock order of the whole pool core, outermost first:
  *   registry_mu -> live_mu (pool.c) -> a pool's mu
- *               -> { a shared cap's mu, hk_mu, log_mu }
- * The last three are leaves: nothing is taken under them. No network I/O
+ *               -> { a shared cap's mu, a hogs table's mu, hk_mu, log_mu }
+ * The last four are leaves: nothing is taken under them. No network I/O
  * happens under any of them.
  */
 #define _GNU_SOURCE
@@ -96,7 +96,8 @@ static int same_config(const pool_config *a, const pool_config *b)
            a->leak_timeout == b->leak_timeout &&
            a->max_waiting == b->max_waiting &&
            a->statement_cache == b->statement_cache &&
-           a->max_shared == b->max_shared && a->log_level == b->log_level;
+           a->max_shared == b->max_shared && a->log_level == b->log_level &&
+           a->track_hogs == b->track_hogs;
 }
 
 static int same_replicas(const pool *p, const pool_config *cfg)
