@@ -26,6 +26,7 @@
 #include "lcommon.h"
 #include "lconn.h"
 #include "lcopy.h"
+#include "lnotify.h"
 #include "lpool.h"
 #include "lresult.h"
 #include "lvalue.h"
@@ -357,6 +358,7 @@ int luaopen_pgpool_core(lua_State *L)
     lpool_open(L);
     lconn_open(L);
     lcopy_open(L);
+    lnotify_open(L);
     lresult_open(L);
     luaL_newmetatable(L, LBYTEA_MT);
     lua_pop(L, 1);

@@ -2133,6 +2133,60 @@ int pq_copy_abort(pq_conn *c)
     return drain_results(c, &rs);
 }
 
+/* ---- notifications ------------------------------------------------------ */
+
+int pq_wait_notify(pq_conn *c, double timeout, pq_notify **n, pq_error *err)
+{
+    /* timeout 0 looks without waiting; past an hour's worth of slices,
+     * math.huge waits for ever */
+    double deadline = timeout > 0 ? deadline_after(timeout) : clock_now();
+
+    *n = NULL;
+    if (!usable(c, err))
+        return -1;
+    for (;;) {
+        int ready;
+        PGnotify *got;
+
+        if (!PQconsumeInput(c->pg) || PQstatus(c->pg) != CONNECTION_OK) {
+            error_from_conn(err, c, PQ_CODE_CLOSED);
+            return -1;
+        }
+        got = PQnotifies(c->pg);
+        if (got) {
+            *n = (pq_notify *)got;
+            return 1;
+        }
+        ready = wait_fd(PQsocket(c->pg), POLLIN, deadline);
+        if (ready == 0)
+            return 0;
+        if (ready < 0) {
+            error_from_conn(err, c, PQ_CODE_CLOSED);
+            return -1;
+        }
+    }
+}
+
+const char *pq_notify_channel(const pq_notify *n)
+{
+    return ((const PGnotify *)n)->relname;
+}
+
+const char *pq_notify_payload(const pq_notify *n)
+{
+    return ((const PGnotify *)n)->extra;
+}
+
+int pq_notify_pid(const pq_notify *n)
+{
+    return ((const PGnotify *)n)->be_pid;
+}
+
+void pq_notify_free(pq_notify *n)
+{
+    PQfreemem(n);
+}
+
 /* ---- pipelines --------------------------------------------------------- */
 
 static void item_fail(pq_batch_item *item, pq_conn *c, const PGresult *res,

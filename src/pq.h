@@ -202,6 +202,17 @@ int pq_copy_get(pq_conn *c, char **chunk, int *len, pq_result **res,
 void pq_free_chunk(char *chunk);
 int pq_copy_abort(pq_conn *c);
 
+/* Notifications (LISTEN/NOTIFY) that arrived on c: 1 and *n (free with
+ * pq_notify_free), waiting up to timeout seconds (0: only what has
+ * arrived; math.huge: no limit); 0 when none came; -1 and err when the
+ * connection failed. */
+typedef struct pq_notify pq_notify;
+int pq_wait_notify(pq_conn *c, double timeout, pq_notify **n, pq_error *err);
+const char *pq_notify_channel(const pq_notify *n);
+const char *pq_notify_payload(const pq_notify *n);
+int pq_notify_pid(const pq_notify *n);
+void pq_notify_free(pq_notify *n);
+
 /* Run a script of several statements (simple protocol). 1 on success. */
 int pq_exec(pq_conn *c, const char *script, double timeout, pq_error *err);
 
