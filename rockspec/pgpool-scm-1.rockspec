@@ -54,6 +54,8 @@ build = {
    install = {
       lua = {
          ["pgpool"] = "lua/pgpool.lua",
+         ["pgpool.dashboard"] = "lua/pgpool/dashboard.lua",
+         ["pgpool.nginx"] = "lua/pgpool/nginx.lua",
       },
       lib = {
          ["pgpool.core"] = "build/luarocks/pgpool/core.so",
