@@ -60,10 +60,11 @@ article.pool header .pill{margin-left:auto}
 .bar span{height:100%}
 .bar .limit{position:absolute;top:0;bottom:0;width:2px;background:var(--warning)}
 .figures{display:grid;grid-template-columns:repeat(auto-fit,minmax(72px,1fr));gap:6px;margin:10px 0}
-.fig{background:var(--card2);border-radius:8px;padding:6px 8px}
-.fig b{display:block;font-size:20px;font-weight:650;font-variant-numeric:tabular-nums}
+.fig{background:var(--card2);border-radius:8px;padding:6px 7px;overflow:hidden}
+.fig .v{display:block;font-size:20px;font-weight:650;font-variant-numeric:tabular-nums;white-space:nowrap}
+.fig .of{color:var(--muted);font-weight:400;margin:0 3px}
 .fig small{color:var(--muted);font-size:10.5px;text-transform:uppercase;letter-spacing:.2px;white-space:nowrap}
-.fig.key b:before{content:"";display:inline-block;width:8px;height:8px;border-radius:2px;margin-right:6px;vertical-align:middle;background:var(--c)}
+.fig.key .v:before{content:"";display:inline-block;width:8px;height:8px;border-radius:2px;margin-right:6px;vertical-align:middle;background:var(--c)}
 svg.chart{width:100%;height:auto;display:block;background:#0f1729;border-radius:8px}
 svg.chart text{fill:var(--muted);font-size:10px}
 .legend{display:flex;gap:14px;font-size:11.5px;color:var(--muted);margin:6px 0 2px}
@@ -87,14 +88,14 @@ local SCRIPT = [==[
 const body = document.body;
 const DATA_URL = body.dataset.url;
 const REFRESH_MS = Math.max(250, Number(body.dataset.refresh) * 1000);
-const WINDOW_S = 900, MIN_SPAN_S = 60;
+const WINDOW_S = 900, MIN_SPAN_S = 30;
 const INCIDENTS = ["timeouts", "connect_errors", "leaked", "slow_queries", "full_rejects",
   "shutdown_rejects", "query_errors", "retries"];
 const CLOSES = ["closed_idle", "closed_lifetime", "closed_broken", "closed_discarded", "closed_lent"];
 const TOTALS = ["workers", "in_use", "idle", "connecting", "waiting", "total", "max", "queries",
   "timeouts", "connect_errors", "leaked", "slow_queries"];
 const NOT_TABLES = { health: 1, history: 1, hogs: 1 };
-let renders = 0, last = null, previous = null;
+let renders = 0, last = null, rates = {};
 
 const esc = s => String(s).replace(/[&<>"']/g, c => "&#" + c.charCodeAt(0) + ";");
 const list = x => Array.isArray(x) ? x : (x && typeof x === "object" ? Object.values(x) : []);
@@ -182,14 +183,15 @@ function chart(st, now) {
     grid += `<text x="${W - PR - 2}" y="${+y(v) - 3}" text-anchor="end">${name}</text>`;
   }
   grid += `<text x="${PL - 4}" y="${PT + ph + 3}" text-anchor="end">0</text>`;
+  const span = end - start < 120 ? `${end - start} s` : `${Math.round((end - start) / 60)} min`;
   return `<svg class="chart" viewBox="0 0 ${W} ${H}" data-samples="${shown.length}" data-peak-in-use="${peak}"
-    role="img" aria-label="connections over the last ${Math.round((end - start) / 60)} minutes">${grid}${paths}</svg>
+    role="img" aria-label="connections over the last ${span}">${grid}${paths}</svg>
     <div class="legend"><span><i style="background:var(--inuse)"></i>in use</span>
     <span><i style="background:var(--conn)"></i>connecting</span>
     <span><i style="background:var(--idle)"></i>idle</span>
     <span><i style="background:var(--wait)"></i>waiting</span>
     <span><i style="background:var(--max)"></i>max</span>
-    <span style="margin-left:auto">${shown.length} samples, ${Math.round((end - start) / 60)} min</span></div>`;
+    <span style="margin-left:auto">${shown.length} samples, last ${span}</span></div>`;
 }
 
 // A pool card -------------------------------------------------------------
@@ -202,13 +204,15 @@ function gaugeBar(st) {
     ${part(num(st.connecting), "var(--conn)")}${part(num(st.idle), "var(--idle)")}${limit}</div>`;
 }
 
+// The gauges as tiles; a tile of two figures reads "a / b".
 function figures(st) {
-  const tiles = [["in_use", "in use", "var(--inuse)"], ["idle", "idle", "var(--idle)"],
-    ["connecting", "connecting", "var(--conn)"], ["waiting", "waiting", "var(--wait)"],
-    ["total", "open"], ["max", "max"], ["limit", "limit"]];
-  if (st.max_shared !== undefined) tiles.push(["shared_used", "shared used"], ["max_shared", "max shared"]);
-  return `<div class="figures">` + tiles.map(([f, label, colour]) =>
-    `<div class="fig${colour ? " key" : ""}"${colour ? ` style="--c:${colour}"` : ""}>${fig(f, st[f])}<small>${label}</small></div>`
+  const tiles = [[["in_use"], "in use", "var(--inuse)"], [["idle"], "idle", "var(--idle)"],
+    [["connecting"], "connecting", "var(--conn)"], [["waiting"], "waiting", "var(--wait)"],
+    [["total", "max"], "open / max"], [["limit"], "limit"]];
+  if (st.max_shared !== undefined) tiles.push([["shared_used", "max_shared"], "shared / cap"]);
+  return `<div class="figures">` + tiles.map(([fields, label, colour]) =>
+    `<div class="fig${colour ? " key" : ""}"${colour ? ` style="--c:${colour}"` : ""}><span class="v">` +
+    fields.map(f => fig(f, st[f])).join(`<span class="of">/</span>`) + `</span><small>${label}</small></div>`
   ).join("") + `</div>`;
 }
 
@@ -267,15 +271,25 @@ function totalsTable(totals) {
   return `<h2 class="section">All workers</h2><table class="totals"><tr><th>pool</th>${head}</tr>${rows}</table>`;
 }
 
-// Queries a second over every pool, between this poll and the last.
+// Queries a second over every process: each one's since its previous
+// snapshot, by its own clock (published: pgpool.nginx's ngx.now(); else the
+// snapshot's time, in whole seconds).
 function queryRate(d) {
-  let queries = 0;
-  for (const w of d.workers) for (const st of list(w.pools)) queries += num(st.queries);
-  const now = { time: Date.now() / 1000, queries };
-  const rate = previous && now.time > previous.time && queries >= previous.queries
-    ? (queries - previous.queries) / (now.time - previous.time) : 0;
-  previous = now;
-  return Math.round(rate).toLocaleString("en-US");
+  let total = 0;
+  const next = {};
+  for (const w of d.workers) {
+    let queries = 0;
+    for (const st of list(w.pools)) queries += num(st.queries);
+    const time = num(w.published) || num(w.time), before = rates[w.pid];
+    let rate = before ? before.rate : 0;
+    if (before && time > before.time && queries >= before.queries) {
+      rate = (queries - before.queries) / (time - before.time);
+    }
+    next[w.pid] = before && time <= before.time ? before : { time, queries, rate };
+    total += rate;
+  }
+  rates = next;
+  return Math.round(total).toLocaleString("en-US");
 }
 
 function render(data, error) {
@@ -285,7 +299,7 @@ function render(data, error) {
     cards.push(poolCard(w, st));
     statuses.push(st.health ? st.health.status : "ok");
   }
-  const status = d.status || worst(statuses);
+  const status = worst([d.status || "ok"].concat(statuses));
   const pill = document.getElementById("status");
   pill.className = "pill s-" + (error ? "stale" : status);
   pill.textContent = error ? "stale" : status;

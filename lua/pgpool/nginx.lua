@@ -70,6 +70,7 @@ end
 -- Write this worker's snapshot into the dict; true, or nil and why.
 function M.publish()
   local snapshot = pgpool.snapshot{ history = true }
+  snapshot.published = ngx.now()          -- finer than snapshot.time, for rates
   add_hogs(snapshot)
   local text, err = json.encode(snapshot)
   if not text then return nil, "cannot encode the snapshot: " .. tostring(err) end
