@@ -44,15 +44,24 @@ local function set_size(set)
   return n
 end
 
--- Headless Chromium on url with `args`, in a profile of its own under a
--- temporary HOME; stdout (the DOM with --dump-dom), stderr to a file.
--- Virtual time lets the page poll its data a few times, at once.
-local function chromium(url, args)
-  local home = helpers.must_run('mktemp -d "${TMPDIR:-/tmp}/pgpool-chromium.XXXXXX"')
-  local cmd = ('HOME=%s timeout 90 chromium --headless --no-sandbox --disable-gpu --no-first-run'
+-- The shell command running headless Chromium on url with `args`, in a
+-- profile of its own under the temporary directory `home`; its stderr goes
+-- to home/stderr. Virtual time lets the page poll its data a few times, at
+-- once; `timeout` bounds the real time.
+local function chromium_command(home, url, args)
+  return ('HOME=%s timeout 90 chromium --headless --no-sandbox --disable-gpu --no-first-run'
     .. ' --disable-extensions --user-data-dir=%s/profile --virtual-time-budget=4000 %s %s 2>%s/stderr')
     :format(shquote(home), shquote(home), args, shquote(url), shquote(home))
-  local p = assert(io.popen(cmd .. '; echo "rc=$?"'))
+end
+
+local function temporary_home()
+  return helpers.must_run('mktemp -d "${TMPDIR:-/tmp}/pgpool-chromium.XXXXXX"')
+end
+
+-- Run Chromium (see chromium_command); its stdout (the DOM with --dump-dom).
+local function chromium(url, args)
+  local home = temporary_home()
+  local p = assert(io.popen(chromium_command(home, url, args) .. '; echo "rc=$?"'))
   local out = p:read('*a')
   p:close()
   local stderr = helpers.read_file(home .. '/stderr')
@@ -60,6 +69,44 @@ local function chromium(url, args)
   local body, rc = out:match('^(.*)rc=(%d+)\n$')
   assert(rc == '0', ('chromium exited with %s:\n%s'):format(tostring(rc), stderr))
   return body
+end
+
+-- A plain Lua process serving its own dashboard: a luv HTTP server in this
+-- process answers path -> routes[path]() (content type, body) while
+-- Chromium, started beside it, dumps the page's DOM. Returns that DOM.
+local function dump_dom_served_by_this_process(routes)
+  local uv = require 'luv'
+  local server, port
+  server, port = require('spec.support.listen')(function()
+    local client = uv.new_tcp()
+    server:accept(client)
+    local request = ''
+    client:read_start(function(err, chunk)
+      if err or not chunk then return client:close() end
+      request = request .. chunk
+      if not request:find('\r\n\r\n', 1, true) then return end
+      client:read_stop()
+      local route = routes[request:match('^GET (%S+)') or '']
+      local status, content_type, body = '404 Not Found', 'text/plain', 'not found'
+      if route then status, content_type, body = '200 OK', route() end
+      client:write(('HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s')
+        :format(status, content_type, #body, body), function() client:close() end)
+    end)
+  end)
+  local home = temporary_home()
+  local url = ('http://127.0.0.1:%d/pgpool/'):format(port)
+  local cmd = chromium_command(home, url, '--dump-dom') .. ' >' .. shquote(home .. '/dom')
+  local exit_code
+  local child = uv.spawn('sh', { args = { '-c', cmd } }, function(code)
+    exit_code = code
+    server:close()
+  end)
+  assert(child, 'could not start chromium')
+  uv.run('default')                         -- until Chromium exits (timeout 90) and the server closes
+  local dom, stderr = helpers.read_file(home .. '/dom'), helpers.read_file(home .. '/stderr')
+  os.execute('rm -rf ' .. shquote(home))
+  assert(exit_code == 0, ('chromium exited with %s:\n%s'):format(tostring(exit_code), stderr))
+  return dom
 end
 
 -- Every counter series of an exposition, as { ["name{labels}"] = value }, and
@@ -83,10 +130,16 @@ local function promtool(text)
   return rc, out
 end
 
+-- What the page drew: the dumped DOM up to the page's script, which
+-- quotes its own markup.
+local function drawn(dom)
+  return dom:match('^(.-)<script') or dom
+end
+
 -- The pool cards of a dumped DOM: { pid, pool, status, samples, peak_in_use,
 -- points (of the in-use area), figures = { field = number } }.
 local function cards_of(dom)
-  dom = dom:match('^(.-)<script') or dom          -- the page's own source quotes its markup
+  dom = drawn(dom)
   local cards = {}
   for attrs, inner in dom:gmatch('<article([^>]*)>(.-)</article>') do
     local card = {
@@ -246,8 +299,7 @@ describe('the dashboard on OpenResty', function()
           assert.are.equal(stats[worker.pid][field], card.figures[field], field .. ' of ' .. worker.pid)
         end
       end
-      local totals = (dom:match('^(.-)<script') or dom)
-        :match('<tr[^>]-data%-total%-pool="default"[^>]*>(.-)</tr>')
+      local totals = drawn(dom):match('<tr[^>]-data%-total%-pool="default"[^>]*>(.-)</tr>')
       assert.is_string(totals, 'no totals row')
       assert.are.equal(data.totals[1].queries,
         tonumber(totals:match('data%-field="queries" data%-value="(%d+)"')))
@@ -342,6 +394,38 @@ describe('the dashboard on OpenResty', function()
       proxy:set('pass')
       status, body = health_becomes(200, 40)
       assert.are.equal(200, status, body)
+    end)
+  end)
+
+  describe('in a plain Lua process (pgpool.dashboard_html and pgpool.snapshot)', function()
+    local pgpool = require 'pgpool'
+
+    after_each(function() pgpool.shutdown_all{ timeout = 1 } end)
+
+    it('draws this process\'s pool from a snapshot served as JSON', function()
+      local pool = pgpool.configure(helpers.pool_options('dashboard-plain', { max = 3 }))
+      for i = 1, 5 do assert.truthy(pool:query('select $1::int', i)) end
+      -- the housekeeper samples the history once a second
+      assert.is_true(helpers.wait_until(function() return #pool:history() >= 3 end, 10))
+      local served = 0
+      local dom = dump_dom_served_by_this_process{
+        ['/pgpool/'] = function() return 'text/html', pgpool.dashboard_html() end,
+        ['/pgpool/data'] = function()
+          served = served + 1
+          return 'application/json', cjson.encode(pgpool.snapshot{ history = true })
+        end,
+      }
+      assert.is_true(served >= 2, served .. ' data requests')
+      local cards = cards_of(dom)
+      assert.are.equal(1, #cards, dom)
+      local card, st = cards[1], pool:stats()
+      assert.are.equal(require('pgpool.core').pid(), card.pid)
+      assert.are.equal('dashboard-plain', card.pool)
+      assert.is_true(card.samples >= 3, card.samples .. ' samples drawn')
+      for _, field in ipairs{ 'max', 'queries', 'acquired', 'created' } do
+        assert.are.equal(st[field], card.figures[field], field)
+      end
+      assert.is_nil(drawn(dom):find('data-total-pool', 1, true), 'a totals row for one process')
     end)
   end)
 end)
