@@ -22,7 +22,7 @@ local pgpool = require("pgpool")
 local pgpool_nginx = require("pgpool.nginx")
 
 local ngx = ngx
-local tonumber, tostring, pairs, ipairs = tonumber, tostring, pairs, ipairs
+local tonumber, tostring, ipairs = tonumber, tostring, ipairs
 local getenv = os.getenv
 local format = string.format
 

@@ -86,13 +86,19 @@ local function publish_on_timer(premature)
   if not ok then ngx.log(ngx.WARN, "pgpool.nginx: ", err) end
 end
 
--- Serving workers only: not the master, not the privileged agent.
+-- Processes that serve requests: the workers (or the one process of
+-- `master_process off`), not the privileged agent.
 local function in_serving_worker()
   local ok, process = pcall(require, "ngx.process")
   if ok and type(process) == "table" and process.type then
-    return process.type() == "worker"
+    local kind = process.type()
+    return kind == "worker" or kind == "single"
   end
   return ngx.worker.id() ~= nil
+end
+
+local function option_error(message)
+  error("bad argument #1 to 'pgpool.nginx.init_worker' (" .. message .. ")", 3)
 end
 
 -- init_worker_by_lua*: publish now and every `interval` s (default 1).
@@ -100,16 +106,20 @@ end
 -- expires after `expire` s (default 5 intervals).
 function M.init_worker(opts)
   opts = opts or {}
-  if type(opts) ~= "table" then
-    error("bad argument #1 to 'pgpool.nginx.init_worker' (options must be a table)", 2)
+  if type(opts) ~= "table" then option_error("options must be a table") end
+  local interval, expire = opts.interval or 1, opts.expire
+  if type(interval) ~= "number" or not (interval > 0 and interval < 3600) then
+    option_error("option 'interval' must be seconds, > 0 and < 3600")
   end
-  local interval = opts.interval or 1
-  if type(interval) ~= "number" or not (interval > 0) then
-    error("bad argument #1 to 'pgpool.nginx.init_worker' (option 'interval' must be a number > 0)", 2)
+  expire = expire or 5 * interval
+  if type(expire) ~= "number" or not (expire >= interval and expire < 36000) then
+    option_error("option 'expire' must be seconds, >= interval")
+  end
+  if opts.dict ~= nil and type(opts.dict) ~= "string" then
+    option_error("option 'dict' must be the name of a lua_shared_dict")
   end
   settings.dict = opts.dict or settings.dict
-  settings.interval = interval
-  settings.expire = opts.expire or 5 * interval
+  settings.interval, settings.expire = interval, expire
   shared_dict()
   if not in_serving_worker() then return true end
   publish_on_timer(false)
