@@ -568,4 +568,11 @@ function pgpool.shutdown(opts)
   return ok, msg
 end
 
+-- The dashboard page (pgpool.dashboard), for a process to serve itself:
+-- its data URL answers with pgpool.snapshot{ history = true } as JSON.
+-- Required here, on first call: pgpool.dashboard needs nothing of pgpool.
+function pgpool.dashboard_html(opts)
+  return require("pgpool.dashboard").html(opts)
+end
+
 return pgpool

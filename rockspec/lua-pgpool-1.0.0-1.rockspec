@@ -60,6 +60,8 @@ build = {
    install = {
       lua = {
          ["pgpool"] = "lua/pgpool.lua",
+         ["pgpool.dashboard"] = "lua/pgpool/dashboard.lua",
+         ["pgpool.nginx"] = "lua/pgpool/nginx.lua",
       },
       lib = {
          ["pgpool.core"] = "build/luarocks/pgpool/core.so",

@@ -61,6 +61,8 @@ build = {
    install = {
       lua = {
          ["pgpool"] = "lua/pgpool.lua",
+         ["pgpool.dashboard"] = "lua/pgpool/dashboard.lua",
+         ["pgpool.nginx"] = "lua/pgpool/nginx.lua",
       },
       lib = {
          ["pgpool.core"] = "build/luarocks/pgpool/core.so",
