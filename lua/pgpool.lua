@@ -345,6 +345,12 @@ local function copy_with(method)
     return unpack(results, 2, results.n)
   end
 end
+-- pool:listen(channel, ...): LISTEN/NOTIFY on a connection of its own
+-- (lua/pgpool/listener.lua, loaded on first use).
+function pool_methods.listen(pool, ...)
+  return require("pgpool.listener")(pool, ...)
+end
+
 pool_methods.copy_in = copy_with("copy_in")
 pool_methods.copy_out = copy_with("copy_out")
 
@@ -533,11 +539,11 @@ for _, method in ipairs{ "acquire", "query", "exec", "stats", "history", "hogs" 
   pgpool[method] = on_default(method)
 end
 
-for _, method in ipairs{ "copy_in", "copy_out" } do
-  pgpool[method] = function(sql, arg)
+for _, method in ipairs{ "copy_in", "copy_out", "listen" } do
+  pgpool[method] = function(...)
     local p, msg, code = get_default()
     if not p then return nil, msg, code end
-    return pool_methods[method](p, sql, arg)
+    return pool_methods[method](p, ...)
   end
 end
 

@@ -61,6 +61,7 @@ build = {
       lua = {
          ["pgpool"] = "lua/pgpool.lua",
          ["pgpool.dashboard"] = "lua/pgpool/dashboard.lua",
+         ["pgpool.listener"] = "lua/pgpool/listener.lua",
          ["pgpool.nginx"] = "lua/pgpool/nginx.lua",
       },
       lib = {

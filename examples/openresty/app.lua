@@ -8,6 +8,8 @@
 --   /thread?id=N   the same query in the "pgpool" thread pool
 --   /sleep?s=0.2   select pg_sleep($1) in the thread pool (&direct=1: directly)
 --   /ping          no database work
+--   /listen?channel=jobs&timeout=10   a long poll: one notification (LISTEN in a
+--                  worker thread, longpoll.lua) or {"timeout":true}
 --   /stats         pgpool.stats() of every worker, and their sum
 --   /pgpool/       the dashboard, and /pgpool/data, /pgpool/metrics,
 --                  /pgpool/health for every worker (pgpool.nginx)
@@ -180,6 +182,21 @@ function app.sleep()
   if not res then return fail(500, msg, code) end
   ngx.update_time()
   reply(200, { slept = seconds, took = ngx.now() - started, worker = ngx.worker.id() })
+end
+
+-- /listen?channel=jobs&timeout=10: a long poll, LISTEN in a worker thread
+-- (longpoll.lua) until one notification or the timeout (at most 30 s).
+function app.listen()
+  local channel = ngx.var.arg_channel or "jobs"
+  local timeout = math.min(tonumber(ngx.var.arg_timeout) or 10, 30)
+  if not (timeout >= 0) then timeout = 10 end
+  local ok, got, payload, pid = ngx.run_worker_thread("pgpool", "longpoll", "wait", channel, timeout)
+  if not ok then return fail(500, "run_worker_thread: " .. tostring(got), "thread") end
+  if not got then
+    if pid == "timeout" or payload == "timeout" then return reply(200, { timeout = true }) end
+    return fail(500, payload, pid)
+  end
+  reply(200, { channel = got, payload = payload, pid = pid })
 end
 
 function app.ping()

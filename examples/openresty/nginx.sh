@@ -85,7 +85,7 @@ cmd_start() {
     touch "$prefix/$MARKER"
     mkdir -p "$prefix/conf" "$prefix/logs" "$prefix/tmp" "$prefix/lua/pgpool"
     # Copies, so that the workers (user nobody) can read them wherever the repo is.
-    cp "$root/lua/pgpool.lua" "$here/app.lua" "$prefix/lua/"
+    cp "$root/lua/pgpool.lua" "$here/app.lua" "$here/longpoll.lua" "$prefix/lua/"
     cp "$root"/lua/pgpool/*.lua "$prefix/lua/pgpool/"     # the adapters (pgpool.nginx, pgpool.dashboard)
     cp "$core" "$prefix/lua/pgpool/core.so"
     chmod -R a+rX "$prefix"
