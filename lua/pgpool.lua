@@ -521,6 +521,64 @@ function pgpool.metrics(snapshots)
   return concat(out, "\n") .. "\n"
 end
 
+-- Typed values -------------------------------------------------------------------
+
+-- Type names pgpool.decoder takes besides OIDs: the types the codec knows
+-- and the common ones it leaves as text.
+local TYPE_OIDS = {
+  json = 114, jsonb = 3802, numeric = 1700, text = 25, varchar = 1043, uuid = 2950,
+  date = 1082, time = 1083, timestamp = 1114, timestamptz = 1184, interval = 1186,
+}
+for _, entry in ipairs(core._type_table().scalars) do TYPE_OIDS[entry.name] = entry.oid end
+
+-- pgpool.decoder(type, fn): in this Lua state, columns of `type` (an OID,
+-- or a name in TYPE_OIDS) come back as fn(text) (NULL stays pgpool.null);
+-- fn nil restores the default. Arrays of the type are not affected.
+function pgpool.decoder(type_, fn)
+  local oid = type_
+  if type(type_) == "string" then
+    oid = TYPE_OIDS[type_]
+    if not oid then
+      arg_error(2, "pgpool.decoder", 1, format("unknown type name '%s' (give its OID)", type_))
+    end
+  elseif type(type_) ~= "number" or type_ ~= floor(type_) or type_ <= 0 or type_ > 4294967295 then
+    arg_error(2, "pgpool.decoder", 1, "type must be a type OID or name, got " .. tostring(type_))
+  end
+  if fn ~= nil and type(fn) ~= "function" then
+    arg_error(2, "pgpool.decoder", 2, "fn must be a function or nil, got " .. type(fn))
+  end
+  core.set_decoder(oid, fn)
+end
+
+-- lua-cjson, when installed: an instance of its own, so the settings of
+-- the application's cjson are left alone.
+local json_codec
+local function cjson_instance()
+  if json_codec then return json_codec end
+  local ok, cjson = pcall(require, "cjson")
+  if not ok then return nil, "lua-cjson is not installed" end
+  json_codec = cjson.new and cjson.new() or cjson
+  return json_codec
+end
+
+-- pgpool.use_json(on): json and jsonb columns come back as Lua values
+-- through lua-cjson (JSON null as pgpool.null, the cjson.null sentinel);
+-- off by default. true, or nil, msg without lua-cjson.
+function pgpool.use_json(on)
+  local cjson, msg = cjson_instance()
+  if not cjson then return nil, msg end
+  local decode = on ~= false and cjson.decode or nil
+  pgpool.decoder("json", decode)
+  pgpool.decoder("jsonb", decode)
+  return true
+end
+
+-- pgpool.json(value): value as JSON text, the parameter of a $n::jsonb.
+function pgpool.json(value)
+  local cjson = assert(cjson_instance())
+  return cjson.encode(value)
+end
+
 -- Module-level shortcuts on the "default" pool --------------------------------
 
 -- The C methods behind pgpool.query and the rest: misuse is named

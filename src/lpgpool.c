@@ -333,6 +333,7 @@ static const luaL_Reg module_fns[] = {
     { "configure", lmodule_configure },
     { "pool", lmodule_pool },
     { "pid", lmodule_pid },
+    { "set_decoder", lresult_set_decoder },
     { "pool_names", lmodule_pool_names },
     { "shutdown_all", lmodule_shutdown_all },
     { "bytea", lmodule_bytea },
