@@ -60,7 +60,7 @@ DEBS_BUILD := gcc make pkg-config libpq-dev lua5.4 liblua5.4-dev luajit2 libluaj
 DEBS_TEST  := $(DEBS_BUILD) lua-busted lua-luv postgresql-15 luarocks \
               liblua5.1-0-dev liblua5.3-dev lua5.1 lua5.3 \
               nginx-light libnginx-mod-http-lua lua-cjson apache2-utils curl openssl pgbouncer \
-              prometheus
+              prometheus chromium
 DEBS_DEMO  := $(DEBS_TEST)
 # The benchmark: LuaSQL to compare with, valgrind for instruction counts,
 # taskset (util-linux) and ps (procps) to pin client and server, time for

@@ -19,7 +19,10 @@
 --
 -- Environment: BENCH_QUICK=1 (one short round, for development), BENCH_ROUNDS,
 -- BENCH_SECONDS, BENCH_CPU (the CPU for pinned runs; default the last one),
--- BENCH_TRANSPORT=unix|tcp (default unix), and the PGPOOL_TEST_* variables of
+-- BENCH_TRANSPORT=unix|tcp (default unix), BENCH_ONLY (a Lua pattern: only
+-- the methods and callgrind programs whose id it matches, no memory figures,
+-- and only the targets they measure; e.g. BENCH_ONLY=acquire for the pool
+-- rows, track_hogs off and on), and the PGPOOL_TEST_* variables of
 -- with-pg.sh.
 
 local uv = require("luv")
@@ -33,6 +36,7 @@ local SECONDS = tonumber(os.getenv("BENCH_SECONDS")) or (QUICK and 0.3 or 1.0)
 -- pgbench -T takes whole seconds; the thread methods use the same window.
 local THREAD_SECONDS = math.max(1, math.floor(SECONDS + 0.5))
 local THREADS = 8
+local ONLY = os.getenv("BENCH_ONLY") ~= "" and os.getenv("BENCH_ONLY") or nil
 local MEM_WARM = QUICK and 10000 or 100000         -- then 10x that measured
 local CG_SMALL, CG_LARGE = 2000, 12000             -- callgrind: difference / 10000
 if QUICK then CG_SMALL, CG_LARGE = 500, 2500 end
@@ -255,8 +259,11 @@ lua("pipeline_param_split", "pgpool conn:pipeline x100 select $1", "pipeline_par
 
 -- 6. The pool itself (the server is not involved).
 lua("acquire", "pool:acquire():release(), 1 thread", "acquire_release", nil, nil, "pool")
+lua("acquire_hogs", "same, track_hogs = true", "acquire_release_hogs", nil, nil, "pool")
 method{ id = "acquire_threads", section = "pool", place = "free", parse = parse_threads, threads = true,
   label = format("lua5.4    pool:acquire():release(), %d threads", THREADS), cmd = threads_cmd("lua5.4", "acquire") }
+method{ id = "acquire_threads_hogs", section = "pool", place = "free", parse = parse_threads, threads = true,
+  label = format("lua5.4    same, %d threads, track_hogs = true", THREADS), cmd = threads_cmd("lua5.4", "acquire_hogs") }
 
 -- 5. Concurrency: 8 Lua states through one pool against pgbench -c 8.
 local function threads(rt)
@@ -273,6 +280,16 @@ threads("luajit")
 method{ id = "threads_held", section = "threads", place = "free", parse = parse_threads, threads = true,
   label = format("lua5.4    pgpool %d threads, each holding a conn", THREADS), cmd = threads_cmd("lua5.4", "held") }
 pgbench("prepared", "prepared")
+
+-- BENCH_ONLY: the methods whose id matches (by_id keeps them all, so that
+-- the targets of the others find no result and are left out).
+if ONLY then
+  local kept = {}
+  for _, m in ipairs(methods) do
+    if m.id:match(ONLY) then kept[#kept + 1] = m end
+  end
+  methods = kept
+end
 
 -- Running ------------------------------------------------------------------------------
 
@@ -343,30 +360,37 @@ local SECTIONS = {
   { "threads", format("%d clients in parallel, unpinned (queries/s)", THREADS), "pgbench_extended" },
 }
 
-local function report_throughput()
-  for _, section in ipairs(SECTIONS) do
-    local name, title, ref = section[1], section[2], section[3]
-    say("")
-    say("== %s", title)
-    say("%-52s %10s %10s %10s %7s %7s %9s", "method", "median", "min", "max", "spread",
-      ref and "ratio" or "ns/op", "cpu us/op")
-    local ref_rate = ref and rate_of(ref)
-    for _, m in ipairs(methods) do
-      if m.section == name then
-        local med, lo, hi = stats(m)
-        if m.na then
-          say("%-52s %s", m.label, m.na)
-        elseif not med then
-          say("%-52s %s", m.label, m.last_error or "no result")
-        else
-          local last = ref_rate and ratio_text(med, ref_rate) or format("%.0f", 1e9 / med)
-          say("%-52s %10s %10s %10s %6.1f%% %7s %9.2f%s", m.label, thousands(med), thousands(lo),
-            thousands(hi), (hi - lo) / med * 100, last, median(m.cpu) * 1e6,
-            m.errors and format("  (%d failed runs)", m.errors) or "")
-        end
+-- One section's table.
+local function report_section(name, title, ref)
+  say("")
+  say("== %s", title)
+  say("%-52s %10s %10s %10s %7s %7s %9s", "method", "median", "min", "max", "spread",
+    ref and "ratio" or "ns/op", "cpu us/op")
+  local ref_rate = ref and rate_of(ref)
+  for _, m in ipairs(methods) do
+    if m.section == name then
+      local med, lo, hi = stats(m)
+      if m.na then
+        say("%-52s %s", m.label, m.na)
+      elseif not med then
+        say("%-52s %s", m.label, m.last_error or "no result")
+      else
+        local last = ref_rate and ratio_text(med, ref_rate) or format("%.0f", 1e9 / med)
+        say("%-52s %10s %10s %10s %6.1f%% %7s %9.2f%s", m.label, thousands(med), thousands(lo),
+          thousands(hi), (hi - lo) / med * 100, last, median(m.cpu) * 1e6,
+          m.errors and format("  (%d failed runs)", m.errors) or "")
       end
     end
-    if ref then say("(ratio: median / median of %s)", (by_id[ref].label:gsub("%s+", " "))) end
+  end
+  if ref then say("(ratio: median / median of %s)", (by_id[ref].label:gsub("%s+", " "))) end
+end
+
+-- Every section that has a method (BENCH_ONLY leaves some empty).
+local function report_throughput()
+  for _, section in ipairs(SECTIONS) do
+    local any = false
+    for _, m in ipairs(methods) do any = any or m.section == section[1] end
+    if any then report_section(section[1], section[2], section[3]) end
   end
   say("(cpu us/op: CPU time, user + system, of the client process per operation, median)")
 end
@@ -406,7 +430,15 @@ local CG_PROGRAMS = {
   { id = "raw_prepared", label = "raw libpq PQexecPrepared", cmd = raw_cmd("prepared") },
   { id = "luasql_lua54", label = "LuaSQL lua5.4 (string-built SQL)", cmd = worker_cmd("lua5.4", "luasql_sum") },
   { id = "acquire_lua54", label = "pgpool lua5.4 acquire():release() pair", cmd = worker_cmd("lua5.4", "acquire_release") },
+  { id = "acquire_hogs_lua54", label = "same, track_hogs = true", cmd = worker_cmd("lua5.4", "acquire_release_hogs") },
 }
+if ONLY then
+  local kept = {}
+  for _, prog in ipairs(CG_PROGRAMS) do
+    if prog.id:match(ONLY) then kept[#kept + 1] = prog end
+  end
+  CG_PROGRAMS = kept
+end
 
 local instructions = {}
 
@@ -585,10 +617,12 @@ local function report_targets()
     ratio_target(format("%d threads through pgpool vs pgbench -c %d -M extended (%s)", THREADS, THREADS, rt),
       ">= 0.8x", "threads_" .. rt, "pgbench_extended", 0.8)
   end
-  for _, rt in ipairs(RUNTIMES) do
-    local r = rate_of("acquire_" .. rt)
-    target(format("acquire + release, uncontended (%s)", rt), "<= 1 us",
-      r and format("%.2f us", 1e6 / r) or "no result", r ~= nil and 1e6 / r <= 1.0)
+  for _, id in ipairs{ "acquire", "acquire_hogs" } do
+    for _, rt in ipairs(RUNTIMES) do
+      local r = rate_of(id .. "_" .. rt)
+      target(format("acquire + release%s, uncontended (%s)", id == "acquire_hogs" and " with track_hogs" or "", rt),
+        "<= 1 us", r and format("%.2f us", 1e6 / r) or "no result", r ~= nil and 1e6 / r <= 1.0)
+    end
   end
   local p, raw = instructions.pgpool_lua54, instructions.raw_param
   if p and raw then
@@ -611,11 +645,13 @@ local function report_targets()
   say("%-64s %-24s %-16s %s", "target", "measured", "goal", "status")
   local pass, miss, na = 0, 0, 0
   for _, t in ipairs(targets) do
-    say("%-64s %-24s %-16s %s", t.name, t.value, t.goal, t.status)
-    if t.ref then -- not counted
-    elseif t.status == "PASS" then pass = pass + 1
-    elseif t.status == "N/A" then na = na + 1
-    else miss = miss + 1 end
+    if not (ONLY and t.value == "no result") then   -- BENCH_ONLY: what ran
+      say("%-64s %-24s %-16s %s", t.name, t.value, t.goal, t.status)
+      if t.ref then -- not counted
+      elseif t.status == "PASS" then pass = pass + 1
+      elseif t.status == "N/A" then na = na + 1
+      else miss = miss + 1 end
+    end
   end
   say("%d PASS, %d MISS, %d N/A (feature not implemented)", pass, miss, na)
 end
@@ -651,7 +687,8 @@ report_instructions()
 report_profile("pgpool_lua54", "pgpool lua5.4, conn:query(\"select $1::int + 1\", 41)")
 report_profile("raw_param", "raw libpq, PQexecParams(\"select $1::int + 1\")")
 report_profile("acquire_lua54", "pgpool lua5.4, pool:acquire():release()")
-report_memory()
+report_profile("acquire_hogs_lua54", "pgpool lua5.4, pool:acquire():release() with track_hogs")
+if not ONLY then report_memory() end
 report_targets()
 say("")
 say("load      : %s(at end); total time %.0f s; transcript in %s/last-run.txt",

@@ -5,8 +5,8 @@
 --
 -- MODE is "query" (pool:query("select $1::int + 1", 41) per operation),
 -- "held" (the same on a connection each thread holds throughout, to tell the
--- pool's share from the rest) or "acquire" (pool:acquire():release() per
--- operation). Every thread opens its
+-- pool's share from the rest), "acquire" (pool:acquire():release() per
+-- operation) or "acquire_hogs" (the same on a pool with track_hogs). Every thread opens its
 -- connection before START_AT (a CLOCK_MONOTONIC time in seconds, from the
 -- driver), so the pool is warm, then all threads run in the same window
 -- [START_AT, START_AT + SECONDS] and each prints "ops=<n> secs=<s>
@@ -25,7 +25,7 @@ local function now() return hrtime() * 1e-9 end
 
 local pool = pgpool.configure{
   name = "bench", conninfo = assert(os.getenv("BENCH_DSN")), max = THREADS,
-  log_level = "error",
+  log_level = "error", track_hogs = mode == "acquire_hogs",
 }
 
 if index == 0 then
@@ -68,7 +68,7 @@ elseif mode == "held" then
     ops = ops + 1
   until now() >= stop
   conn:release()
-elseif mode == "acquire" then
+elseif mode == "acquire" or mode == "acquire_hogs" then
   repeat
     for _ = 1, 100 do pool:acquire():release() end
     ops = ops + 100

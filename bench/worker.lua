@@ -151,6 +151,16 @@ function methods.acquire_release()
   end, 1, 100
 end
 
+-- The same with track_hogs: each checkout also names its Lua line in the
+-- pool's hogs table and ends its hold there on release.
+function methods.acquire_release_hogs()
+  local p = pool{ max = 4, track_hogs = true }
+  assert(p:query("select 1"))
+  return function()
+    p:acquire():release()
+  end, 1, 100
+end
+
 function methods.luasql_select1()
   local con = assert(luasql():connect(DSN))
   return function()

@@ -62,16 +62,19 @@ local DEFAULTS = {
   leak_timeout    = 0,
   log_level       = "warn",
   max_shared      = 0,
+  track_hogs      = false,
 }
 
--- kind of each option: "string", "count" (integer >= 0), "seconds" (>= 0)
+-- kind of each option: "string", "count" (integer >= 0), "seconds" (>= 0),
+-- "boolean", "sql" (a SQL string or a list of them), "health" (health.lua)
 local OPTION_KINDS = {
   name = "string", conninfo = "string", log_level = "level",
   max = "count", min = "count", max_waiting = "count", statement_cache = "count",
   idle_timeout = "seconds", acquire_timeout = "seconds", connect_timeout = "seconds",
   query_timeout = "seconds", max_lifetime = "seconds", slow_query = "seconds",
   leak_timeout = "seconds",
-  replicas = "conninfo list", max_shared = "count", health = "health",
+  replicas = "conninfo list", max_shared = "count", on_connect = "sql",
+  track_hogs = "boolean", health = "health",
 }
 
 -- The most connections one pool may have: far above what one PostgreSQL
@@ -108,6 +111,18 @@ local function option_problem(key, value)
     end
   elseif kind == "health" then
     return health.option_problem(value)
+  elseif kind == "boolean" then
+    if type(value) ~= "boolean" then return bad("must be a boolean, got " .. type(value)) end
+  elseif kind == "sql" then
+    -- a script, or a list of statements run in order
+    local list = type(value) == "table" and value or { value }
+    local n = 0
+    for _ in pairs(list) do n = n + 1 end
+    if n ~= #list or n == 0 then return bad("must be a SQL string or a list (1..n) of them") end
+    for i = 1, n do
+      if type(list[i]) ~= "string" then return bad("must be a SQL string or a list of them, got " .. type(list[i])) end
+      if has_nul(list[i]) then return bad("must not contain a NUL byte") end
+    end
   elseif kind == "level" then
     if not LOG_LEVELS[value] then return bad("must be one of debug, info, warn, error, off") end
   else
@@ -141,6 +156,7 @@ local function normalize(opts)
   if opts.max_shared ~= nil and cfg.max_shared < 1 then
     misuse("option 'max_shared' must be >= 1 (or nil for no cross-process cap)")
   end
+  if type(cfg.on_connect) == "table" then cfg.on_connect = concat(cfg.on_connect, ";\n") end
   cfg.health = health.complete(cfg.health)
   return cfg
 end
@@ -279,7 +295,9 @@ end
 
 -- transaction and with, as the user called them (`name`): pool:transaction,
 -- or pgpool.transaction through its shortcut. Both callers reach them by a
--- tail call, so that level 2 is the user's line.
+-- tail call, so that level 2 is the user's line: they acquire through the
+-- facade's acquire (core._facade), which looks there for the line that
+-- made the checkout (track_hogs) and reports misuse there.
 local function transaction(pool, fn, opts, name)
   if type(fn) ~= "function" then
     arg_error(2, name, 1, "fn must be a function, got " .. type(fn))
@@ -290,7 +308,7 @@ local function transaction(pool, fn, opts, name)
     error(name .. ": already inside a transaction in this coroutine "
       .. "(nested transactions are not supported; use the conn you were given)", 2)
   end
-  local conn, msg, code, info = pool:acquire(opts and opts.timeout)
+  local conn, msg, code, info = facade.acquire(pool, opts and opts.timeout)
   if not conn then return nil, msg, code, info end
   local ok
   ok, msg, code, info = conn:exec(begin)
@@ -313,13 +331,34 @@ local function with(pool, fn, opts, name)
   if type(fn) ~= "function" then
     arg_error(2, name, 1, "fn must be a function, got " .. type(fn))
   end
-  local conn, msg, code, info = pool:acquire(opts)
+  local conn, msg, code, info = facade.acquire(pool, opts)
   if not conn then return nil, msg, code, info end
   local results = pack(pcall(fn, conn))
   conn:release()
   if not results[1] then error(results[2], 0) end
   return unpack(results, 2, results.n)
 end
+
+-- pool:copy_in / pool:copy_out: the connection's, on a connection of the
+-- pool for the one call.
+local function copy_with(method)
+  return function(pool, sql, arg)
+    local conn, msg, code, info = pool:acquire()
+    if not conn then return nil, msg, code, info end
+    local results = pack(pcall(conn[method], conn, sql, arg))
+    conn:release()
+    if not results[1] then error(results[2], 0) end
+    return unpack(results, 2, results.n)
+  end
+end
+-- pool:listen(channel, ...): LISTEN/NOTIFY on a connection of its own
+-- (lua/pgpool/listener.lua, loaded on first use).
+function pool_methods.listen(pool, ...)
+  return require("pgpool.listener")(pool, ...)
+end
+
+pool_methods.copy_in = copy_with("copy_in")
+pool_methods.copy_out = copy_with("copy_out")
 
 function pool_methods.transaction(pool, fn, opts)
   return transaction(pool, fn, opts, "pool:transaction")
@@ -375,6 +414,64 @@ pool_methods.health = health.of
 pgpool.snapshot = metrics.snapshot
 pgpool.metrics = metrics.render
 
+-- Typed values -------------------------------------------------------------------
+
+-- Type names pgpool.decoder takes besides OIDs: the types the codec knows
+-- and the common ones it leaves as text.
+local TYPE_OIDS = {
+  json = 114, jsonb = 3802, numeric = 1700, text = 25, varchar = 1043, uuid = 2950,
+  date = 1082, time = 1083, timestamp = 1114, timestamptz = 1184, interval = 1186,
+}
+for _, entry in ipairs(core._type_table().scalars) do TYPE_OIDS[entry.name] = entry.oid end
+
+-- pgpool.decoder(type, fn): in this Lua state, columns of `type` (an OID,
+-- or a name in TYPE_OIDS) come back as fn(text) (NULL stays pgpool.null);
+-- fn nil restores the default. Arrays of the type are not affected.
+function pgpool.decoder(type_, fn)
+  local oid = type_
+  if type(type_) == "string" then
+    oid = TYPE_OIDS[type_]
+    if not oid then
+      arg_error(2, "pgpool.decoder", 1, format("unknown type name '%s' (give its OID)", type_))
+    end
+  elseif type(type_) ~= "number" or type_ ~= floor(type_) or type_ <= 0 or type_ > 4294967295 then
+    arg_error(2, "pgpool.decoder", 1, "type must be a type OID or name, got " .. tostring(type_))
+  end
+  if fn ~= nil and type(fn) ~= "function" then
+    arg_error(2, "pgpool.decoder", 2, "fn must be a function or nil, got " .. type(fn))
+  end
+  core.set_decoder(oid, fn)
+end
+
+-- lua-cjson, when installed: an instance of its own, so the settings of
+-- the application's cjson are left alone.
+local json_codec
+local function cjson_instance()
+  if json_codec then return json_codec end
+  local ok, cjson = pcall(require, "cjson")
+  if not ok then return nil, "lua-cjson is not installed" end
+  json_codec = cjson.new and cjson.new() or cjson
+  return json_codec
+end
+
+-- pgpool.use_json(on): json and jsonb columns come back as Lua values
+-- through lua-cjson (JSON null as pgpool.null, the cjson.null sentinel);
+-- off by default. true, or nil, msg without lua-cjson.
+function pgpool.use_json(on)
+  local cjson, msg = cjson_instance()
+  if not cjson then return nil, msg end
+  local decode = on ~= false and cjson.decode or nil
+  pgpool.decoder("json", decode)
+  pgpool.decoder("jsonb", decode)
+  return true
+end
+
+-- pgpool.json(value): value as JSON text, the parameter of a $n::jsonb.
+function pgpool.json(value)
+  local cjson = assert(cjson_instance())
+  return cjson.encode(value)
+end
+
 -- Module-level shortcuts on the "default" pool --------------------------------
 
 -- The C methods behind pgpool.query and the rest: misuse is named
@@ -389,8 +486,16 @@ local function on_default(method)
   end
 end
 
-for _, method in ipairs{ "acquire", "query", "exec", "stats", "history" } do
+for _, method in ipairs{ "acquire", "query", "exec", "stats", "history", "hogs" } do
   pgpool[method] = on_default(method)
+end
+
+for _, method in ipairs{ "copy_in", "copy_out", "listen" } do
+  pgpool[method] = function(...)
+    local p, msg, code = get_default()
+    if not p then return nil, msg, code end
+    return pool_methods[method](p, ...)
+  end
 end
 
 function pgpool.transaction(fn, opts)
@@ -418,6 +523,13 @@ function pgpool.shutdown(opts)
   if not p then return true end
   local ok, msg = facade.shutdown(p, opts)   -- not a tail call (see the top)
   return ok, msg
+end
+
+-- The dashboard page (pgpool.dashboard), for a process to serve itself:
+-- its data URL answers with pgpool.snapshot{ history = true } as JSON.
+-- Required here, on first call: pgpool.dashboard needs nothing of pgpool.
+function pgpool.dashboard_html(opts)
+  return require("pgpool.dashboard").html(opts)
 end
 
 return pgpool

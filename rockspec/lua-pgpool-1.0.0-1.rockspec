@@ -60,8 +60,11 @@ build = {
    install = {
       lua = {
          ["pgpool"] = "lua/pgpool.lua",
+         ["pgpool.dashboard"] = "lua/pgpool/dashboard.lua",
          ["pgpool.health"] = "lua/pgpool/health.lua",
+         ["pgpool.listener"] = "lua/pgpool/listener.lua",
          ["pgpool.metrics"] = "lua/pgpool/metrics.lua",
+         ["pgpool.nginx"] = "lua/pgpool/nginx.lua",
       },
       lib = {
          ["pgpool.core"] = "build/luarocks/pgpool/core.so",

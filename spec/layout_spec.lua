@@ -24,7 +24,7 @@ local function exported(text)
   local names = {}
   for line in text:gmatch('[^\n]+') do
     if not line:match('^static') and not line:match('^%s') and not line:match('^#')
-      and not line:match(';%s*$') then
+      and not line:match('^/%*') and not line:match(';%s*$') then
       local name = line:match('([%a_][%w_]*)%(')
       if name and not line:match('^typedef') then names[#names + 1] = name end
     end

@@ -18,10 +18,18 @@
 typedef void (*connector_done_fn)(void *arg, pq_conn *conn,
                                   const pq_error *err);
 
-/* Start connecting to conninfo (which must stay valid until done is
- * called), giving up at the monotonic time deadline (HUGE_VAL: none).
- * 1 when started; 0 when no thread could be made (done is not called). */
-int connector_start(const char *conninfo, double deadline,
-                    connector_done_fn done, void *arg);
+/* A connection ready for use, made on the calling thread: connected to
+ * conninfo, then on_connect run on it (NULL or "": nothing to run), all by
+ * the monotonic time deadline (HUGE_VAL: none). NULL with err when either
+ * fails: an on_connect failure is a failed connect (code "connect", the
+ * server's SQLSTATE kept in the fields, the connection closed). */
+pq_conn *connector_connect(const char *conninfo, const char *on_connect,
+                           double deadline, pq_error *err);
+
+/* Start connector_connect on a thread of its own (conninfo and on_connect
+ * must stay valid until done is called). 1 when started; 0 when no thread
+ * could be made (done is not called). */
+int connector_start(const char *conninfo, const char *on_connect,
+                    double deadline, connector_done_fn done, void *arg);
 
 #endif

@@ -7,7 +7,9 @@
  * and __gc end the checkout, each at most once; after that every method
  * but release/discard raises "pgpool: connection released". __gc never
  * raises and does no network I/O (pool.c defers the rollback or close).
- * query and exec run through lstatement.c like the pool's.
+ * query and exec run through lstatement.c like the pool's. With track_hogs
+ * the handle carries its checkout's site (hogs.h), and the end of the
+ * checkout ends the hold there: one branch when tracking is off.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +28,10 @@ struct lconn {
     pool_slot *slot;
     uint64_t ticket;
     int released;
+    int streamed;       /* rows() opened a stream on this checkout */
+    hogs *hogs;               /* the site's table, or NULL */
+    hogs_mark site;
+    double since;             /* when the checkout began */
 };
 
 lconn *lconn_new(lua_State *L)
@@ -35,6 +41,8 @@ lconn *lconn_new(lua_State *L)
     c->slot = NULL;
     c->ticket = 0;
     c->released = 1;
+    c->streamed = 0;
+    c->hogs = NULL;
     lua_pushvalue(L, lua_upvalueindex(LUPV_CONN_MT));
     if (!lua_istable(L, -1)) {        /* called without the upvalues */
         lua_pop(L, 1);
@@ -53,6 +61,13 @@ void lconn_attach(lconn *c, pool *p, pool_slot *slot, uint64_t ticket)
     pool_ref(p);
 }
 
+void lconn_track(lconn *c, hogs *h, hogs_mark mark, double since)
+{
+    c->hogs = h;
+    c->site = mark;
+    c->since = since;
+}
+
 static lconn *lconn_check(lua_State *L, int idx, const char *name)
 {
     lconn *c = (lconn *)lcommon_check(L, idx, LUPV_CONN_MT, LCONN_MT, name);
@@ -61,13 +76,22 @@ static lconn *lconn_check(lua_State *L, int idx, const char *name)
     return c;
 }
 
+void lconn_checkout(lua_State *L, int idx, const char *name, pool **p,
+                    pool_slot **slot, uint64_t *ticket)
+{
+    lconn *c = lconn_check(L, idx, name);
+    *p = c->p;
+    *slot = c->slot;
+    *ticket = c->ticket;
+}
+
 /* Run sql on the checkout: with ps, as one statement with those parameters
  * (*res set on success); with ps NULL, as a script. No Lua calls. Returns 1
  * on success, 0 with err on a runtime failure, -1 when the checkout was
  * already released (a misuse the caller raises for). */
 static int lconn_execute(pool *p, pool_slot *slot, uint64_t ticket,
-                         const char *sql, const lparam_set *ps,
-                         pq_result **res, pq_error *err)
+                         const char *sql, double timeout,
+                         const lparam_set *ps, pq_result **res, pq_error *err)
 {
     pq_conn *conn = pool_begin_use(p, slot, ticket, err);
     double started;
@@ -76,7 +100,8 @@ static int lconn_execute(pool *p, pool_slot *slot, uint64_t ticket,
     if (!conn)
         return strcmp(err->code, PQ_CODE_SHUTDOWN) == 0 ? 0 : -1;
     started = clock_now();
-    ok = lstatement_run(p, slot, ticket, sql, ps, started, res, err);
+    ok = lstatement_run(p, slot, ticket, sql, timeout, ps, started, res,
+                        err);
     pool_end_use(p, slot, sql, started, 1, !ok);
     return ok;
 }
@@ -87,6 +112,8 @@ static void end_checkout(lconn *c, enum pool_release_how how)
     if (c->released)
         return;
     c->released = 1;
+    if (c->hogs)
+        hogs_leave(c->hogs, c->site, clock_now() - c->since);
     pool_release(c->p, c->slot, c->ticket, how);
     pool_unref(c->p);
 }
@@ -95,11 +122,13 @@ static int run(lua_State *L, int exec)
 {
     lconn *c = lconn_check(L, 1, exec ? "exec" : "query");
     lparam_set ps;
-    const char *sql = lstatement_args(L, exec, &ps);
+    double timeout;
+    const char *sql = lstatement_args(L, exec ? "exec" : "query", exec, &ps,
+                                      &timeout);
     pq_result *res = NULL;
     pq_error err;
-    int rc = lconn_execute(c->p, c->slot, c->ticket, sql, exec ? NULL : &ps,
-                           &res, &err);
+    int rc = lconn_execute(c->p, c->slot, c->ticket, sql, timeout,
+                           exec ? NULL : &ps, &res, &err);
 
     if (rc < 0)
         return luaL_error(L, "pgpool: connection released");
@@ -116,10 +145,27 @@ static int lconn_exec(lua_State *L)
     return run(L, 1);
 }
 
+/* A row stream still open on the checkout ends before it goes back (read
+ * to its end or cancelled, bounded), so the connection is reused. */
+static void close_stream(lconn *c)
+{
+    pq_error err;
+    pq_conn *conn;
+
+    if (c->released || !c->streamed)
+        return;
+    conn = pool_begin_use(c->p, c->slot, c->ticket, &err);
+    if (!conn)
+        return;
+    pq_stream_close(conn, 0);
+    pool_end_use(c->p, c->slot, NULL, 0, 0, 0);
+}
+
 static int lconn_release(lua_State *L)
 {
     lconn *c = (lconn *)lcommon_check(L, 1, LUPV_CONN_MT, LCONN_MT,
                                       "release");
+    close_stream(c);
     end_checkout(c, POOL_RELEASE);
     lctx_flush_log(L);
     lua_pushboolean(L, 1);
@@ -286,6 +332,149 @@ static int lconn_run_pipeline(lua_State *L)
     return 1;
 }
 
+/* ---- row streams ------------------------------------------------------- */
+
+#define LROWS_MT "pgpool.rows"
+
+/* One conn:rows call: the loop's closing value. It holds a pool reference
+ * of its own (the checkout may end first) and, when the statement could
+ * not even be sent, the error its first iteration gives. */
+typedef struct lrows {
+    pool *p;
+    pool_slot *slot;
+    uint64_t ticket, seq;
+    double started;
+    int done, open_failed;
+    pq_error err;
+} lrows;
+
+/* The iteration's failure: false, msg, code, info (false, not nil, so that
+ * the for loop runs once more and the caller sees it). */
+static int rows_failure(lua_State *L, const pq_error *err)
+{
+    lresult_push_error(L, err);
+    lua_pushboolean(L, 0);
+    lua_replace(L, -5);
+    return 4;
+}
+
+/* The iterator: upvalues the lrows, the connection handle (kept alive
+ * while the loop runs) and the SQL (for the slow-query log). */
+static int rows_next(lua_State *L)
+{
+    lrows *r = (lrows *)lua_touserdata(L, lua_upvalueindex(1));
+    pq_result *row;
+    pq_conn *conn;
+    pq_error err;
+    int rc;
+
+    if (r->done)
+        return 0;
+    if (r->open_failed) {
+        r->done = 1;
+        return rows_failure(L, &r->err);
+    }
+    conn = pool_begin_use(r->p, r->slot, r->ticket, &err);
+    if (!conn) {
+        r->done = 1;
+        if (strcmp(err.code, PQ_CODE_SHUTDOWN) != 0)
+            return luaL_error(L, "pgpool: connection released");
+        return rows_failure(L, &err);
+    }
+    rc = pq_stream_next(conn, r->seq, &row, &err);
+    if (rc > 0) {
+        pool_end_use(r->p, r->slot, NULL, 0, 0, 0);
+        lresult_push_row(L, row);
+        return 1;
+    }
+    r->done = 1;
+    pool_end_use(r->p, r->slot, lua_tostring(L, lua_upvalueindex(3)),
+                 r->started, 1, rc < 0);
+    lctx_flush_log(L);
+    return rc == 0 ? 0 : rows_failure(L, &err);
+}
+
+/* rows:close() and __close: end the stream early (cancelled, the rest
+ * dropped, bounded); nothing when it is over. */
+static int rows_close(lua_State *L)
+{
+    lrows *r = (lrows *)luaL_checkudata(L, 1, LROWS_MT);
+    pq_error err;
+    pq_conn *conn;
+
+    if (r->done || r->open_failed || !r->p)
+        return 0;
+    r->done = 1;
+    conn = pool_begin_use(r->p, r->slot, r->ticket, &err);
+    if (conn) {
+        pq_stream_close(conn, r->seq);
+        pool_end_use(r->p, r->slot, NULL, 0, 0, 0);
+    }
+    return 0;
+}
+
+static int rows_gc(lua_State *L)
+{
+    lrows *r = (lrows *)lua_touserdata(L, 1);
+    if (r->p)
+        pool_unref(r->p);
+    r->p = NULL;
+    return 0;
+}
+
+/* conn:rows(sql, ...): for row in conn:rows(sql, ...) do ... end. Returns
+ * the iterator, nil, nil and the closing value (Lua 5.4 closes it when the
+ * loop ends by break or error; elsewhere anything run on the connection,
+ * or its release, ends the stream). */
+static int lconn_rows(lua_State *L)
+{
+    lconn *c = lconn_check(L, 1, "rows");
+    lparam_set ps;
+    double timeout;
+    const char *sql = lstatement_args(L, "rows", 0, &ps, &timeout);
+    lrows *r;
+    pq_conn *conn;
+    int sql_idx = 2;
+
+    r = (lrows *)lua_newuserdata(L, sizeof *r);
+    memset(r, 0, sizeof *r);
+    if (luaL_newmetatable(L, LROWS_MT)) {
+        lua_pushcfunction(L, rows_close);
+        lua_setfield(L, -2, "__close");
+        lua_pushcfunction(L, rows_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_createtable(L, 0, 1);
+        lua_pushcfunction(L, rows_close);
+        lua_setfield(L, -2, "close");
+        lua_setfield(L, -2, "__index");
+    }
+    lua_setmetatable(L, -2);
+    conn = pool_begin_use(c->p, c->slot, c->ticket, &r->err);
+    if (!conn) {
+        if (strcmp(r->err.code, PQ_CODE_SHUTDOWN) != 0)
+            return luaL_error(L, "pgpool: connection released");
+        r->open_failed = 1;
+    } else {
+        r->p = c->p;
+        pool_ref(r->p);
+        r->slot = c->slot;
+        r->ticket = c->ticket;
+        r->started = clock_now();
+        c->streamed = 1;
+        r->open_failed = !pq_stream_open(conn, sql, &ps.pq, timeout, &r->seq,
+                                         &r->err);
+        pool_end_use(c->p, c->slot, NULL, 0, 0, 0);
+    }
+    lua_pushvalue(L, -1);             /* upvalue 1: r */
+    lua_pushvalue(L, 1);              /* upvalue 2: the handle */
+    lua_pushvalue(L, sql_idx);        /* upvalue 3: the SQL */
+    lua_pushcclosure(L, rows_next, 3);
+    lua_pushnil(L);
+    lua_pushnil(L);
+    lua_pushvalue(L, -4);             /* r, the closing value */
+    return 4;
+}
+
 /* Push the C string at the light userdata 1 (run protected by escape). */
 static int push_cstring(lua_State *L)
 {
@@ -357,6 +546,7 @@ static int lconn_tostring(lua_State *L)
 static const luaL_Reg lconn_methods[] = {
     { "query", lconn_query },
     { "exec", lconn_exec },
+    { "rows", lconn_rows },
     { "release", lconn_release },
     { "discard", lconn_discard },
     { "escape_literal", lconn_escape_literal },

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "compat.h"
+#include "hogs.h"
 #include "pool.h"
 
 /* Fill the connection metatable (created by lcommon_open); leaves the stack
@@ -24,6 +25,19 @@ LPGPOOL_INTERNAL lconn *lconn_new(lua_State *L);
  * of p of its own. Raises nothing. */
 LPGPOOL_INTERNAL void lconn_attach(lconn *c, pool *p, pool_slot *slot,
                                    uint64_t ticket);
+
+/* The checkout of the handle at idx, for the methods other files add to
+ * the handle (name: the method, for errors); raises "connection released"
+ * when it has ended. */
+LPGPOOL_INTERNAL void lconn_checkout(lua_State *L, int idx, const char *name,
+                                     pool **p, pool_slot **slot,
+                                     uint64_t *ticket);
+
+/* Count the handle's checkout, begun at monotonic time `since`, in the hogs
+ * table h under mark: its end (release, discard, __close, __gc) ends the
+ * hold there. */
+LPGPOOL_INTERNAL void lconn_track(lconn *c, hogs *h, hogs_mark mark,
+                                  double since);
 
 /* Register run_pipeline into the table on the stack top as the facade's
  * conn:pipeline calls it: misuse in a statement is reported as an argument

@@ -25,6 +25,8 @@
 
 #include "lcommon.h"
 #include "lconn.h"
+#include "lcopy.h"
+#include "lnotify.h"
 #include "lpool.h"
 #include "lresult.h"
 #include "lvalue.h"
@@ -76,6 +78,18 @@ static double opt_number(lua_State *L, const char *key)
         lcommon_argerror(L, 1, "configure", "option '%s' must be a number, "
                          "got %s", key, luaL_typename(L, -1));
     v = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* The boolean option key; absent is false. */
+static int opt_boolean(lua_State *L, const char *key)
+{
+    int type = opt_push(L, key), v;
+    if (type != LUA_TNIL && type != LUA_TBOOLEAN)
+        lcommon_argerror(L, 1, "configure", "option '%s' must be a boolean, "
+                         "got %s", key, luaL_typename(L, -1));
+    v = lua_toboolean(L, -1);
     lua_pop(L, 1);
     return v;
 }
@@ -167,6 +181,7 @@ static int lmodule_configure(lua_State *L)
     memset(&cfg, 0, sizeof cfg);
     cfg.name = opt_string(L, "name");
     cfg.conninfo = opt_string(L, "conninfo");
+    cfg.on_connect = opt_string(L, "on_connect");
     cfg.max = (int)opt_number(L, "max");
     cfg.min = (int)opt_number(L, "min");
     cfg.idle_timeout = opt_number(L, "idle_timeout");
@@ -179,6 +194,7 @@ static int lmodule_configure(lua_State *L)
     cfg.max_shared = (int)opt_number(L, "max_shared");
     cfg.slow_query = opt_number(L, "slow_query");
     cfg.leak_timeout = opt_number(L, "leak_timeout");
+    cfg.track_hogs = opt_boolean(L, "track_hogs");
     level = opt_string(L, "log_level");
     cfg.log_level = -1;
     for (i = 0; level && pool_log_level_names[i]; i++)
@@ -351,6 +367,7 @@ static const luaL_Reg module_fns[] = {
     { "configure", lmodule_configure },
     { "pool", lmodule_pool },
     { "pid", lmodule_pid },
+    { "set_decoder", lresult_set_decoder },
     { "pool_names", lmodule_pool_names },
     { "shutdown_all", lmodule_shutdown_all },
     { "bytea", lmodule_bytea },
@@ -375,6 +392,8 @@ int luaopen_pgpool_core(lua_State *L)
     lcommon_open(L);
     lpool_open(L);
     lconn_open(L);
+    lcopy_open(L);
+    lnotify_open(L);
     lresult_open(L);
     luaL_newmetatable(L, LBYTEA_MT);
     lua_pop(L, 1);

@@ -1,14 +1,16 @@
 /*
  * lpool.c - the pool handle: a userdata holding one reference to a pool.
  *
- * Methods: acquire, query, exec, stats, shutdown, name, is_shut_down. The
+ * Methods: acquire, query, exec, stats, history, hogs, shutdown, name,
+ * is_shut_down. The
  * facade (lua/pgpool.lua) adds transaction, with, health and metrics to the
  * same method table, and calls a second registration of these methods for
  * its module-level shortcuts (errors then name pgpool.query, not
  * pool:query). acquire hands out connection handles (lconn.c); query and
  * exec run through lstatement.c like the connection's. A handle is made
  * before the reference or checkout it will hold, so that a memory error
- * cannot strand either.
+ * cannot strand either. With track_hogs, acquire and query/exec name the
+ * user's line that made each checkout in the pool's hogs table (hogs.h).
  */
 #include <string.h>
 
@@ -20,6 +22,7 @@
 #include "lresult.h"
 #include "lstatement.h"
 #include "clock.h"
+#include "hogs.h"
 #include "registry.h"
 
 typedef struct lpool {
@@ -129,6 +132,24 @@ static int acquire_replica(pool *p, double timeout, pool **from,
     return 0;
 }
 
+/* Begin a checkout's hold in h at the user's line: the first Lua frame
+ * from the caller up (one frame further when the facade called for the
+ * user: pgpool.query, pool:with), so that pcall(pool.acquire, pool) names
+ * the pcall's line too. One lua_getinfo per frame looked at, no traceback;
+ * a frame with no line (C, stripped) is skipped, and after a few such the
+ * site is "?". */
+static hogs_mark hog_enter(lua_State *L, hogs *h)
+{
+    lua_Debug ar;
+    int level, first = 1 + lcommon_wrapped(L);
+
+    for (level = first; level < first + 4 && lua_getstack(L, level, &ar);
+         level++)
+        if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0)
+            return hogs_enter(h, ar.short_src, ar.currentline);
+    return hogs_enter(h, "?", 0);
+}
+
 static int lpool_acquire(lua_State *L)
 {
     pool *p = lpool_check(L, "acquire");
@@ -150,6 +171,9 @@ static int lpool_acquire(lua_State *L)
         return lresult_push_error(L, &err);
     }
     lconn_attach(c, from, slot, ticket);
+    if (pool_get_config(from)->track_hogs)
+        lconn_track(c, pool_hogs(from), hog_enter(L, pool_hogs(from)),
+                    clock_now());
     if (pool_get_config(from)->leak_timeout > 0) {
         luaL_traceback(L, L, NULL, 1);
         pool_set_origin(slot, ticket, lua_tostring(L, -1));
@@ -166,11 +190,15 @@ static int run_once(lua_State *L, int exec)
 {
     pool *p = lpool_check(L, exec ? "exec" : "query");
     lparam_set ps;
-    const char *sql = lstatement_args(L, exec, &ps);
+    double timeout;
+    const char *sql = lstatement_args(L, exec ? "exec" : "query", exec, &ps,
+                                      &timeout);
     pool_slot *slot;
     uint64_t ticket;
     pq_error err;
     pq_result *res = NULL;
+    hogs *h = pool_get_config(p)->track_hogs ? pool_hogs(p) : NULL;
+    hogs_mark site = 0;
     int ok;
 
     double started;
@@ -181,8 +209,12 @@ static int run_once(lua_State *L, int exec)
         return lresult_push_error(L, &err);
     }
     started = clock_now();
-    ok = lstatement_run(p, slot, ticket, sql, exec ? NULL : &ps, started, &res,
-                        &err);
+    if (h)
+        site = hog_enter(L, h);
+    ok = lstatement_run(p, slot, ticket, sql, timeout, exec ? NULL : &ps,
+                        started, &res, &err);
+    if (h)
+        hogs_leave(h, site, clock_now() - started);
     pool_end_use_release(p, slot, ticket, sql, started, !ok);
     return lstatement_push_outcome(L, ok, exec, res, &err);
 }
@@ -361,6 +393,54 @@ static int lpool_history(lua_State *L)
     return 1;
 }
 
+/* hogs(n): the n sites (default 10) with the longest total hold, longest
+ * first, as { site, count, total, max, held }; nil and a message when the
+ * pool does not track them. */
+static int lpool_hogs(lua_State *L)
+{
+    pool *p = lpool_check(L, "hogs");
+    hogs *h = pool_hogs(p);
+    hogs_site *sites;
+    lua_Number want = 10;
+    int n, i;
+
+    if (!lua_isnoneornil(L, 2)) {
+        if (lua_type(L, 2) != LUA_TNUMBER)
+            return lcommon_argerror(L, 1, "hogs", "n must be a number, got %s",
+                                    luaL_typename(L, 2));
+        want = lua_tonumber(L, 2);
+        if (!(want >= 0))
+            return lcommon_argerror(L, 1, "hogs", "n must be >= 0");
+    }
+    if (!h) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "pool \"%s\" does not track hogs (configure it "
+                        "with track_hogs = true)", pool_get_config(p)->name);
+        return 2;
+    }
+    sites = (hogs_site *)lua_newuserdata(
+        L, sizeof *sites * (HOGS_MAX_SITES + 1));    /* the GC frees it */
+    n = hogs_top(h, sites);
+    if (want < n)
+        n = (int)want;
+    lua_createtable(L, n, 0);
+    for (i = 0; i < n; i++) {
+        lua_createtable(L, 0, 5);
+        lua_pushstring(L, sites[i].where);
+        lua_setfield(L, -2, "site");
+        lua_pushinteger(L, (lua_Integer)sites[i].count);
+        lua_setfield(L, -2, "count");
+        lua_pushnumber(L, sites[i].total);
+        lua_setfield(L, -2, "total");
+        lua_pushnumber(L, sites[i].max);
+        lua_setfield(L, -2, "max");
+        lua_pushinteger(L, sites[i].held);
+        lua_setfield(L, -2, "held");
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
 int lpool_push_shutdown_outcome(lua_State *L, int clean)
 {
     lctx_flush_log(L);
@@ -398,6 +478,7 @@ static const luaL_Reg lpool_methods[] = {
     { "exec", lpool_exec },
     { "stats", lpool_stats },
     { "history", lpool_history },
+    { "hogs", lpool_hogs },
     { "shutdown", lpool_shutdown },
     { "name", lpool_name },
     { "is_shut_down", lpool_is_shut_down },

@@ -15,6 +15,16 @@ LPGPOOL_INTERNAL void lresult_open(lua_State *L);
  * (a malformed value, Lua out of memory). */
 LPGPOOL_INTERNAL void lresult_push(lua_State *L, pq_result *r);
 
+/* Push the first row of r as a table (column name -> value), as a row of
+ * lresult_push's result; always frees r, also when it raises. */
+LPGPOOL_INTERNAL void lresult_push_row(lua_State *L, pq_result *r);
+
+/* The registry table of decoders, type OID -> function(text) -> value, of
+ * this Lua state: a column of such a type is decoded by it (NULL stays
+ * pgpool.null); set_decoder(oid, fn or nil) is core.set_decoder. */
+#define LRESULT_DECODERS "pgpool.decoders"
+LPGPOOL_INTERNAL int lresult_set_decoder(lua_State *L);
+
 /* Push nil, msg, code, info; returns 4. */
 LPGPOOL_INTERNAL int lresult_push_error(lua_State *L, const pq_error *err);
 

@@ -39,6 +39,9 @@ typedef struct pool_health_config {
 typedef struct pool_config {
     const char *name;
     const char *conninfo;     /* NULL: libpq environment */
+    const char *on_connect;   /* SQL run on each new connection before its
+                                 first use (NULL: none); its failure is a
+                                 failed connect */
     int max, min;
     double idle_timeout, acquire_timeout, connect_timeout, query_timeout;
     double max_lifetime, slow_query, leak_timeout;
@@ -47,6 +50,7 @@ typedef struct pool_config {
     const char *const *replicas;  /* conninfo of each read-only replica */
     int n_replicas;
     int log_level;            /* enum pool_log_level */
+    int track_hogs;           /* keep a hogs table (hogs.h) */
     pool_health_config health;
 } pool_config;
 
@@ -139,6 +143,10 @@ void pool_fork_parent(void);
 void pool_fork_child(void);
 
 const pool_config *pool_get_config(const pool *p);
+
+/* The pool's hogs table (hogs.h), NULL unless configured with track_hogs;
+ * it lives as long as the pool. */
+struct hogs *pool_hogs(const pool *p);
 int pool_is_closing(pool *p);
 
 /* Check out a healthy idle connection, waiting up to timeout seconds.

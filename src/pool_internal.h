@@ -25,6 +25,7 @@
 
 #include <pthread.h>
 
+#include "hogs.h"
 #include "pool.h"
 #include "shared_cap.h"
 #include "throttle.h"
@@ -92,7 +93,7 @@ typedef struct pool_ticked {
 
 struct pool {
     pool_config cfg;          /* name and conninfo point to the copies below */
-    char *name, *conninfo;
+    char *name, *conninfo, *on_connect;
     pthread_mutex_t mu;
     pthread_cond_t drained;   /* signalled when in_use + connecting drops */
     int refs;                 /* atomic */
@@ -121,6 +122,7 @@ struct pool {
     int cap_refused;          /* the last attempt found no shared token */
     int wanting_told;         /* waiters for a token, as told to the region */
     int lend_on_release;      /* releases to close for other processes */
+    hogs *hogs;               /* track_hogs; fixed for the pool's life */
     pool **replicas;          /* references, fixed once published */
     int n_replicas;
     unsigned turn;            /* atomic: pool_next_turn */

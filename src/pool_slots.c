@@ -274,7 +274,7 @@ static void start_attempt(pool *p, pool_slot *s)
     pool_ref(p);
     p->counters.connect_attempts++;
     s->connect_started = clock_now();
-    if (connector_start(p->cfg.conninfo,
+    if (connector_start(p->cfg.conninfo, p->cfg.on_connect,
                         connect_deadline_at(p, s->connect_started),
                         attempt_done, s))
         return;
@@ -290,7 +290,8 @@ pq_conn *pool_connect_now(pool *p, pq_error *err)
     pthread_mutex_lock(&p->mu);
     p->counters.connect_attempts++;
     pthread_mutex_unlock(&p->mu);
-    conn = pq_connect(p->cfg.conninfo, connect_deadline_at(p, clock_now()), err);
+    conn = connector_connect(p->cfg.conninfo, p->cfg.on_connect,
+                             connect_deadline_at(p, clock_now()), err);
     if (conn)
         pq_set_notice_handler(conn, log_server_notice, p);
     return conn;
@@ -491,9 +492,11 @@ static void init_pool_mutex(pthread_mutex_t *mu)
 
 static void free_parts(pool *p)
 {
+    hogs_free(p->hogs);
     free(p->slots);
     free(p->name);
     free(p->conninfo);
+    free(p->on_connect);
     free(p);
 }
 
@@ -507,11 +510,15 @@ pool *pool_new(const pool_config *cfg)
     p->slots = calloc((size_t)cfg->max, sizeof *p->slots);
     p->name = strdup(cfg->name);
     p->conninfo = cfg->conninfo ? strdup(cfg->conninfo) : NULL;
+    p->on_connect = cfg->on_connect ? strdup(cfg->on_connect) : NULL;
     p->cfg = *cfg;
     p->cfg.name = p->name;
     p->cfg.conninfo = p->conninfo;
+    p->cfg.on_connect = p->on_connect;
     p->cfg.replicas = NULL;       /* the caller's; see p->replicas */
     if (!p->slots || !p->name || (cfg->conninfo && !p->conninfo) ||
+        (cfg->on_connect && !p->on_connect) ||
+        (cfg->track_hogs && (p->hogs = hogs_new()) == NULL) ||
         (cfg->max_shared > 0 &&
          (p->shared = shared_cap_for(cfg->name, cfg->max_shared)) == NULL)) {
         free_parts(p);
@@ -569,6 +576,11 @@ static void pool_destroy(pool *p)
     free_parts(p);
 }
 
+hogs *pool_hogs(const pool *p)
+{
+    return p->hogs;
+}
+
 void pool_ref(pool *p)
 {
     __atomic_add_fetch(&p->refs, 1, __ATOMIC_RELAXED);
@@ -618,15 +630,19 @@ void pool_fork_prepare(void)
 {
     pool *p;
     pthread_mutex_lock(&live_mu);
-    for (p = live_head; p; p = p->next_live)
+    for (p = live_head; p; p = p->next_live) {
         pthread_mutex_lock(&p->mu);
+        hogs_fork_prepare(p->hogs);
+    }
 }
 
 void pool_fork_parent(void)
 {
     pool *p;
-    for (p = live_head; p; p = p->next_live)
+    for (p = live_head; p; p = p->next_live) {
+        hogs_fork_parent(p->hogs);
         pthread_mutex_unlock(&p->mu);
+    }
     pthread_mutex_unlock(&live_mu);
 }
 
@@ -671,6 +687,7 @@ void pool_fork_child(void)
     pool *p;
     for (p = live_head; p; p = p->next_live) {
         forget_in_child(p);
+        hogs_fork_child(p->hogs);
         pthread_mutex_unlock(&p->mu);
     }
     pthread_mutex_unlock(&live_mu);

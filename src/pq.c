@@ -75,6 +75,17 @@ struct pq_conn {
     char *to_deallocate;         /* "DEALLOCATE a;DEALLOCATE b;" not yet sent */
     size_t to_deallocate_len;
     char *password;              /* from the conninfo, for redaction */
+    /* A row stream (pq_stream_open): its number, whether it is open, the
+     * number of the last one that ended (read to its end, its error given,
+     * or closed by its owner), and the timeout of each wait for a row. */
+    uint64_t stream_seq, stream_ended;
+    int streaming;
+    double stream_timeout;
+    /* A COPY in progress (pq_copy_begin): its direction (PQ_COPY_IN or
+     * PQ_COPY_OUT, 0 for none) and the timeout of each wait in it. */
+    int copying;
+    double copy_timeout;
+    int copy_cancelled;          /* its timeout passed: a cancel was sent */
 };
 
 const char *const pq_field_names[PQ_FIELD_COUNT] = {
@@ -1112,9 +1123,17 @@ enum pq_txn pq_txn_status(pq_conn *c)
     }
 }
 
-/* 1 when c can run a statement; else 0 and err (nothing was sent). */
+static int stream_abandon(pq_conn *c);
+
+/* 1 when c can run a statement; else 0 and err (nothing was sent). A row
+ * stream left open is abandoned first (its owner, resumed, is told), and
+ * so is a COPY left unfinished. */
 static int usable(pq_conn *c, pq_error *err)
 {
+    if (c->streaming)
+        stream_abandon(c);
+    if (c->copying)
+        pq_copy_abort(c);
     if (!c->broken)
         return 1;
     pq_error_set(err, PQ_CODE_CLOSED,
@@ -1759,6 +1778,413 @@ int pq_rollback(pq_conn *c, double deadline)
         return 0;
     PQclear(res);
     return pq_txn_status(c) == PQ_TXN_IDLE;
+}
+
+/* ---- row streams ------------------------------------------------------- */
+
+/*
+ * One statement whose rows arrive one at a time (libpq's single-row mode):
+ * memory stays that of one row whatever the count. While the stream is
+ * open the connection runs nothing else; anything else run on it abandons
+ * the stream first (the statement cancelled, what is left read and
+ * dropped), and the stream's owner is told when it asks for its next row.
+ */
+
+/* Read and drop every result left of the statement, by rs's deadline. 1
+ * when the connection is idle again, 0 when it failed or was given up. */
+static int drain_results(pq_conn *c, run_state *rs)
+{
+    PGresult *res;
+    int waited;
+
+    for (;;) {
+        waited = await_result(c, rs);
+        if (waited <= 0)
+            break;
+        res = PQgetResult(c->pg);
+        if (!res)
+            break;
+        if (PQresultStatus(res) == PGRES_COPY_IN ||
+            PQresultStatus(res) == PGRES_COPY_OUT ||
+            PQresultStatus(res) == PGRES_COPY_BOTH) {
+            waited = refuse_copy(c, PQresultStatus(res), rs);
+            PQclear(res);
+            if (waited <= 0)
+                break;
+            continue;
+        }
+        PQclear(res);
+    }
+    settle_cancel(c, waited > 0 ? rs->deadline : 0);
+    c->streaming = 0;
+    c->copying = 0;
+    if (waited <= 0)
+        c->broken = 1;
+    return waited > 0 && PQstatus(c->pg) == CONNECTION_OK;
+}
+
+/* Stop the open stream: cancel its statement, read what is left (at most
+ * CANCEL_GRACE), and leave the connection idle or broken. */
+static int stream_abandon(pq_conn *c)
+{
+    run_state rs;
+    run_init(&rs, clock_now() + CANCEL_GRACE, 0, 0);
+    start_cancel(c);
+    rs.cancelled = 1;
+    return drain_results(c, &rs);
+}
+
+int pq_stream_open(pq_conn *c, const char *sql, const pq_params *pp,
+                   double timeout, uint64_t *seq, pq_error *err)
+{
+    run_state rs;
+    int sent, flushed;
+
+    if (!usable(c, err))
+        return 0;
+    run_init(&rs, deadline_after(timeout), CANCEL_GRACE, timeout);
+    if (c->to_deallocate && !deallocate_dropped(c, &rs, err))
+        return 0;
+    sent = PQsendQueryParams(c->pg, sql, pp->n, (const Oid *)pp->types,
+                             pp->values, pp->lengths, pp->formats, 0) &&
+           PQsetSingleRowMode(c->pg);
+    flushed = sent ? flush_all(c, &rs) : 0;
+    if (flushed <= 0) {
+        error_send_failed(err, c, flushed);
+        err->safe_to_retry = 1;
+        return 0;
+    }
+    c->streaming = 1;
+    c->stream_timeout = timeout;
+    *seq = ++c->stream_seq;
+    return 1;
+}
+
+int pq_stream_next(pq_conn *c, uint64_t seq, pq_result **row, pq_error *err)
+{
+    run_state rs;
+    PGresult *res;
+    pq_result *ok;
+    int waited;
+
+    *row = NULL;
+    if (!c->streaming || c->stream_seq != seq) {
+        if (c->stream_ended == seq)
+            return 0;
+        pq_error_set(err, PQ_CODE_CLOSED, "row stream closed before its end: "
+                     "another statement ran on its connection");
+        return -1;
+    }
+    /* Each wait for a row has the statement's timeout: the time the caller
+     * spends between rows is not the server's. */
+    run_init(&rs, deadline_after(c->stream_timeout), CANCEL_GRACE,
+             c->stream_timeout);
+    rs.answered = 1;
+    waited = await_result(c, &rs);
+    res = waited > 0 ? PQgetResult(c->pg) : NULL;
+    if (res && PQresultStatus(res) == PGRES_SINGLE_TUPLE) {
+        *row = (pq_result *)res;
+        return 1;
+    }
+    c->stream_ended = seq;
+    if (!res) {
+        if (waited > 0) {            /* ended without a final result */
+            c->streaming = 0;
+            return 0;
+        }
+        error_wait_failed(err, c, &rs, waited);
+        c->streaming = 0;
+        c->broken = 1;
+        return -1;
+    }
+    switch (PQresultStatus(res)) {
+    case PGRES_COPY_IN:
+    case PGRES_COPY_OUT:
+    case PGRES_COPY_BOTH:
+        waited = refuse_copy(c, PQresultStatus(res), &rs);
+        PQclear(res);
+        if (drain_results(c, &rs) && waited > 0)
+            pq_error_set(err, PQ_CODE_UNSUPPORTED, "%s", COPY_REFUSED);
+        else
+            error_wait_failed(err, c, &rs, waited > 0 ? 0 : waited);
+        return -1;
+    default:
+        break;
+    }
+    ok = check_result(c, res, &rs, err);   /* frees res on failure */
+    PQclear((PGresult *)ok);
+    if (!drain_results(c, &rs) && ok) {
+        error_wait_failed(err, c, &rs, 0);
+        return -1;
+    }
+    return ok ? 0 : -1;
+}
+
+int pq_stream_close(pq_conn *c, uint64_t seq)
+{
+    if (!c->streaming || (seq && c->stream_seq != seq))
+        return 1;
+    c->stream_ended = c->stream_seq;
+    return stream_abandon(c);
+}
+
+/* ---- COPY --------------------------------------------------------------- */
+
+/*
+ * COPY ... FROM STDIN and COPY ... TO STDOUT, driven by the caller a chunk
+ * at a time (the bindings call Lua between chunks): begin, then put and
+ * end, or get until the end. Each wait has the statement's timeout; past
+ * it the statement is cancelled, as for any statement.
+ */
+
+int pq_copy_begin(pq_conn *c, const char *sql, int direction, double timeout,
+                  pq_error *err)
+{
+    ExecStatusType want = direction == PQ_COPY_IN ? PGRES_COPY_IN
+                                                  : PGRES_COPY_OUT;
+    run_state rs;
+    PGresult *res;
+    pq_result *ok;
+    int flushed, waited;
+
+    if (!usable(c, err))
+        return 0;
+    run_init(&rs, deadline_after(timeout), CANCEL_GRACE, timeout);
+    if (c->to_deallocate && !deallocate_dropped(c, &rs, err))
+        return 0;
+    flushed = PQsendQuery(c->pg, sql) ? flush_all(c, &rs) : 0;
+    if (flushed <= 0) {
+        error_send_failed(err, c, flushed);
+        err->safe_to_retry = 1;
+        return 0;
+    }
+    waited = await_result(c, &rs);
+    res = waited > 0 ? PQgetResult(c->pg) : NULL;
+    if (!res) {
+        error_wait_failed(err, c, &rs, waited > 0 ? 0 : waited);
+        return 0;
+    }
+    if (PQresultStatus(res) == want) {
+        PQclear(res);
+        c->copying = direction;
+        c->copy_timeout = timeout;
+        c->copy_cancelled = rs.cancelled;
+        return 1;
+    }
+    switch (PQresultStatus(res)) {
+    case PGRES_COPY_IN:
+    case PGRES_COPY_OUT:
+    case PGRES_COPY_BOTH:
+        refuse_copy(c, PQresultStatus(res), &rs);
+        PQclear(res);
+        ok = NULL;
+        break;
+    default:
+        ok = check_result(c, res, &rs, err);   /* frees res on failure */
+        if (!ok) {
+            drain_results(c, &rs);
+            return 0;
+        }
+        PQclear((PGresult *)ok);
+    }
+    drain_results(c, &rs);
+    pq_error_set(err, PQ_CODE_UNSUPPORTED, "%s needs a COPY ... %s statement",
+                 direction == PQ_COPY_IN ? "copy_in" : "copy_out",
+                 direction == PQ_COPY_IN ? "FROM STDIN" : "TO STDOUT");
+    return 0;
+}
+
+/* The end of a COPY: its final result, as pq_query gives it. */
+static pq_result *copy_result(pq_conn *c, run_state *rs, pq_error *err)
+{
+    PGresult *res;
+    c->copying = 0;
+    rs->cancelled |= c->copy_cancelled;   /* a cancel of an earlier step */
+    res = collect_results(c, rs, err);
+    return res ? check_result(c, res, rs, err) : NULL;
+}
+
+/* 0 and err when the COPY the caller drives is no longer in progress. */
+static int copy_going(pq_conn *c, int direction, pq_error *err)
+{
+    if (c->copying == direction)
+        return 1;
+    pq_error_set(err, PQ_CODE_CLOSED, "COPY ended before its end: another "
+                 "statement ran on its connection");
+    return 0;
+}
+
+int pq_copy_put(pq_conn *c, const char *data, size_t len, pq_error *err)
+{
+    run_state rs;
+
+    if (!copy_going(c, PQ_COPY_IN, err))
+        return 0;
+    run_init(&rs, deadline_after(c->copy_timeout), 0, c->copy_timeout);
+    while (len > 0) {
+        int n = len > 65536 ? 65536 : (int)len;
+        int put = PQputCopyData(c->pg, data, n);
+        if (put < 0) {
+            error_from_conn(err, c, PQ_CODE_CLOSED);
+            return 0;
+        }
+        if (put == 0 || PQflush(c->pg) == 1) {
+            int flushed = flush_all(c, &rs);
+            if (flushed <= 0) {
+                error_send_failed(err, c, flushed);
+                return 0;
+            }
+        }
+        if (put > 0) {
+            data += n;
+            len -= (size_t)n;
+        }
+    }
+    return 1;
+}
+
+pq_result *pq_copy_end(pq_conn *c, const char *abort_reason, pq_error *err)
+{
+    run_state rs;
+    int put, flushed;
+
+    if (!copy_going(c, PQ_COPY_IN, err))
+        return NULL;
+    run_init(&rs, deadline_after(c->copy_timeout), CANCEL_GRACE,
+             c->copy_timeout);
+    while ((put = PQputCopyEnd(c->pg, abort_reason)) == 0) {
+        flushed = flush_all(c, &rs);
+        if (flushed <= 0) {
+            c->copying = 0;
+            error_send_failed(err, c, flushed);
+            return NULL;
+        }
+    }
+    flushed = put > 0 ? flush_all(c, &rs) : 0;
+    if (flushed <= 0) {
+        c->copying = 0;
+        error_send_failed(err, c, flushed);
+        return NULL;
+    }
+    return copy_result(c, &rs, err);
+}
+
+int pq_copy_get(pq_conn *c, char **chunk, int *len, pq_result **res,
+                pq_error *err)
+{
+    run_state rs;
+
+    *chunk = NULL;
+    *res = NULL;
+    if (!copy_going(c, PQ_COPY_OUT, err))
+        return -1;
+    run_init(&rs, deadline_after(c->copy_timeout), CANCEL_GRACE,
+             c->copy_timeout);
+    for (;;) {
+        char *data;
+        int n = PQgetCopyData(c->pg, &data, 1);
+        if (n > 0) {
+            *chunk = data;
+            *len = n;
+            return 1;
+        }
+        if (n == 0) {
+            int waited = wait_input(c, &rs);
+            if (waited > 0)
+                continue;
+            c->copying = 0;
+            error_wait_failed(err, c, &rs, waited);
+            return -1;
+        }
+        if (n == -2) {
+            c->copying = 0;
+            error_from_conn(err, c, PQ_CODE_CLOSED);
+            return -1;
+        }
+        *res = copy_result(c, &rs, err);      /* n == -1: the end */
+        return *res ? 0 : -1;
+    }
+}
+
+void pq_free_chunk(char *chunk)
+{
+    PQfreemem(chunk);
+}
+
+int pq_copy_abort(pq_conn *c)
+{
+    run_state rs;
+    int direction = c->copying;
+
+    if (!direction)
+        return 1;
+    c->copying = 0;
+    run_init(&rs, clock_now() + CANCEL_GRACE, 0, 0);
+    if (direction == PQ_COPY_OUT) {
+        start_cancel(c);
+        rs.cancelled = 1;
+    }
+    if (refuse_copy(c, direction == PQ_COPY_IN ? PGRES_COPY_IN
+                                               : PGRES_COPY_OUT, &rs) <= 0) {
+        settle_cancel(c, 0);
+        c->broken = 1;
+        return 0;
+    }
+    return drain_results(c, &rs);
+}
+
+/* ---- notifications ------------------------------------------------------ */
+
+int pq_wait_notify(pq_conn *c, double timeout, pq_notify **n, pq_error *err)
+{
+    /* timeout 0 looks without waiting; past an hour's worth of slices,
+     * math.huge waits for ever */
+    double deadline = timeout > 0 ? deadline_after(timeout) : clock_now();
+
+    *n = NULL;
+    if (!usable(c, err))
+        return -1;
+    for (;;) {
+        int ready;
+        PGnotify *got;
+
+        if (!PQconsumeInput(c->pg) || PQstatus(c->pg) != CONNECTION_OK) {
+            error_from_conn(err, c, PQ_CODE_CLOSED);
+            return -1;
+        }
+        got = PQnotifies(c->pg);
+        if (got) {
+            *n = (pq_notify *)got;
+            return 1;
+        }
+        ready = wait_fd(PQsocket(c->pg), POLLIN, deadline);
+        if (ready == 0)
+            return 0;
+        if (ready < 0) {
+            error_from_conn(err, c, PQ_CODE_CLOSED);
+            return -1;
+        }
+    }
+}
+
+const char *pq_notify_channel(const pq_notify *n)
+{
+    return ((const PGnotify *)n)->relname;
+}
+
+const char *pq_notify_payload(const pq_notify *n)
+{
+    return ((const PGnotify *)n)->extra;
+}
+
+int pq_notify_pid(const pq_notify *n)
+{
+    return ((const PGnotify *)n)->be_pid;
+}
+
+void pq_notify_free(pq_notify *n)
+{
+    PQfreemem(n);
 }
 
 /* ---- pipelines --------------------------------------------------------- */

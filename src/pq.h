@@ -165,6 +165,54 @@ int pq_pipeline(pq_conn *c, pq_batch_item *items, int count, int sync_each,
                 double timeout, pq_error *err);
 void pq_batch_clear(pq_batch_item *items, int count);
 
+/* Row streams: one statement (unnamed, whatever the statement cache) whose
+ * rows are read one at a time, in the memory of one row. open sends it:
+ * 1 and *seq, the stream's number; 0 and err when it could not be sent.
+ * next: 1 and *row (a one-row result to free with pq_result_free), 0 at
+ * the end (the connection idle again), -1 and err (the stream is over: its
+ * statement failed, timeout waited for one row in vain, or the stream was
+ * abandoned because another statement ran on the connection). close ends
+ * an open stream early: cancelled, the rest read and dropped within 5 s;
+ * 0 when the connection had to be given up. Any other statement on the
+ * connection abandons an open stream the same way. */
+int pq_stream_open(pq_conn *c, const char *sql, const pq_params *params,
+                   double timeout, uint64_t *seq, pq_error *err);
+int pq_stream_next(pq_conn *c, uint64_t seq, pq_result **row, pq_error *err);
+int pq_stream_close(pq_conn *c, uint64_t seq);   /* seq 0: whichever */
+
+/* COPY, a chunk at a time. begin sends sql, which must be a COPY ... FROM
+ * STDIN (PQ_COPY_IN) or TO STDOUT (PQ_COPY_OUT): 1 when the server is
+ * ready for it, else 0 and err (its error, or code "unsupported" for
+ * another statement; the connection idle again). Then for COPY IN, put
+ * each chunk (1, or 0 and err) and end: the final result (affected = rows)
+ * or NULL and err (the server's, for a bad row: nothing copied); an
+ * abort_reason makes the server refuse the COPY with it. For COPY OUT, get
+ * each chunk: 1 and *chunk (*len bytes, to free with pq_free_chunk), 0 at
+ * the end with *res, -1 and err. timeout bounds each wait (the statement
+ * is then cancelled). abort ends a COPY early, the connection idle again
+ * (0 when it had to be given up); any other statement run meanwhile does
+ * it first. */
+enum { PQ_COPY_IN = 1, PQ_COPY_OUT = 2 };
+int pq_copy_begin(pq_conn *c, const char *sql, int direction, double timeout,
+                  pq_error *err);
+int pq_copy_put(pq_conn *c, const char *data, size_t len, pq_error *err);
+pq_result *pq_copy_end(pq_conn *c, const char *abort_reason, pq_error *err);
+int pq_copy_get(pq_conn *c, char **chunk, int *len, pq_result **res,
+                pq_error *err);
+void pq_free_chunk(char *chunk);
+int pq_copy_abort(pq_conn *c);
+
+/* Notifications (LISTEN/NOTIFY) that arrived on c: 1 and *n (free with
+ * pq_notify_free), waiting up to timeout seconds (0: only what has
+ * arrived; math.huge: no limit); 0 when none came; -1 and err when the
+ * connection failed. */
+typedef struct pq_notify pq_notify;
+int pq_wait_notify(pq_conn *c, double timeout, pq_notify **n, pq_error *err);
+const char *pq_notify_channel(const pq_notify *n);
+const char *pq_notify_payload(const pq_notify *n);
+int pq_notify_pid(const pq_notify *n);
+void pq_notify_free(pq_notify *n);
+
 /* Run a script of several statements (simple protocol). 1 on success. */
 int pq_exec(pq_conn *c, const char *script, double timeout, pq_error *err);
 

@@ -6,8 +6,8 @@
  *
  * Lock order of the whole pool core, outermost first:
  *   registry_mu -> live_mu (pool.c) -> a pool's mu
- *               -> { a shared cap's mu, hk_mu, log_mu }
- * The last three are leaves: nothing is taken under them. No network I/O
+ *               -> { a shared cap's mu, a hogs table's mu, hk_mu, log_mu }
+ * The last four are leaves: nothing is taken under them. No network I/O
  * happens under any of them.
  */
 #define _GNU_SOURCE
@@ -85,7 +85,8 @@ static int same_string(const char *a, const char *b)
 static int same_config(const pool_config *a, const pool_config *b)
 {
     return same_string(a->name, b->name) &&
-           same_string(a->conninfo, b->conninfo) && a->max == b->max &&
+           same_string(a->conninfo, b->conninfo) &&
+           same_string(a->on_connect, b->on_connect) && a->max == b->max &&
            a->min == b->min && a->idle_timeout == b->idle_timeout &&
            a->acquire_timeout == b->acquire_timeout &&
            a->connect_timeout == b->connect_timeout &&
@@ -96,6 +97,7 @@ static int same_config(const pool_config *a, const pool_config *b)
            a->max_waiting == b->max_waiting &&
            a->statement_cache == b->statement_cache &&
            a->max_shared == b->max_shared && a->log_level == b->log_level &&
+           a->track_hogs == b->track_hogs &&
            a->health.window == b->health.window &&
            a->health.waiting_ratio == b->health.waiting_ratio &&
            a->health.wait_p95 == b->health.wait_p95 &&

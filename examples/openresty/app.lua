@@ -3,12 +3,16 @@
 -- worker while the query runs) or through ngx.run_worker_thread (the event
 -- loop stays free), and closed in exit_worker_by_lua.
 --
---   /health        select 1, then the pool's figures as JSON
+--   /health        select 1, then pgpool.health() as JSON (503 when critical)
 --   /query?id=N    a parameterised query, called directly (blocks the worker)
 --   /thread?id=N   the same query in the "pgpool" thread pool
 --   /sleep?s=0.2   select pg_sleep($1) in the thread pool (&direct=1: directly)
 --   /ping          no database work
+--   /listen?channel=jobs&timeout=10   a long poll: one notification (LISTEN in a
+--                  worker thread, longpoll.lua) or {"timeout":true}
 --   /stats         pgpool.stats() of every worker, and their sum
+--   /pgpool/       the dashboard, and /pgpool/data, /pgpool/metrics,
+--                  /pgpool/health for every worker (pgpool.nginx)
 --   /naive?id=N    the broken pattern, for comparison: a new connection per
 --                  request, never closed, until the server runs out of slots
 --
@@ -17,11 +21,11 @@
 -- for all workers together, default none). Needs lua-cjson.
 
 local pgpool = require("pgpool")
+local pgpool_nginx = require("pgpool.nginx")
 
 local ngx = ngx
-local tonumber, tostring, pairs, ipairs = tonumber, tostring, pairs, ipairs
+local tonumber, tostring, ipairs = tonumber, tostring, ipairs
 local getenv = os.getenv
-local max = math.max
 local format = string.format
 
 local app = {}
@@ -87,40 +91,31 @@ end
 
 local LOG_LEVELS = { debug = ngx.DEBUG, info = ngx.NOTICE, warn = ngx.WARN, error = ngx.ERR }
 
--- The figures each worker publishes in the shared dict, for /stats.
-local STATS_FIELDS = { "max", "total", "idle", "in_use", "connecting", "waiting", "acquired",
-                       "released", "created", "closed", "timeouts", "connect_errors", "queries",
-                       "query_errors", "wait_time_total", "wait_time_max" }
-
-local function stats_key(worker, field)
-  return format("worker%d:%s", worker, field)
+-- peak_total, for /stats: the highest `total` of this worker's pool seen at
+-- 0.02 s samples (pgpool's own history samples each second).
+local function peak_key(pid)
+  return "peak_total:" .. pid
 end
 
-local function publish_stats(premature)
+local function sample_peak(premature)
   if premature then return end
-  local dict = ngx.shared.pgpool_stats
-  local id = ngx.worker.id()
-  -- after a reload, an old worker with the same id may still be finishing
-  if dict:get(stats_key(id, "pid")) ~= ngx.worker.pid() then return end
-  local st = pgpool.stats()
-  for _, field in ipairs(STATS_FIELDS) do dict:set(stats_key(id, field), st[field]) end
-  -- peak_total: the highest `total` seen at these 0.02 s samples
-  local peak = dict:get(stats_key(id, "peak_total")) or 0
-  if st.total > peak then dict:set(stats_key(id, "peak_total"), st.total) end
+  local dict, key = ngx.shared.pgpool, peak_key(ngx.worker.pid())
+  local total = pgpool.stats().total
+  if total > (dict:get(key) or 0) then dict:set(key, total) end
 end
 
--- init_worker_by_lua: pgpool's log lines go to nginx's error log, and every
--- 0.02 s this worker publishes its pool figures for /stats.
+-- init_worker_by_lua: pgpool's log lines go to nginx's error log; the
+-- worker publishes its pools for /pgpool/* every second (pgpool.nginx) and
+-- samples its peak every 0.02 s.
 function app.init_worker()
   pgpool.on_log(function(level, message)
     ngx.log(LOG_LEVELS[level] or ngx.NOTICE, message)
   end)
-  local dict, id = ngx.shared.pgpool_stats, ngx.worker.id()
-  dict:set(stats_key(id, "pid"), ngx.worker.pid())   -- this worker now owns the slot
-  dict:delete(stats_key(id, "peak_total"))
-  publish_stats(false)
-  local ok, err = ngx.timer.every(0.02, publish_stats)
-  if not ok then ngx.log(ngx.ERR, "pgpool example: no stats timer: ", err) end
+  local ok, err = pgpool_nginx.init_worker{ dict = "pgpool" }
+  if not ok then ngx.log(ngx.ERR, "pgpool example: ", err) end
+  sample_peak(false)
+  ok, err = ngx.timer.every(0.02, sample_peak)
+  if not ok then ngx.log(ngx.ERR, "pgpool example: no peak timer: ", err) end
 end
 
 local naive_held = {}   -- the connections of the broken pattern (see below)
@@ -130,23 +125,24 @@ function app.exit_worker()
   -- The broken pattern's connections are never released, so shutdown would
   -- wait the whole timeout for them: drop them first.
   for i = 1, #naive_held do naive_held[i]:discard() end
+  pgpool_nginx.exit_worker()
+  ngx.shared.pgpool:delete(peak_key(ngx.worker.pid()))
   local ok, msg = pgpool.shutdown_all{ timeout = 5 }
   if not ok then ngx.log(ngx.WARN, "pgpool example: shutdown: ", msg) end
 end
 
 -- Handlers --------------------------------------------------------------------
 
+-- select 1, and this worker's pool health (/pgpool/health has every
+-- worker's): 503 when the query fails or the pool is critical.
 function app.health()
   local res, msg, code = pgpool.query("select 1 as ok")
-  local st = pgpool.stats()
-  local pool = {
-    total = st.total, idle = st.idle, in_use = st.in_use, waiting = st.waiting,
-    max = st.max, utilization = (st.in_use + st.connecting) / st.max,
-  }
+  local pool = pgpool.health()
   if not res then
     return reply(503, { database = { connected = false, error = msg, code = code, pool = pool } })
   end
-  reply(200, { database = { connected = true, pool = pool } })
+  local critical = pool and pool.status == "critical"
+  reply(critical and 503 or 200, { database = { connected = true, pool = pool } })
 end
 
 -- Direct call: the worker's event loop waits while the query runs. Fine for
@@ -188,29 +184,45 @@ function app.sleep()
   reply(200, { slept = seconds, took = ngx.now() - started, worker = ngx.worker.id() })
 end
 
+-- /listen?channel=jobs&timeout=10: a long poll, LISTEN in a worker thread
+-- (longpoll.lua) until one notification or the timeout (at most 30 s).
+function app.listen()
+  local channel = ngx.var.arg_channel or "jobs"
+  local timeout = math.min(tonumber(ngx.var.arg_timeout) or 10, 30)
+  if not (timeout >= 0) then timeout = 10 end
+  local ok, got, payload, pid = ngx.run_worker_thread("pgpool", "longpoll", "wait", channel, timeout)
+  if not ok then return fail(500, "run_worker_thread: " .. tostring(got), "thread") end
+  if not got then
+    if pid == "timeout" or payload == "timeout" then return reply(200, { timeout = true }) end
+    return fail(500, payload, pid)
+  end
+  reply(200, { channel = got, payload = payload, pid = pid })
+end
+
 function app.ping()
   reply(200, { pong = true, worker = ngx.worker.id() })
 end
 
--- Every worker's figures and their sum (wait_time_max: the largest).
+-- Every worker's figures of the "default" pool (its pgpool.stats(), from the
+-- snapshots pgpool.nginx publishes) with its peak_total, and their sum
+-- (wait_time_max: the largest).
 function app.stats()
-  publish_stats(false)
-  local dict = ngx.shared.pgpool_stats
-  local workers, sum = {}, { peak_total = 0 }
-  for _, field in ipairs(STATS_FIELDS) do sum[field] = 0 end
-  for id = 0, ngx.worker.count() - 1 do
-    local pid = dict:get(stats_key(id, "pid"))
-    if pid then
-      local w = { worker = id, pid = pid, peak_total = dict:get(stats_key(id, "peak_total")) or 0 }
-      for _, field in ipairs(STATS_FIELDS) do w[field] = dict:get(stats_key(id, field)) or 0 end
-      for field, value in pairs(w) do
-        if field == "wait_time_max" then
-          sum[field] = max(sum[field], value)
-        elseif sum[field] then
-          sum[field] = sum[field] + value
-        end
+  sample_peak(false)
+  local snapshots = pgpool_nginx.snapshots()
+  local sum = { peak_total = 0 }
+  for _, totals in ipairs(pgpool_nginx.totals(snapshots)) do
+    if totals.name == "default" then sum = totals end
+  end
+  sum.peak_total = 0
+  local dict, workers = ngx.shared.pgpool, {}
+  for _, snapshot in ipairs(snapshots) do
+    for _, st in ipairs(snapshot.pools) do
+      if st.name == "default" then
+        st.history, st.health, st.hogs = nil, nil, nil
+        st.peak_total = dict:get(peak_key(snapshot.pid)) or 0
+        sum.peak_total = sum.peak_total + st.peak_total
+        workers[#workers + 1] = st
       end
-      workers[#workers + 1] = w
     end
   end
   reply(200, { workers = workers, sum = sum })

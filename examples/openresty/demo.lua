@@ -56,8 +56,9 @@ local function run(label, path)
   local done, r = pcall(srv.ab, srv, path, N, C, monitor.count, 0.01)
   local stats
   if done then
-    -- every worker publishes its figures each 0.02 s: let the last load in
-    os.execute("sleep 0.1")
+    -- every worker publishes its figures each second (pgpool.nginx): let
+    -- the last load in
+    os.execute("sleep 1.2")
     local status, body = srv:get("/stats")
     local answer = status == 200 and cjson.decode(body)
     stats = answer and answer.sum

@@ -85,9 +85,9 @@ cmd_start() {
     touch "$prefix/$MARKER"
     mkdir -p "$prefix/conf" "$prefix/logs" "$prefix/tmp" "$prefix/lua/pgpool"
     # Copies, so that the workers (user nobody) can read them wherever the repo is.
-    cp "$root/lua/pgpool.lua" "$here/app.lua" "$prefix/lua/"
+    cp "$root/lua/pgpool.lua" "$here/app.lua" "$here/longpoll.lua" "$prefix/lua/"
+    cp "$root"/lua/pgpool/*.lua "$prefix/lua/pgpool/"     # the adapters (pgpool.nginx, pgpool.dashboard)
     cp "$core" "$prefix/lua/pgpool/core.so"
-    cp "$root"/lua/pgpool/*.lua "$prefix/lua/pgpool/"
     chmod -R a+rX "$prefix"
 
     local workers=${NGINX_WORKERS:-2} threads=${NGINX_THREADS:-16} port attempt

@@ -33,6 +33,7 @@ function metrics.snapshot(opts)
       local st = p:stats()
       st.health = health.of(p)
       if with_history then st.history = p:history() end
+      st.hogs = p:hogs()   -- nil unless the pool tracks hogs
       pools[#pools + 1] = st
     end
   end

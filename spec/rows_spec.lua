@@ -1,0 +1,143 @@
+-- conn:rows(sql, ...): a result read one row at a time, in the memory of a
+-- row, that can be left mid-way and leaves its connection clean.
+local helpers = require 'spec.support.helpers'
+local pgpool = require 'pgpool'
+
+local SERIES = 'select g as v, repeat(\'x\', 100) as pad from generate_series(1, $1) g'
+
+-- The state of backend `pid` as another session sees it.
+local function backend_state(pid)
+  return helpers.psql(('select state from pg_stat_activity where pid = %d'):format(pid))
+end
+
+describe('conn:rows', function()
+  local pool, conn
+  local open, close = helpers.held_connection('rows', { max = 2 }, function(p, c) pool, conn = p, c end)
+  before_each(open)
+  after_each(close)
+
+  it('gives every row in order, as query would, with parameters', function()
+    local n, last = 0, 0
+    for row in conn:rows(SERIES, 5000) do
+      n = n + 1
+      assert.are.equal(last + 1, row.v)
+      last = row.v
+      assert.are.equal(100, #row.pad)
+    end
+    assert.are.equal(5000, n)
+    local same = conn:query(SERIES, 3)
+    local streamed = {}
+    for row in conn:rows(SERIES, 3) do streamed[#streamed + 1] = row end
+    for i = 1, 3 do assert.are.same(same[i], streamed[i]) end
+  end)
+
+  it('holds one row at a time: its peak heap is a small part of the whole result', function()
+    local count = 200000
+    collectgarbage('collect')
+    local base = collectgarbage('count')
+    local peak_stream = 0
+    local n = 0
+    for _ in conn:rows(SERIES, count) do
+      n = n + 1
+      if n % 5000 == 0 then peak_stream = math.max(peak_stream, collectgarbage('count') - base) end
+    end
+    assert.are.equal(count, n)
+    collectgarbage('collect')
+    base = collectgarbage('count')
+    local res = assert(conn:query(SERIES, count))
+    local whole = collectgarbage('count') - base
+    assert.are.equal(count, #res)
+    res = nil   -- luacheck: ignore
+    collectgarbage('collect')
+    assert.truthy(peak_stream * 10 < whole,
+      ('streamed peak %.0f kB vs whole result %.0f kB'):format(peak_stream, whole))
+  end)
+
+  it('can be left with break: the connection answers the next statement and is reused', function()
+    local pid = conn:backend_pid()
+    for row in conn:rows('select g from generate_series(1, 10000000) g') do
+      if row.g == 10 then break end
+    end
+    if _VERSION == 'Lua 5.4' and not rawget(_G, 'jit') then
+      -- the loop's closing value ended the statement at the break
+      assert.are.equal('idle', backend_state(pid))
+    end
+    assert.are.equal(42, conn:query('select 42 as x')[1].x)
+    assert.are.equal(pid, conn:backend_pid())
+  end)
+
+  it('ends a stream left open when the connection is released, and the connection goes back', function()
+    local iterate = conn:rows('select g from generate_series(1, 10000000) g')
+    assert.are.equal(1, iterate().g)
+    local pid = conn:backend_pid()
+    conn:release()
+    local st = pool:stats()
+    assert.are.equal(0, st.closed_broken)
+    assert.are.equal(1, st.idle)
+    local again = assert(pool:acquire())
+    assert.are.equal(pid, again:backend_pid())
+    assert.are.equal('idle', backend_state(pid))
+    again:release()
+    conn = nil
+  end)
+
+  it('gives a failure mid-way as one iteration false, msg, code, info, then stops', function()
+    local seen, failure = 0, nil
+    for row, msg, code, info in conn:rows('select 1 / (5 - g) as v from generate_series(1, 10) g') do
+      if row then seen = seen + 1 else failure = { msg, code, info } end
+    end
+    assert.are.equal(4, seen)
+    assert.are.equal('22012', failure[2])
+    assert.are.equal('22012', failure[3].sqlstate)
+    assert.truthy(failure[1]:find('division by zero', 1, true))
+    assert.are.equal(1, conn:query('select 1 as x')[1].x)
+  end)
+
+  it('gives a statement that fails at once the same way', function()
+    local results = {}
+    for row, msg, code in conn:rows('selec 1') do results[#results + 1] = { row, msg, code } end
+    assert.are.equal(1, #results)
+    assert.is_false(results[1][1])
+    assert.are.equal('42601', results[1][3])
+  end)
+
+  it('bounds each wait for a row by the statement timeout', function()
+    local t0 = helpers.now()
+    local results = {}
+    for row, _, code in conn:rows({ 'select pg_sleep(10)', timeout = 0.3 }) do
+      results[#results + 1] = { row, code }
+    end
+    assert.truthy(helpers.now() - t0 < 4)
+    assert.are.same({ { false, 'timeout' } }, results)
+    assert.are.equal(1, conn:query('select 1 as x')[1].x)
+  end)
+
+  it('tells its loop when another statement on the connection ended it', function()
+    local iterate = conn:rows('select g from generate_series(1, 1000000) g')
+    assert.are.equal(1, iterate().g)
+    assert.are.equal(7, conn:query('select 7 as x')[1].x)
+    local row, msg, code = iterate()
+    assert.is_false(row)
+    assert.are.equal('closed', code)
+    assert.truthy(msg:find('closed before its end', 1, true), msg)
+    assert.is_nil(iterate())
+  end)
+
+  it('counts a stream as one statement', function()
+    local before = pool:stats().queries
+    for _ in conn:rows(SERIES, 10) do end
+    assert.are.equal(before + 1, pool:stats().queries)
+  end)
+
+  it('refuses misuse like query does', function()
+    assert.has_error(function() conn:rows(nil) end, nil)
+    local ok, err = pcall(conn.rows, conn, 42)
+    assert.is_false(ok)
+    assert.matches("bad argument #1 to 'conn:rows'", err)
+    conn:release()
+    ok, err = pcall(conn.rows, conn, 'select 1')
+    assert.is_false(ok)
+    assert.matches('connection released', err)
+    conn = nil
+  end)
+end)

@@ -1,0 +1,71 @@
+/*
+ * lnotify.c - conn:wait_notify(timeout): the next notification of the
+ * channels the connection LISTENs to, as channel, payload, pid. The
+ * listener the facade builds on it (pgpool.listen) keeps the channels and
+ * reconnects.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "lnotify.h"
+
+#include "lcommon.h"
+#include "lconn.h"
+#include "lresult.h"
+
+static int lnotify_wait(lua_State *L)
+{
+    pool *p;
+    pool_slot *slot;
+    uint64_t ticket;
+    double timeout;
+    pq_notify *n;
+    pq_error err;
+    pq_conn *conn;
+    int rc;
+
+    lconn_checkout(L, 1, "wait_notify", &p, &slot, &ticket);
+    if (lua_type(L, 2) != LUA_TNUMBER)
+        return lcommon_argerror(L, 1, "wait_notify", "timeout must be a "
+                                "number, got %s", luaL_typename(L, 2));
+    timeout = lua_tonumber(L, 2);
+    if (!(timeout >= 0))
+        return lcommon_argerror(L, 1, "wait_notify", "timeout must be >= 0 "
+                                "(math.huge: no limit)");
+    lua_settop(L, 1);
+    lua_checkstack(L, 4);
+    conn = pool_begin_use(p, slot, ticket, &err);
+    if (!conn) {
+        if (strcmp(err.code, PQ_CODE_SHUTDOWN) != 0)
+            return luaL_error(L, "pgpool: connection released");
+        return lresult_push_error(L, &err);
+    }
+    rc = pq_wait_notify(conn, timeout, &n, &err);
+    pool_end_use(p, slot, NULL, 0, 0, 0);
+    lctx_flush_log(L);
+    if (rc < 0)
+        return lresult_push_error(L, &err);
+    if (rc == 0) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "timeout");
+        lua_pushliteral(L, "timeout");
+        return 3;
+    }
+    lua_pushstring(L, pq_notify_channel(n));     /* may raise: n leaks only */
+    lua_pushstring(L, pq_notify_payload(n));     /* on a memory error */
+    lua_pushinteger(L, pq_notify_pid(n));
+    pq_notify_free(n);
+    return 3;
+}
+
+void lnotify_open(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        { "wait_notify", lnotify_wait },
+        { NULL, NULL },
+    };
+    luaL_getmetatable(L, LCONN_MT);
+    lua_getfield(L, -1, "__index");
+    lcommon_setfuncs(L, methods, "conn:", 0);
+    lua_pop(L, 2);
+}
