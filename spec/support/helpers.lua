@@ -492,6 +492,88 @@ function helpers.fault_proxy(opts)
   return self
 end
 
+-- A streaming standby (pg_basebackup -R, spec/support/standby.sh) of the
+-- test server, or of the pgserver.sh server in `primary_dir`. The object:
+--   s.port, s.dir, s.conninfo   its port, directory, conninfo (on its socket)
+--   s:pids()                    its postmaster's pid and its children's
+--   s:freeze(), s:thaw()        SIGSTOP, SIGCONT every one of them
+--   s:stop()                    pg_ctl stop -m immediate (thawed first)
+--   s:start()                   pg_ctl start again, waiting until it answers
+--   s:remove()                  thaw, stop and remove it (idempotent)
+local Standby = {}
+Standby.__index = Standby
+
+function Standby:postmaster_pid()
+  return tonumber(read_file(self.dir .. '/data/postmaster.pid'):match('^(%d+)'))
+end
+
+function Standby:pids()
+  local pm = self:postmaster_pid()
+  if not pm then return {} end
+  local pids = { pm }
+  local out = helpers.must_run(("awk '$4 == %d { print $1 }' /proc/[0-9]*/stat 2>/dev/null || true"):format(pm))
+  for pid in out:gmatch('%d+') do pids[#pids + 1] = tonumber(pid) end
+  return pids
+end
+
+function Standby:signal(sig)
+  local pids = self:pids()
+  if #pids > 0 then helpers.run(('kill -%s %s'):format(sig, table.concat(pids, ' '))) end
+  return pids
+end
+
+function Standby:freeze()
+  -- the postmaster first, so that it forks nothing after the list is taken
+  local pm = self:postmaster_pid()
+  if pm then helpers.run('kill -STOP ' .. pm) end
+  self.frozen = true
+  return self:signal('STOP')
+end
+
+function Standby:thaw()
+  self.frozen = false
+  return self:signal('CONT')
+end
+
+local function pg_ctl(self, args)
+  return helpers.run(('runuser -u postgres -- %s/pg_ctl -D %s %s'):format(
+    shquote(env('PGPOOL_TEST_PGBIN')), shquote(self.dir .. '/data'), args))
+end
+
+function Standby:stop()
+  self:thaw()
+  if self:postmaster_pid() then
+    local rc, out = pg_ctl(self, '-m immediate -w -t 10 stop')
+    assert(rc == 0, 'pg_ctl stop: ' .. out)
+  end
+end
+
+function Standby:start()
+  local rc, out = pg_ctl(self, '-l ' .. shquote(self.dir .. '/postgresql.log') .. ' -w -t 30 start')
+  assert(rc == 0, 'pg_ctl start: ' .. out)
+end
+
+function Standby:remove()
+  if self.removed then return end
+  self.removed = true
+  self:thaw()
+  helpers.run('spec/support/pgserver.sh stop ' .. shquote(self.dir))
+end
+
+function helpers.standby(primary_dir)
+  primary_dir = primary_dir or env('PGPOOL_TEST_DIR')
+  local dir = helpers.must_run('mktemp -d "${TMPDIR:-/tmp}/pgpool-standby.XXXXXX"')
+  local self = setmetatable({ dir = dir }, Standby)
+  local rc, out = helpers.run(('spec/support/standby.sh start %s %s'):format(shquote(primary_dir), shquote(dir)))
+  if rc ~= 0 then
+    self:remove()
+    error('standby did not start:\n' .. out, 2)
+  end
+  self.port = assert(tonumber(out:match('(%d+)%s*$')), out)
+  self.conninfo = ('host=%s/sock port=%d dbname=pgpool_test user=postgres'):format(dir, self.port)
+  return self
+end
+
 -- PGPOOL_TEST_STATEMENT_CACHE=N (make test-pgbouncer sets it): every pool
 -- a spec configures through pgpool.configure without a statement_cache of
 -- its own gets a cache of N, so that the specs' statements run prepared and
