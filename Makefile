@@ -3,6 +3,9 @@
 #   make            build build/lua5.4/pgpool/core.so (LUA=luajit|lua5.1|lua5.3 for others)
 #   make test       build for Lua 5.4 and LuaJIT, start a throwaway PostgreSQL,
 #                   run the busted specs under both, print one summary line
+#   make test-pgbouncer
+#                   the core specs (PGBOUNCER_SPECS) under Lua 5.4 through a real
+#                   PgBouncer in transaction mode, every pool with a statement cache
 #   make test SANITIZE=1
 #                   the same specs on a module built with AddressSanitizer and
 #                   UndefinedBehaviorSanitizer (build/asan), under Lua 5.4 only
@@ -67,7 +70,7 @@ DEBS_DEMO  := $(DEBS_TEST)
 # the CPU time of pgbench.
 DEBS_BENCH := $(DEBS_TEST) lua-sql-postgres valgrind util-linux procps time
 
-.PHONY: bench-storm all module build tsan asan rock test demo deps deps-test deps-bench deps-fuzz bench fuzz clean
+.PHONY: bench-storm all module build tsan asan rock test test-pgbouncer demo deps deps-test deps-bench deps-fuzz bench fuzz clean
 
 all: module $(BUILD)/lthreads $(BUILD)/lfork.so
 
@@ -117,6 +120,28 @@ rock:
 test: deps-test build tsan $(TEST_BUILDS)
 	@spec/support/with-pg.sh env RUNTIMES="$(TEST_RUNTIMES)" SANITIZE="$(SANITIZE)" \
 		spec/support/run-specs.sh $(SPECS)
+
+# The specs of pgpool against "a server", run through PgBouncer (pool_mode
+# = transaction) in front of the throwaway one, with a statement cache of
+# PGBOUNCER_STATEMENT_CACHE for every pool that does not set its own
+# (spec/support/pgbouncer.sh, helpers.lua). Left out: the specs that start
+# servers of their own or stop, fill or cut off the test server (failover,
+# tls, capacity, faults, storm, fault_proxy: what they test is between
+# pgpool and a server, and PgBouncer would answer in its place),
+# statement_names (starts its own PgBouncer), nginx and the build-only ones.
+# Under Lua 5.4 unless RUNTIMES is given.
+PGBOUNCER_SPECS := $(addprefix spec/,$(addsuffix _spec.lua,support query pool values arrays \
+                   transaction pipeline statement_cache lifecycle threads hostile_input \
+                   server_errors notices cancel copy deadlines escape retry secrets \
+                   replicas fork signals max_shared metrics health))
+PGBOUNCER_STATEMENT_CACHE ?= 0
+PGBOUNCER_RUNTIMES := $(if $(filter file,$(origin RUNTIMES)),lua5.4,$(RUNTIMES))
+
+test-pgbouncer: deps-test tsan
+	@$(MAKE) --no-print-directory RUNTIMES="$(PGBOUNCER_RUNTIMES)" build
+	@PGPOOL_TEST_VIA=pgbouncer PGPOOL_TEST_STATEMENT_CACHE=$(PGBOUNCER_STATEMENT_CACHE) \
+		spec/support/with-pg.sh env RUNTIMES="$(PGBOUNCER_RUNTIMES)" \
+		spec/support/run-specs.sh $(or $(SPECS),$(PGBOUNCER_SPECS))
 
 # Plain Lua first, then OpenResty (skipped with a note when nginx is missing).
 demo: deps build

@@ -15,6 +15,14 @@ local function postmaster_pid()
   return assert(tonumber(pid))
 end
 
+-- PgBouncer's pid, in the PgBouncer run.
+local function pgbouncer_pid()
+  local f = assert(io.open(assert(os.getenv('PGPOOL_TEST_DIR')) .. '/pgbouncer/pgbouncer.pid'))
+  local pid = f:read('*l')
+  f:close()
+  return assert(tonumber(pid))
+end
+
 describe('the cancel of a timed-out statement', function()
   if os.getenv('PGPOOL_TEST_RUNTIME') ~= 'lua5.4' then
     pending('stops the shared test server: runs once, under lua5.4')
@@ -26,7 +34,9 @@ describe('the cancel of a timed-out statement', function()
   it('gives up at query_timeout plus the grace, with "timeout", when the postmaster and the backend are stopped', function()
     local pool = pgpool.configure(opts('cancel-frozen', { max = 1, query_timeout = 0.5, log_level = 'off' }))
     local conn = assert(pool:acquire())
-    local pids = postmaster_pid() .. ' ' .. conn:backend_pid()
+    -- Through PgBouncer, it is what pgpool talks to: stopped, it answers
+    -- neither (the server's backend for the statement is not known before).
+    local pids = helpers.via_pgbouncer() and pgbouncer_pid() or postmaster_pid() .. ' ' .. conn:backend_pid()
     os.execute('kill -STOP ' .. pids)        -- neither the statement nor a cancel is answered
     -- a watchdog resumes them in any case, so that a hang cannot outlive the spec
     os.execute('(sleep 15; kill -CONT ' .. pids .. ') >/dev/null 2>&1 &')
@@ -87,9 +97,10 @@ describe('TCP keepalive', function()
   end
 
   local function keepalive_of(name, conninfo)
-    local pool = pgpool.configure({ name = name, conninfo = conninfo, max = 1, log_level = 'warn' })
+    local pool = pgpool.configure({ name = name, conninfo = conninfo .. ' application_name=' .. name,
+      max = 1, log_level = 'warn' })
     local conn = assert(pool:acquire())
-    local port = assert(conn:query('select client_port from pg_stat_activity where pid = pg_backend_pid()'))[1].client_port
+    local port = helpers.client_port(conn, name)
     local left = keepalive_left(port)
     conn:release()
     return left

@@ -108,44 +108,18 @@ describe('multi-host failover', function()
   end)
 end)
 
--- A streaming standby of the server in `primary_dir` (pgserver.sh's, with a
--- replication entry in pg_hba), in `dir`: pg_basebackup -R, its own port
--- and socket directory. pgserver.sh stop removes it like its own.
-local START_STANDBY = [[
-set -eu
-primary=$1 dir=$2 pgbin=$3
-. "$primary/env"
-. spec/support/ports.sh
-die() { echo "$*" >&2; exit 1; }
-touch "$dir/.pgserver"
-mkdir -p "$dir/sock"
-chown -R postgres: "$dir"
-chmod 0755 "$dir" "$dir/sock"
-runuser -u postgres -- "$pgbin/pg_basebackup" -h "$PGPOOL_TEST_SOCKDIR" -p "$PGPOOL_TEST_PORT" \
-  -U postgres -D "$dir/data" -R -c fast -X stream
-port=$(pick_port)
-sed -e "s/^port = .*/port = $port/" \
-  -e "s|^unix_socket_directories = .*|unix_socket_directories = '$dir/sock'|" \
-  "$primary/data/pgpool_test.conf" >"$dir/data/pgpool_test.conf"
-chown postgres: "$dir/data/pgpool_test.conf"
-runuser -u postgres -- "$pgbin/pg_ctl" -D "$dir/data" -l "$dir/postgresql.log" -w -t 30 start >/dev/null
-echo "$port"
-]]
-
 describe('target_session_attrs across a primary and a standby', function()
-  local primary_dir, standby_dir, primary, standby
+  local primary_dir, standby_dir, primary, standby, standby_server
 
   setup(function()
-    local pgbin = os.getenv('PGPOOL_TEST_PGBIN')
     primary_dir = must_run('mktemp -d "${TMPDIR:-/tmp}/pgpool-primary.XXXXXX"')
     helpers.write_file(primary_dir .. '/pg_hba.conf', 'local all all trust\n'
       .. 'local replication postgres trust\nhost all all 127.0.0.1/32 trust\n')
     must_run(('PGSERVER_HBA=%s spec/support/pgserver.sh start %s 20')
       :format(shquote(primary_dir .. '/pg_hba.conf'), shquote(primary_dir)))
     primary = tonumber(helpers.read_file(primary_dir .. '/env'):match('PGPOOL_TEST_PORT=(%d+)'))
-    standby_dir = must_run('mktemp -d "${TMPDIR:-/tmp}/pgpool-standby.XXXXXX"')
-    standby = tonumber(must_run(('bash -c %s standby %s %s %s'):format(shquote(START_STANDBY),
-      shquote(primary_dir), shquote(standby_dir), shquote(pgbin))):match('(%d+)%s*$'))
+    standby_server = helpers.standby(primary_dir)
+    standby_dir, standby = standby_server.dir, standby_server.port
     assert(primary and standby, 'no port for the primary or the standby')
   end)
 

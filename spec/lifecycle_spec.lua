@@ -167,11 +167,14 @@ describe('process exit', function()
   -- Each child connects with log_min_messages=debug1 so that the server logs
   -- "unexpected EOF on client connection" for every session that ends
   -- without a Terminate message (at the default level it would log that only
-  -- for sessions inside a transaction).
+  -- for sessions inside a transaction). Through PgBouncer the child's peer
+  -- is PgBouncer, which logs every client gone without a Terminate (and
+  -- refuses startup options): its log is read instead (helpers.peer_log_*).
   local CHILD = [[
     local pgpool = require 'pgpool'
     local pool = pgpool.configure{ name = 'exit', log_level = 'off',
-      conninfo = os.getenv('PGPOOL_TEST_DSN') .. " options='-c log_min_messages=debug1'" }
+      conninfo = os.getenv('PGPOOL_TEST_DSN') ..
+        (os.getenv('PGPOOL_TEST_VIA') == 'pgbouncer' and '' or " options='-c log_min_messages=debug1'") }
     local a, b, c = assert(pool:acquire()), assert(pool:acquire()), assert(pool:acquire())
     assert(a:query('select 1'))
     b:release()
@@ -185,13 +188,13 @@ describe('process exit', function()
 
   local function run_child(before, ending, expect_rc)
     assert.is_true(backends_become(0))
-    local log_size = helpers.server_log_size()
+    local log_size = helpers.peer_log_size()
     local out, err, rc = helpers.run_lua(CHILD:format(before or '', ending or ''))
     assert.are.equal(expect_rc or 0, rc, 'child failed: ' .. err)
     assert.truthy(contains(out, 'opened 3'), out .. err)
     assert.is_true(backends_become(0), 'the child left backends open')
     helpers.sleep(0.05)   -- let the backends finish writing to the log
-    return helpers.server_log_since(log_size), out
+    return helpers.peer_log_since(log_size), out
   end
 
   it('the server logs an unexpected EOF for a process killed with connections open (control)', function()
@@ -199,27 +202,27 @@ describe('process exit', function()
       local pid = io.open('/proc/self/stat'):read('*l'):match('^%d+')
       os.execute('kill -9 ' .. pid)
     ]], 137)
-    assert.truthy(contains(server_log, 'unexpected EOF'), server_log)
+    assert.truthy(contains(server_log, helpers.PEER_EOF), server_log)
   end)
 
   it('closes every connection cleanly when the script ends normally', function()
     local server_log = run_child()
-    assert.is_nil(server_log:find('unexpected EOF', 1, true), server_log)
+    assert.is_nil(server_log:find(helpers.PEER_EOF, 1, true), server_log)
   end)
 
   it('closes every connection cleanly on os.exit(0) without closing the state', function()
     local server_log = run_child(nil, 'os.exit(0)')
-    assert.is_nil(server_log:find('unexpected EOF', 1, true), server_log)
+    assert.is_nil(server_log:find(helpers.PEER_EOF, 1, true), server_log)
   end)
 
   it('closes every connection cleanly on os.exit(0, true)', function()
     local server_log = run_child(nil, 'os.exit(0, true)')
-    assert.is_nil(server_log:find('unexpected EOF', 1, true), server_log)
+    assert.is_nil(server_log:find(helpers.PEER_EOF, 1, true), server_log)
   end)
 
   it('closes a connection held inside an open transaction cleanly on os.exit(0)', function()
     local server_log = run_child("assert(a:exec('begin; select 1'))", 'os.exit(0)')
-    assert.is_nil(server_log:find('unexpected EOF', 1, true), server_log)
+    assert.is_nil(server_log:find(helpers.PEER_EOF, 1, true), server_log)
   end)
 end)
 

@@ -12,6 +12,12 @@ local unpack = table.unpack or unpack
 
 local INSPECT = 'select statement, (generic_plans + custom_plans)::int as runs from pg_prepared_statements'
 
+-- Through PgBouncer (transaction mode) pg_prepared_statements is the view
+-- of whichever server connection runs the inspecting query, and holds
+-- other clients' statements too: the specs that count on it are skipped.
+local SESSION_VIEW = helpers.via_pgbouncer()
+  and "through PgBouncer: counts pg_prepared_statements of one server session, which PgBouncer's server connections share"
+
 local pool, conn
 
 -- A pool of one connection with the given cache size, and that connection.
@@ -52,6 +58,7 @@ end
 
 describe('statement_cache = N', function()
   it('prepares a repeated statement once and executes that prepared statement each time', function()
+    if SESSION_VIEW then return pending(SESSION_VIEW) end
     open(10)
     local sql = 'select $1::int + 1 as v'
     for i = 1, 5 do
@@ -63,6 +70,7 @@ describe('statement_cache = N', function()
   end)
 
   it('keeps using the prepared statement across release and acquire of the same connection', function()
+    if SESSION_VIEW then return pending(SESSION_VIEW) end
     open(10)
     local sql = 'select $1::text as v'
     assert(conn:query(sql, 'a'))
@@ -75,6 +83,7 @@ describe('statement_cache = N', function()
   end)
 
   it('runs pool:query through the cache as well', function()
+    if SESSION_VIEW then return pending(SESSION_VIEW) end
     open(10)
     conn:release()
     conn = nil
@@ -87,6 +96,7 @@ describe('statement_cache = N', function()
   end)
 
   it('never keeps more than N statements: the least recently used is deallocated', function()
+    if SESSION_VIEW then return pending(SESSION_VIEW) end
     open(3)
     for i = 1, 10 do assert(conn:query('select ' .. i .. ' as v')) end
     -- INSPECT is prepared now, evicting "select 8": 9, 10 and INSPECT remain
@@ -97,6 +107,7 @@ describe('statement_cache = N', function()
   end)
 
   it('evicts the least recently used statement, not the oldest prepared one', function()
+    if SESSION_VIEW then return pending(SESSION_VIEW) end
     open(3)
     local A, B, C = 'select 1 as a', 'select 1 as b', 'select 1 as c'
     assert(conn:query(A))
@@ -108,6 +119,7 @@ describe('statement_cache = N', function()
   end)
 
   it('returns the same results as without the cache, for every kind of value', function()
+    if SESSION_VIEW then return pending(SESSION_VIEW) end
     -- { sql, number of parameters, parameters... }
     local CASES = {
       { 'select $1::int as a, $2::text as b, $3::bool as c', 3, 1, 'x', true },
@@ -145,6 +157,7 @@ describe('statement_cache = N', function()
   end)
 
   it('uses different statements for a bytea and a text parameter in the same position', function()
+    if SESSION_VIEW then return pending(SESSION_VIEW) end
     open(10)
     local sql = 'select $1::text as v'
     assert.are.equal('x', assert(conn:query(sql, 'x'))[1].v)
@@ -174,6 +187,7 @@ describe('statement_cache = N', function()
   end)
 
   it('returns the error of a statement that cannot be prepared (42601) and caches nothing for it', function()
+    if SESSION_VIEW then return pending(SESSION_VIEW) end
     open(10)
     local res, msg, code = conn:query('select from where')
     assert.is_nil(res)
@@ -290,6 +304,7 @@ describe('statement_cache inside transactions', function()
   -- Statements evicted inside a transaction block are deallocated once it
   -- has ended.
   it('never keeps more than N statements on the server, even when they were evicted inside a transaction', function()
+    if SESSION_VIEW then return pending(SESSION_VIEW) end
     open(2)
     assert(conn:exec('begin'))
     for i = 1, 6 do assert(conn:query('select ' .. i .. ' as v')) end
@@ -299,6 +314,7 @@ describe('statement_cache inside transactions', function()
   end)
 
   it('never keeps more than N statements on the server after pool:transaction with many statements', function()
+    if SESSION_VIEW then return pending(SESSION_VIEW) end
     open(3)
     conn:release()
     conn = nil
@@ -313,6 +329,7 @@ end)
 
 describe('statement_cache = 0', function()
   it('creates no prepared statements at all', function()
+    if SESSION_VIEW then return pending(SESSION_VIEW) end
     open(0)
     for i = 1, 5 do
       assert(conn:query('select $1::int as v', i))
@@ -323,6 +340,7 @@ describe('statement_cache = 0', function()
   end)
 
   it('is the default', function()
+    if SESSION_VIEW then return pending(SESSION_VIEW) end
     pool = pgpool.configure{ name = 'statement_cache_spec_default', conninfo = helpers.dsn(), max = 1, log_level = 'warn' }
     conn = assert(pool:acquire())
     for _ = 1, 3 do assert(conn:query('select 1 as v')) end

@@ -110,10 +110,18 @@ static handle_opts opts_arg(lua_State *L, int idx, const char *name,
     return o;
 }
 
-/* A connection of one of p's replicas, taken in turn; one that cannot
- * connect or is shut down is skipped. 1 with the checkout; 0 when none
- * could serve; -1 with err on another failure (a timeout, say). */
-static int acquire_replica(pool *p, double timeout, pool **from,
+/* The time left until deadline (HUGE_VAL for none), at least 0. */
+static double time_left(double deadline)
+{
+    double left = deadline - clock_now();
+    return left > 0 ? left : 0;
+}
+
+/* A connection of one of p's replicas, taken in turn, within `deadline`;
+ * one that cannot connect, is shut down or cannot serve by the deadline (a
+ * frozen server, whose connection attempt outlasts it) is skipped. 1 with
+ * the checkout; 0 when none could serve; -1 with err on another failure. */
+static int acquire_replica(pool *p, double deadline, pool **from,
                            pool_slot **slot, uint64_t *ticket, pq_error *err)
 {
     int n = pool_replica_count(p), k;
@@ -121,12 +129,14 @@ static int acquire_replica(pool *p, double timeout, pool **from,
 
     for (k = 0; k < n; k++) {
         pool *replica = pool_replica(p, turn + (unsigned)k);
-        if (pool_acquire(replica, timeout, 0, slot, ticket, err)) {
+        if (pool_acquire(replica, time_left(deadline), 0, slot, ticket,
+                         err)) {
             *from = replica;
             return 1;
         }
         if (strcmp(err->code, PQ_CODE_CONNECT) != 0 &&
-            strcmp(err->code, PQ_CODE_SHUTDOWN) != 0)
+            strcmp(err->code, PQ_CODE_SHUTDOWN) != 0 &&
+            strcmp(err->code, PQ_CODE_TIMEOUT) != 0)
             return -1;
     }
     return 0;
@@ -160,12 +170,20 @@ static int lpool_acquire(lua_State *L)
     pool_slot *slot;
     uint64_t ticket;
     pq_error err;
-    int got = o.read_only ? acquire_replica(p, o.timeout, &from, &slot,
-                                            &ticket, &err) : 0;
+    double started = clock_now();
+    double deadline = clock_deadline(started, o.timeout);
+    /* The replicas get half of the timeout at most, so that when none can
+     * serve in time the pool itself still has the rest: a read_only
+     * acquire waits no longer than any other. */
+    int got = o.read_only
+                  ? acquire_replica(p, clock_deadline(started, o.timeout / 2),
+                                    &from, &slot, &ticket, &err)
+                  : 0;
 
     /* With no replica to serve (or none configured), the pool itself does. */
     if (got == 0)
-        got = pool_acquire(p, o.timeout, 0, &slot, &ticket, &err);
+        got = pool_acquire(p, o.read_only ? time_left(deadline) : o.timeout,
+                           0, &slot, &ticket, &err);
     if (got <= 0) {
         lctx_flush_log(L);
         return lresult_push_error(L, &err);

@@ -94,15 +94,15 @@ function helpers.write_file(path, text)
   f:close()
 end
 
--- Run one SQL string through psql as postgres on pgpool_test; returns the
--- trimmed unaligned output. Raises an error with psql's stderr on failure.
-function helpers.psql(sql)
+-- psql as postgres to `db` at host (a socket directory) and port, for one
+-- SQL string, with extra flags; the output, or raises with psql's stderr.
+local function run_psql(host, port, db, flags, sql, level)
   local bin = os.getenv('PGPOOL_TEST_PGBIN')
   local psql = (bin and bin ~= '') and (bin .. '/psql') or 'psql'
   local errfile = os.tmpname()
   local cmd = table.concat({
-    shquote(psql), '-h', shquote(env('PGPOOL_TEST_SOCKDIR')), '-p', shquote(env('PGPOOL_TEST_PORT')),
-    '-U postgres -d pgpool_test -XAtq -v ON_ERROR_STOP=1 -c', shquote(sql),
+    shquote(psql), '-h', shquote(host), '-p', shquote(port),
+    '-U postgres -d', shquote(db), '-Xq -v ON_ERROR_STOP=1', flags, '-c', shquote(sql),
     '2>' .. shquote(errfile), '</dev/null',
   }, ' ')
   -- The exit status is appended as the last output line: io.popen():close()
@@ -115,14 +115,58 @@ function helpers.psql(sql)
 
   local body, rc = out:match('^(.-)\n?(%d+)\n$')
   if rc ~= '0' then
-    error(('psql failed (exit %s) for: %s\n%s'):format(tostring(rc), sql, stderr), 2)
+    error(('psql failed (exit %s) for: %s\n%s'):format(tostring(rc), sql, stderr), level + 1)
   end
+  return body
+end
+
+-- Run one SQL string through psql as postgres on pgpool_test, on the
+-- server itself (never through PgBouncer); returns the trimmed unaligned
+-- output. Raises an error with psql's stderr on failure.
+function helpers.psql(sql)
+  local body = run_psql(env('PGPOOL_TEST_SOCKDIR'), env('PGPOOL_TEST_PORT'), 'pgpool_test', '-At', sql, 2)
   return (body:gsub('^%s+', ''):gsub('%s+$', ''))
 end
 
--- Number of pg_stat_activity rows with the given application_name.
+-- True when the specs' conninfo leads through PgBouncer in transaction
+-- mode (make test-pgbouncer; spec/support/pgbouncer.sh).
+function helpers.via_pgbouncer()
+  return os.getenv('PGPOOL_TEST_VIA') == 'pgbouncer'
+end
+
+-- The rows of a PgBouncer admin console command ('SHOW CLIENTS'), each a
+-- table by column name (values as text).
+function helpers.pgbouncer_show(command)
+  local body = run_psql(env('PGPOOL_TEST_PGBOUNCER_SOCKDIR'), env('PGPOOL_TEST_PGBOUNCER_PORT'),
+    'pgbouncer', "-A -F '\t' -P footer=off", command, 2)
+  local rows, names = {}, nil
+  for line in (body .. '\n'):gmatch('([^\n]*)\n') do
+    local fields = {}
+    for field in (line .. '\t'):gmatch('([^\t]*)\t') do fields[#fields + 1] = field end
+    if not names then
+      names = fields
+    elseif line ~= '' then
+      local row = {}
+      for i, name in ipairs(names) do row[name] = fields[i] end
+      rows[#rows + 1] = row
+    end
+  end
+  return rows
+end
+
+-- Number of connections with the given application_name (default
+-- 'pgpool') that this run's clients hold: the server's backends
+-- (pg_stat_activity), or through PgBouncer its clients (SHOW CLIENTS), as
+-- PgBouncer keeps its server connections when its clients go.
 function helpers.count_backends(app)
   app = app or 'pgpool'
+  if helpers.via_pgbouncer() then
+    local n = 0
+    for _, row in ipairs(helpers.pgbouncer_show('SHOW CLIENTS')) do
+      if row.application_name == app then n = n + 1 end
+    end
+    return n
+  end
   local n = helpers.psql(("SELECT count(*) FROM pg_stat_activity WHERE application_name = '%s'")
     :format(app:gsub("'", "''")))
   return tonumber(n)
@@ -136,6 +180,54 @@ end
 -- What the server logged after `offset` bytes (from helpers.server_log_size).
 function helpers.server_log_since(offset)
   return helpers.server_log():sub(offset + 1)
+end
+
+-- The log of what pgpool's connections talk to: the server's, or in the
+-- PgBouncer run PgBouncer's. peer_log_size() now; peer_log_since(offset)
+-- what it logged after that. PEER_EOF is what that log says of a client
+-- gone without a Terminate message (with log_min_messages=debug1 on the
+-- server for a session outside a transaction).
+local function peer_log()
+  if helpers.via_pgbouncer() then
+    return read_file(env('PGPOOL_TEST_DIR') .. '/pgbouncer/pgbouncer.log')
+  end
+  return helpers.server_log()
+end
+function helpers.peer_log_size() return #peer_log() end
+function helpers.peer_log_since(offset) return peer_log():sub(offset + 1) end
+helpers.PEER_EOF = os.getenv('PGPOOL_TEST_VIA') == 'pgbouncer' and 'client unexpected eof'
+  or 'unexpected EOF'
+
+-- The state of conn's session as the peer sees it: pg_stat_activity.state
+-- of its backend ('idle', 'active', 'idle in transaction', ...), or in the
+-- PgBouncer run 'idle' when PgBouncer holds no server connection for it
+-- (its transaction is over) and 'linked' otherwise. Through PgBouncer the
+-- connection is found as the only client named `app` (default 'pgpool').
+function helpers.session_state(conn, app)
+  if not helpers.via_pgbouncer() then
+    return helpers.psql('select state from pg_stat_activity where pid = ' .. conn:backend_pid())
+  end
+  local row = helpers.pgbouncer_client(app)
+  return row.link == '' and 'idle' or 'linked'
+end
+
+-- PgBouncer's SHOW CLIENTS row of the one client named `app` (default
+-- 'pgpool'); raises unless there is exactly one.
+function helpers.pgbouncer_client(app)
+  app = app or 'pgpool'
+  local found = {}
+  for _, row in ipairs(helpers.pgbouncer_show('SHOW CLIENTS')) do
+    if row.application_name == app then found[#found + 1] = row end
+  end
+  assert(#found == 1, ('%d PgBouncer clients named %s, not 1'):format(#found, app))
+  return found[1]
+end
+
+-- The local TCP port of conn's socket (conn on a TCP conninfo, the only
+-- client named `app` through PgBouncer).
+function helpers.client_port(conn, app)
+  if helpers.via_pgbouncer() then return tonumber(helpers.pgbouncer_client(app).port) end
+  return assert(conn:query('select client_port from pg_stat_activity where pid = pg_backend_pid()'))[1].client_port
 end
 
 -- The interpreter running these specs: "lua5.4" or "luajit"
@@ -398,6 +490,110 @@ function helpers.fault_proxy(opts)
   self.listen_port, self.pid = state.port, state.pid
   if opts.mode and opts.mode ~= 'pass' then self:set(opts.mode, opts.arg) end
   return self
+end
+
+-- A streaming standby (pg_basebackup -R, spec/support/standby.sh) of the
+-- test server, or of the pgserver.sh server in `primary_dir`. The object:
+--   s.port, s.dir, s.conninfo   its port, directory, conninfo (on its socket)
+--   s:pids()                    its postmaster's pid and its children's
+--   s:freeze(), s:thaw()        SIGSTOP, SIGCONT every one of them
+--   s:stop()                    pg_ctl stop -m immediate (thawed first)
+--   s:start()                   pg_ctl start again, waiting until it answers
+--   s:remove()                  thaw, stop and remove it (idempotent)
+local Standby = {}
+Standby.__index = Standby
+
+function Standby:postmaster_pid()
+  return tonumber(read_file(self.dir .. '/data/postmaster.pid'):match('^(%d+)'))
+end
+
+function Standby:pids()
+  local pm = self:postmaster_pid()
+  if not pm then return {} end
+  local pids = { pm }
+  local out = helpers.must_run(("awk '$4 == %d { print $1 }' /proc/[0-9]*/stat 2>/dev/null || true"):format(pm))
+  for pid in out:gmatch('%d+') do pids[#pids + 1] = tonumber(pid) end
+  return pids
+end
+
+function Standby:signal(sig)
+  local pids = self:pids()
+  if #pids > 0 then helpers.run(('kill -%s %s'):format(sig, table.concat(pids, ' '))) end
+  return pids
+end
+
+function Standby:freeze()
+  -- the postmaster first, so that it forks nothing after the list is taken
+  local pm = self:postmaster_pid()
+  if pm then helpers.run('kill -STOP ' .. pm) end
+  self.frozen = true
+  return self:signal('STOP')
+end
+
+function Standby:thaw()
+  self.frozen = false
+  return self:signal('CONT')
+end
+
+local function pg_ctl(self, args)
+  return helpers.run(('runuser -u postgres -- %s/pg_ctl -D %s %s'):format(
+    shquote(env('PGPOOL_TEST_PGBIN')), shquote(self.dir .. '/data'), args))
+end
+
+function Standby:stop()
+  self:thaw()
+  if self:postmaster_pid() then
+    local rc, out = pg_ctl(self, '-m immediate -w -t 10 stop')
+    assert(rc == 0, 'pg_ctl stop: ' .. out)
+  end
+end
+
+function Standby:start()
+  local rc, out = pg_ctl(self, '-l ' .. shquote(self.dir .. '/postgresql.log') .. ' -w -t 30 start')
+  assert(rc == 0, 'pg_ctl start: ' .. out)
+end
+
+function Standby:remove()
+  if self.removed then return end
+  self.removed = true
+  self:thaw()
+  helpers.run('spec/support/pgserver.sh stop ' .. shquote(self.dir))
+end
+
+function helpers.standby(primary_dir)
+  primary_dir = primary_dir or env('PGPOOL_TEST_DIR')
+  local dir = helpers.must_run('mktemp -d "${TMPDIR:-/tmp}/pgpool-standby.XXXXXX"')
+  local self = setmetatable({ dir = dir }, Standby)
+  local rc, out = helpers.run(('spec/support/standby.sh start %s %s'):format(shquote(primary_dir), shquote(dir)))
+  if rc ~= 0 then
+    self:remove()
+    error('standby did not start:\n' .. out, 2)
+  end
+  self.port = assert(tonumber(out:match('(%d+)%s*$')), out)
+  self.conninfo = ('host=%s/sock port=%d dbname=pgpool_test user=postgres'):format(dir, self.port)
+  return self
+end
+
+-- PGPOOL_TEST_STATEMENT_CACHE=N (make test-pgbouncer sets it): every pool
+-- a spec configures through pgpool.configure without a statement_cache of
+-- its own gets a cache of N, so that the specs' statements run prepared and
+-- cached, by name, on PgBouncer's shared server connections. Child
+-- processes and other threads' Lua states are left as they are. (busted
+-- loads this file and pgpool afresh for each spec file; a second wrap
+-- would find the option set and change nothing.)
+local default_cache = tonumber(os.getenv('PGPOOL_TEST_STATEMENT_CACHE') or '')
+if default_cache then
+  local pgpool = require('pgpool')
+  local configure = pgpool.configure
+  pgpool.configure = function(opts)
+    if type(opts) == 'table' and opts.statement_cache == nil and getmetatable(opts) == nil then
+      local copy = {}
+      for k, v in pairs(opts) do copy[k] = v end
+      copy.statement_cache = default_cache
+      opts = copy
+    end
+    return configure(opts)      -- a tail call: misuse still raises at the spec's line
+  end
 end
 
 return helpers

@@ -11,6 +11,8 @@
 #   PGSERVER_EXTRA_CONF   a file of settings added to the configuration
 #   PGSERVER_HBA          a file that replaces the pg_hba.conf written here
 #                         (keep a `local` line: the setup below uses the socket)
+# The pg_hba.conf written here lets postgres replicate over the socket
+# (spec/support/standby.sh builds streaming standbys of the server).
 # Files they name inside DIR end up owned by postgres, as the server wants
 # its key.
 set -euo pipefail
@@ -74,6 +76,7 @@ cmd_start() {
     cat >"$data/pg_hba.conf" <<'EOF'
 # TYPE  DATABASE  USER       ADDRESS        METHOD
 local   all       all                       trust
+local   replication postgres                trust
 host    all       pgpool_pw  127.0.0.1/32   scram-sha-256
 host    all       all        127.0.0.1/32   trust
 EOF
