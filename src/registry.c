@@ -97,7 +97,8 @@ static int same_config(const pool_config *a, const pool_config *b)
            a->max_waiting == b->max_waiting &&
            a->statement_cache == b->statement_cache &&
            a->max_shared == b->max_shared && a->log_level == b->log_level &&
-           a->track_hogs == b->track_hogs;
+           a->track_hogs == b->track_hogs &&
+           a->transaction_pooling == b->transaction_pooling;
 }
 
 static int same_replicas(const pool *p, const pool_config *cfg)
