@@ -134,7 +134,7 @@ PGBOUNCER_SPECS := $(addprefix spec/,$(addsuffix _spec.lua,support query pool va
                    transaction pipeline statement_cache lifecycle threads hostile_input \
                    server_errors notices cancel copy deadlines escape retry secrets \
                    replicas fork signals max_shared metrics health))
-PGBOUNCER_STATEMENT_CACHE ?= 0
+PGBOUNCER_STATEMENT_CACHE ?= 32
 PGBOUNCER_RUNTIMES := $(if $(filter file,$(origin RUNTIMES)),lua5.4,$(RUNTIMES))
 
 test-pgbouncer: deps-test tsan

@@ -63,6 +63,7 @@ local DEFAULTS = {
   log_level       = "warn",
   max_shared      = 0,
   track_hogs      = false,
+  transaction_pooling = false,
 }
 
 -- kind of each option: "string", "count" (integer >= 0), "seconds" (>= 0),
@@ -74,7 +75,7 @@ local OPTION_KINDS = {
   query_timeout = "seconds", max_lifetime = "seconds", slow_query = "seconds",
   leak_timeout = "seconds",
   replicas = "conninfo list", max_shared = "count", on_connect = "sql",
-  track_hogs = "boolean", health = "health",
+  track_hogs = "boolean", transaction_pooling = "boolean", health = "health",
 }
 
 -- The most connections one pool may have: far above what one PostgreSQL

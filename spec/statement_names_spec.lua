@@ -121,4 +121,38 @@ describe('statement_cache behind PgBouncer in transaction mode', function()
     assert.are.equal(0, wrong, wrong .. ' of ' .. runs .. ' results came from another statement')
     assert.are.same({}, errors)
   end)
+
+  it('runs transactions with statement_cache when the pool says transaction_pooling', function()
+    local N, ROUNDS = 4, 25
+    local pool = pgpool.configure{ name = 'bounced-txn', conninfo = bouncer.conninfo, max = N,
+      statement_cache = 10, transaction_pooling = true, log_level = 'warn' }
+    local conns = {}
+    for i = 1, N do conns[i] = assert(pool:acquire()) end
+    local errors, runs = {}, 0
+    for round = 1, ROUNDS do
+      -- a statement new each round: client 1 prepares it outside a block
+      -- (by name, on one of PgBouncer's server connections); the others
+      -- want it inside a block, on whichever server connection is lent,
+      -- where the name may be taken already (42P05) or, for client 1's
+      -- cache, unknown (26000)
+      local sql = ('select $1::int + %d as v'):format(round)
+      local res, msg, code = conns[1]:query(sql, round)
+      if not res then errors[#errors + 1] = tostring(code) .. ': ' .. tostring(msg) end
+      for i = 1, N do
+        assert(conns[i]:exec('begin'))
+        for _ = 1, 2 do
+          runs = runs + 1
+          res, msg, code = conns[i]:query(sql, round)
+          if not res then
+            errors[#errors + 1] = tostring(code) .. ': ' .. tostring(msg)
+          elseif res[1].v ~= 2 * round then
+            errors[#errors + 1] = 'wrong result'
+          end
+        end
+        assert(conns[i]:exec('commit'))
+      end
+    end
+    for i = 1, N do conns[i]:release() end
+    assert.are.same({}, errors, runs .. ' statements')
+  end)
 end)

@@ -195,6 +195,7 @@ static int lmodule_configure(lua_State *L)
     cfg.slow_query = opt_number(L, "slow_query");
     cfg.leak_timeout = opt_number(L, "leak_timeout");
     cfg.track_hogs = opt_boolean(L, "track_hogs");
+    cfg.transaction_pooling = opt_boolean(L, "transaction_pooling");
     level = opt_string(L, "log_level");
     cfg.log_level = -1;
     for (i = 0; level && pool_log_level_names[i]; i++)

@@ -85,7 +85,8 @@ static int run_on(pool *p, pq_conn *conn, const char *sql, double timeout,
         timeout = cfg->query_timeout;
     if (!ps)
         return pq_exec(conn, sql, timeout, err);
-    *res = pq_query(conn, sql, &ps->pq, timeout, cfg->statement_cache, err);
+    *res = pq_query(conn, sql, &ps->pq, timeout, cfg->statement_cache,
+                    !cfg->transaction_pooling, err);
     return *res != NULL;
 }
 

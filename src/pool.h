@@ -51,6 +51,9 @@ typedef struct pool_config {
     int n_replicas;
     int log_level;            /* enum pool_log_level */
     int track_hogs;           /* keep a hogs table (hogs.h) */
+    int transaction_pooling;  /* the server is a pooler in transaction mode:
+                                 statement_cache only outside transaction
+                                 blocks */
     pool_health_config health;
 } pool_config;
 

@@ -1682,7 +1682,8 @@ static int stmt_is_stale(const pq_error *err)
 }
 
 pq_result *pq_query(pq_conn *c, const char *sql, const pq_params *params,
-                    double timeout, int cache_size, pq_error *err)
+                    double timeout, int cache_size, int cache_in_blocks,
+                    pq_error *err)
 {
     run_state rs;
     PGresult *res;
@@ -1692,6 +1693,8 @@ pq_result *pq_query(pq_conn *c, const char *sql, const pq_params *params,
     if (!usable(c, err))
         return NULL;
     run_init(&rs, deadline_after(timeout), CANCEL_GRACE, timeout);
+    if (!cache_in_blocks && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+        cache_size = 0;
     if (c->to_deallocate && !deallocate_dropped(c, &rs, err))
         return NULL;
     /* Cached: at most twice (stale or missing: prepared again once), then

@@ -137,14 +137,19 @@ typedef struct pq_params {
  * server-side once it runs longer (code "timeout"); if neither the statement
  * nor the cancel is answered within 5 s more, the connection is given up.
  * cache_size > 0 runs it as a named prepared statement kept in the
- * connection's LRU of that size. The name is derived from the SQL and the
- * parameter types, so behind a pooler that shares server connections the
- * same name is the same statement: "already exists" counts as prepared, and
- * a missing or stale statement is prepared again once (then run unnamed).
+ * connection's LRU of that size (inside a transaction block only with
+ * cache_in_blocks: behind a pooler in transaction mode, a transaction may
+ * run on a server connection where the name means nothing or is taken,
+ * and the error would abort it); otherwise unnamed. The name is derived
+ * from the SQL and the parameter types, so behind a pooler that shares
+ * server connections the same name is the same statement: "already exists"
+ * counts as prepared, and a missing or stale statement is prepared again
+ * once (then run unnamed).
  * COPY fails with code "unsupported" and leaves the connection idle.
  * Returns a result to free with pq_result_free, or NULL and err. */
 pq_result *pq_query(pq_conn *c, const char *sql, const pq_params *params,
-                    double timeout, int cache_size, pq_error *err);
+                    double timeout, int cache_size, int cache_in_blocks,
+                    pq_error *err);
 
 /* One statement of a pipeline; res or err is set by pq_pipeline. */
 typedef struct pq_batch_item {

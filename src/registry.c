@@ -98,6 +98,7 @@ static int same_config(const pool_config *a, const pool_config *b)
            a->statement_cache == b->statement_cache &&
            a->max_shared == b->max_shared && a->log_level == b->log_level &&
            a->track_hogs == b->track_hogs &&
+           a->transaction_pooling == b->transaction_pooling &&
            a->health.window == b->health.window &&
            a->health.waiting_ratio == b->health.waiting_ratio &&
            a->health.wait_p95 == b->health.wait_p95 &&

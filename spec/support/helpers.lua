@@ -577,7 +577,9 @@ end
 -- PGPOOL_TEST_STATEMENT_CACHE=N (make test-pgbouncer sets it): every pool
 -- a spec configures through pgpool.configure without a statement_cache of
 -- its own gets a cache of N, so that the specs' statements run prepared and
--- cached, by name, on PgBouncer's shared server connections. Child
+-- cached, by name, on PgBouncer's shared server connections, and
+-- transaction_pooling (PGPOOL_TEST_NO_TXN_POOLING=1 leaves it off: 45 of
+-- transaction_spec's cases then fail with 42P05). Child
 -- processes and other threads' Lua states are left as they are. (busted
 -- loads this file and pgpool afresh for each spec file; a second wrap
 -- would find the option set and change nothing.)
@@ -590,6 +592,7 @@ if default_cache then
       local copy = {}
       for k, v in pairs(opts) do copy[k] = v end
       copy.statement_cache = default_cache
+      if copy.transaction_pooling == nil then copy.transaction_pooling = os.getenv("PGPOOL_TEST_NO_TXN_POOLING") == nil end
       opts = copy
     end
     return configure(opts)      -- a tail call: misuse still raises at the spec's line
