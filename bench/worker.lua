@@ -8,6 +8,7 @@
 -- for callgrind) and prints one line of key=value pairs:
 --
 --   ops=<operations> secs=<seconds of the timed loop> cpu=<CPU seconds used in it>
+--     peak_rss=<the process's peak resident set size, VmHWM, in kB>
 --   na=<reason>                      the feature does not exist (yet)
 --
 -- The memory modes print their own figures (rss_*, in kB). Every query's
@@ -202,7 +203,7 @@ end
 -- Large results: COUNT rows (default 10^6) of (g int, 'x' || g text), each
 -- row read as an application would (g summed, the rows counted, the last
 -- row's text compared). One call reads the whole result, so these methods
--- run with a COUNT (bench.lua passes it) and print the peak RSS as well.
+-- run with a COUNT (bench.lua passes it); their figure is the peak RSS.
 
 local function rows_sql(n)
   return string.format("select g, 'x' || g as t from generate_series(1, %d) g", n)
