@@ -67,8 +67,8 @@ DEBS_TEST  := $(DEBS_BUILD) lua-busted lua-luv postgresql-15 luarocks \
 DEBS_DEMO  := $(DEBS_TEST)
 # The benchmark: LuaSQL to compare with, valgrind for instruction counts,
 # taskset (util-linux) and ps (procps) to pin client and server, time for
-# the CPU time of pgbench.
-DEBS_BENCH := $(DEBS_TEST) lua-sql-postgres valgrind util-linux procps time
+# the CPU time of pgbench, wrk to load the OpenResty example.
+DEBS_BENCH := $(DEBS_TEST) lua-sql-postgres valgrind util-linux procps time wrk
 
 .PHONY: bench-storm all module build tsan asan rock test test-pgbouncer demo deps deps-test deps-bench deps-fuzz bench fuzz clean
 

@@ -17,12 +17,22 @@
 -- rows put them on two CPUs for comparison; the concurrency methods run
 -- unpinned on every CPU.
 --
+-- Then what a PostgreSQL user expects of a driver, in the same rounds but
+-- only the first DRIVER_ROUNDS of them (each run is longer): streaming 10^6
+-- rows (conn:rows, conn:query, LuaSQL's cursor; rows/s and each process's
+-- peak RSS), bulk loading (COPY, INSERT ... VALUES of 1000 rows, pipelined
+-- INSERTs), TPC-B from 8 threads through pool:transaction against pgbench's
+-- built-in tpcb-like script, and the OpenResty example under wrk (a direct
+-- call against ngx.run_worker_thread). These run unpinned.
+--
 -- Environment: BENCH_QUICK=1 (one short round, for development), BENCH_ROUNDS,
--- BENCH_SECONDS, BENCH_CPU (the CPU for pinned runs; default the last one),
--- BENCH_TRANSPORT=unix|tcp (default unix), BENCH_ONLY (a Lua pattern: only
--- the methods and callgrind programs whose id it matches, no memory figures,
+-- BENCH_SECONDS, BENCH_DRIVER_ROUNDS (default 3; 1 quick), BENCH_CPU (the
+-- CPU for pinned runs; default the last one), BENCH_TRANSPORT=unix|tcp
+-- (default unix), BENCH_ONLY (Lua patterns, comma-separated: only the
+-- methods and callgrind programs whose id matches one, no memory figures,
 -- and only the targets they measure; e.g. BENCH_ONLY=acquire for the pool
--- rows, track_hogs off and on), and the PGPOOL_TEST_* variables of
+-- rows, track_hogs off and on; rows, bulk, tpcb and nginx for the driver
+-- parts: BENCH_ONLY=rows,bulk), and the PGPOOL_TEST_* variables of
 -- with-pg.sh.
 
 local uv = require("luv")
@@ -37,6 +47,16 @@ local SECONDS = tonumber(os.getenv("BENCH_SECONDS")) or (QUICK and 0.3 or 1.0)
 local THREAD_SECONDS = math.max(1, math.floor(SECONDS + 0.5))
 local THREADS = 8
 local ONLY = os.getenv("BENCH_ONLY") ~= "" and os.getenv("BENCH_ONLY") or nil
+-- The driver parts: rounds, rows, and seconds per run.
+local DRIVER_ROUNDS = math.min(ROUNDS, tonumber(os.getenv("BENCH_DRIVER_ROUNDS")) or (QUICK and 1 or 3))
+local NGINX_ROUNDS = math.min(DRIVER_ROUNDS, 2)    -- 4 runs of WRK_SECONDS a round
+local STREAM_ROWS = 1000000                        -- and a tenth of it, for the memory
+local BULK_ROWS = QUICK and 100000 or 1000000
+local PIPELINE_ROWS = BULK_ROWS // 5               -- 10^6 one-row INSERTs take ~9 s here
+local TPCB_SECONDS = QUICK and 1 or 3
+local WRK_SECONDS = QUICK and 2 or 10
+local WRK_CONNECTIONS = 50
+local NGINX = { workers = 2, max = 8, threads = 8 }
 local MEM_WARM = QUICK and 10000 or 100000         -- then 10x that measured
 local CG_SMALL, CG_LARGE = 2000, 12000             -- callgrind: difference / 10000
 if QUICK then CG_SMALL, CG_LARGE = 500, 2500 end
@@ -115,6 +135,13 @@ local function median(t)
   return (s[n / 2] + s[n / 2 + 1]) / 2
 end
 
+-- 12345678 -> "12,345,678"
+local function thousands(n)
+  local s = format("%.0f", n)
+  local out = s:reverse():gsub("(%d%d%d)", "%1,"):reverse()
+  return (out:gsub("^,", ""))
+end
+
 -- Commands -------------------------------------------------------------------------
 
 -- A command is built by a function of the run's seconds that returns the
@@ -145,11 +172,21 @@ local function threads_cmd(rt, mode)
   end
 end
 
-local function pgbench_cmd(protocol)
+-- script: pgbench's arguments naming the script (default: bench/pgbench_param.sql).
+local function pgbench_cmd(protocol, script)
   return function(secs)
     return "", format("/usr/bin/time -f 'cpu_user=%%U cpu_sys=%%S' "
-      .. "pgbench -n -c %d -j 2 -T %d -M %s -f bench/pgbench_param.sql %s",
-      THREADS, secs, protocol, sh_quote(DSN))
+      .. "pgbench -n -c %d -j 2 -T %d -M %s %s %s",
+      THREADS, secs, protocol, script or "-f bench/pgbench_param.sql", sh_quote(DSN))
+  end
+end
+
+-- wrk against the OpenResty example (its URL known once it runs).
+local nginx_url
+local function wrk_cmd(path)
+  return function(secs)
+    return "", format("wrk -t 2 -c %d -d %ds --latency %s", WRK_CONNECTIONS, secs,
+      sh_quote((nginx_url or "http://127.0.0.1:1") .. path))
   end
 end
 
@@ -159,14 +196,31 @@ local function command(cmd, secs, prefix)
   return env_part .. (prefix or "") .. program
 end
 
--- Parsers: output -> operations per second and the client's CPU seconds
--- per operation; or nil, a message and whether the feature is missing.
+-- Parsers: output -> operations per second, the client's CPU seconds per
+-- operation and a figure of the section's extra column (peak RSS in kB,
+-- p99 latency in ms); or nil, a message and whether the feature is missing.
 local function parse_ops(out)
   local na = out:match("na=(%S+)")
   if na then return nil, "n/a (not implemented: " .. na:gsub("_", " ") .. ")", true end
   local ops, secs, cpu = out:match("ops=(%d+) secs=([%d.]+) cpu=([%d.]+)")
   if not ops then return nil, "failed: " .. out:gsub("\n", " | "):sub(1, 300) end
-  return tonumber(ops) / tonumber(secs), nil, nil, tonumber(cpu) / tonumber(ops)
+  return tonumber(ops) / tonumber(secs), nil, nil, tonumber(cpu) / tonumber(ops),
+    tonumber(out:match("peak_rss=(%d+)"))
+end
+
+-- wrk --latency: requests/s and the 99th percentile; a run with any
+-- non-2xx answer or socket error counts as failed.
+local WRK_UNIT_MS = { us = 0.001, ms = 1, s = 1000, m = 60000 }
+local function parse_wrk(out, server_cpu)
+  local rps = tonumber(out:match("Requests/sec:%s*([%d.]+)"))
+  local requests = tonumber(out:match("(%d+) requests in"))
+  local p99, unit = out:match("\n%s*99%%%s+([%d.]+)(%a+)")
+  if not (rps and p99 and WRK_UNIT_MS[unit]) then return nil, "failed: " .. out:gsub("\n", " | "):sub(1, 300) end
+  local bad = out:match("Non%-2xx or 3xx responses:%s*(%d+)")
+  if bad then return nil, "failed: " .. bad .. " non-2xx answers" end
+  local errors = out:match("Socket errors:%s*([^\n]+)")
+  if errors then return nil, "failed: socket errors: " .. errors end
+  return rps, nil, nil, server_cpu and requests and server_cpu / requests, tonumber(p99) * WRK_UNIT_MS[unit]
 end
 
 -- lthreads: the threads' rates add up; each thread reports the process's CPU
@@ -209,6 +263,7 @@ local function method(m)
   m.samples = {}      -- rates in the order measured
   m.cpu = {}          -- client CPU seconds per operation, likewise
   m.by_round = {}     -- round -> rate, for paired ratios
+  m.extra = {}        -- the section's extra figure (peak RSS, p99), likewise
   methods[#methods + 1] = m
   by_id[m.id] = m
 end
@@ -281,27 +336,150 @@ method{ id = "threads_held", section = "threads", place = "free", parse = parse_
   label = format("lua5.4    pgpool %d threads, each holding a conn", THREADS), cmd = threads_cmd("lua5.4", "held") }
 pgbench("prepared", "prepared")
 
--- BENCH_ONLY: the methods whose id matches (by_id keeps them all, so that
--- the targets of the others find no result and are left out).
+-- The driver parts. A method's `rounds` bounds the rounds it runs in; its
+-- `group`, when set, is started before the first of its methods in a round
+-- and stopped after the last (see enter_group); its `ref` is what its ratio
+-- column compares it with, instead of the section's.
+
+-- Streaming rows: a fresh process per read of the whole result.
+local function rows(id, label, mode, count)
+  method{ id = id, section = "rows", place = "free", rounds = DRIVER_ROUNDS, label = label,
+    cmd = worker_cmd("lua5.4", mode, count) }
+end
+rows("rows_stream_1e5", "lua5.4    for row in conn:rows(sql), 10^5 rows", "rows_stream", STREAM_ROWS // 10)
+rows("rows_stream", "lua5.4    for row in conn:rows(sql), 10^6 rows", "rows_stream", STREAM_ROWS)
+rows("rows_query", "lua5.4    conn:query(sql), 10^6 rows", "rows_query", STREAM_ROWS)
+rows("rows_luasql", "lua5.4    LuaSQL cur:fetch() loop, 10^6 rows", "rows_luasql", STREAM_ROWS)
+
+-- Bulk load into a fresh table.
+local function bulk(id, label, mode, count)
+  method{ id = id, section = "bulk", place = "free", rounds = DRIVER_ROUNDS, label = label,
+    cmd = worker_cmd("lua5.4", mode, count) }
+end
+bulk("bulk_copy_in", format("lua5.4    conn:copy_in, %s rows", thousands(BULK_ROWS)), "bulk_copy_in", BULK_ROWS)
+bulk("bulk_insert_values", format("lua5.4    INSERT VALUES x1000, one tx, %s", thousands(BULK_ROWS)),
+  "bulk_insert_values", BULK_ROWS)
+bulk("bulk_insert_pipeline", format("lua5.4    INSERT, pipelines of 1000, one tx, %s", thousands(PIPELINE_ROWS)),
+  "bulk_insert_pipeline", PIPELINE_ROWS)
+
+-- TPC-B on the tables of `pgbench -i -s 1`, made once.
+local tpcb_group = { name = "pgbench -i" }
+function tpcb_group.start()
+  if tpcb_group.ready then return end
+  local out, ok = capture(format("pgbench -i -s 1 -q %s", sh_quote(DSN)))
+  if not ok then error("pgbench -i failed: " .. out:gsub("\n", " | "):sub(1, 300), 0) end
+  tpcb_group.ready = true
+end
+local function tpcb(id, label, cmd, parse, ref)
+  method{ id = id, section = "tpcb", place = "free", rounds = DRIVER_ROUNDS, secs = TPCB_SECONDS,
+    group = tpcb_group, parse = parse, threads = true, ref = ref, label = label, cmd = cmd }
+end
+tpcb("tpcb_threads", format("lua5.4    %d threads, pool:transaction", THREADS),
+  threads_cmd("lua5.4", "tpcb"), parse_threads)
+tpcb("tpcb_pgbench_extended", format("pgbench -c %d -j 2 -M extended", THREADS),
+  pgbench_cmd("extended", "-b tpcb-like"), parse_pgbench)
+tpcb("tpcb_threads_cached", format("lua5.4    %d threads, statement_cache = 100", THREADS),
+  threads_cmd("lua5.4", "tpcb_cached"), parse_threads, "tpcb_pgbench_prepared")
+tpcb("tpcb_pgbench_prepared", format("pgbench -c %d -j 2 -M prepared", THREADS),
+  pgbench_cmd("prepared", "-b tpcb-like"), parse_pgbench)
+
+-- The OpenResty example (examples/openresty, through its harness): started
+-- for the methods of a round, then stopped; its pools are warmed by one
+-- second of load on each way in before the first run.
+local nginx_group = { name = "nginx" }
+function nginx_group.start()
+  local harness = dofile("examples/openresty/harness.lua")
+  nginx_group.server = harness.start{ url = DSN, workers = NGINX.workers, max = NGINX.max,
+    threads = NGINX.threads }
+  nginx_url = nginx_group.server.url
+  for _, path in ipairs{ "/thread?id=1", "/query?id=1" } do capture(command(wrk_cmd(path), 1)) end
+end
+-- CPU seconds (user + system) the nginx workers have used so far, their
+-- thread pools included: the cpu column of the nginx rows is theirs.
+local CLK_TCK = tonumber(first_line("getconf CLK_TCK")) or 100
+function nginx_group.cpu()
+  local ticks = 0
+  for pid in pairs(nginx_group.server:worker_pids()) do
+    local f = io.open("/proc/" .. pid .. "/stat")
+    if f then
+      local stat = f:read("a")
+      f:close()
+      -- fields 14 and 15 (utime, stime), counted after the ")" that ends the name
+      local utime, stime = stat:match("%)%s+%S+" .. ("%s+%S+"):rep(10) .. "%s+(%d+)%s+(%d+)")
+      ticks = ticks + (tonumber(utime) or 0) + (tonumber(stime) or 0)
+    end
+  end
+  return ticks / CLK_TCK
+end
+function nginx_group.stop()
+  if nginx_group.server then nginx_group.server:stop() end
+  nginx_group.server, nginx_url = nil, nil
+end
+local function nginx(id, label, path, ref)
+  method{ id = id, section = "nginx", place = "free", rounds = NGINX_ROUNDS, secs = WRK_SECONDS,
+    group = nginx_group, parse = parse_wrk, ref = ref, label = label, cmd = wrk_cmd(path),
+    probe = nginx_group.cpu }
+end
+nginx("nginx_query", "/query: select, direct call", "/query?id=1")
+nginx("nginx_thread", "/thread: the same in ngx.run_worker_thread", "/thread?id=1")
+nginx("nginx_sleep_direct", "/sleep?s=0.002&direct=1: pg_sleep 2 ms, direct", "/sleep?s=0.002&direct=1",
+  "nginx_sleep_direct")
+nginx("nginx_sleep_thread", "/sleep?s=0.002: the same in a worker thread", "/sleep?s=0.002",
+  "nginx_sleep_direct")
+
+-- BENCH_ONLY: the methods whose id matches one of its patterns (by_id
+-- keeps them all, so that the targets of the others find no result and are
+-- left out).
+local function selected(id)
+  for pattern in ONLY:gmatch("[^,]+") do
+    if id:match(pattern) then return true end
+  end
+  return false
+end
+
 if ONLY then
   local kept = {}
   for _, m in ipairs(methods) do
-    if m.id:match(ONLY) then kept[#kept + 1] = m end
+    if selected(m.id) then kept[#kept + 1] = m end
   end
   methods = kept
 end
 
 -- Running ------------------------------------------------------------------------------
 
+-- The group whose methods run now (its start succeeded or failed), and
+-- entering another: the open one is stopped, the new one started. A group
+-- that failed to start fails its methods' runs with its error.
+local open_group
+local function enter_group(g)
+  if g == open_group then return end
+  if open_group and open_group.stop then
+    local ok, err = pcall(open_group.stop)
+    if not ok then io.stderr:write("bench: stopping ", open_group.name, ": ", tostring(err), "\n") end
+  end
+  open_group = g
+  if g then
+    local ok, err = pcall(g.start)
+    g.failed = not ok and format("%s did not start: %s", g.name, tostring(err)):gsub("\n", " | ") or nil
+  end
+end
+
 local function run_method(m, round)
+  enter_group(m.group)
+  if m.group and m.group.failed then
+    m.errors, m.last_error = (m.errors or 0) + 1, m.group.failed
+    return
+  end
   local p = PLACEMENT[m.place]
   pin_server(p.server)
-  local secs = m.threads and THREAD_SECONDS or SECONDS
+  local secs = m.secs or (m.threads and THREAD_SECONDS or SECONDS)
+  local probed = m.probe and m.probe()
   local out = capture(command(m.cmd, secs, p.client))
-  local rate, err, na, cpu = m.parse(out)
+  local rate, err, na, cpu, extra = m.parse(out, probed and m.probe() - probed)
   if rate then
     m.samples[#m.samples + 1] = rate
     m.cpu[#m.cpu + 1] = cpu
+    m.extra[#m.extra + 1] = extra
     if round then m.by_round[round] = rate end
   elseif na then
     m.na = err
@@ -319,13 +497,6 @@ local function stats(m)
 end
 
 local function rate_of(id) return (stats(by_id[id])) end
-
--- 12345678 -> "12,345,678"
-local function thousands(n)
-  local s = format("%.0f", n)
-  local out = s:reverse():gsub("(%d%d%d)", "%1,"):reverse()
-  return (out:gsub("^,", ""))
-end
 
 local function ratio_text(a, b)
   if not a or not b then return "" end
@@ -345,6 +516,8 @@ local function machine()
     first_line("luajit -v"):match("^LuaJIT %S+"), first_line("pg_config --version"):gsub("PostgreSQL ", ""),
     first_line("lua5.4 -e 'print(require(\"luasql.postgres\")._VERSION)'"),
     first_line("pgbench --version"))
+  say("http      : %s with lua-nginx-module (examples/openresty), %s", first_line("nginx -v"):gsub("^nginx version: ", ""),
+    (first_line("wrk --version"):match("^wrk %S+") or "wrk ?"))
   say("placement : single-connection rows: client and server on CPU %d; split rows: client CPU %d, "
     .. "server CPU %d; threads: unpinned", CPU, OTHER_CPU, CPU)
   say("load      : %s(at start)", first_line("cat /proc/loadavg"):match("^(%S+ %S+ %S+ )"))
@@ -358,31 +531,60 @@ local SECTIONS = {
   { "connect", "connect per operation (operations/s)", "luasql_connect" },
   { "pool", "the pool itself (acquire + release pairs/s)", nil },
   { "threads", format("%d clients in parallel, unpinned (queries/s)", THREADS), "pgbench_extended" },
+  { "rows", "streaming a result, one connection, unpinned (rows/s; peak RSS of the process)", "rows_query",
+    extra = "peak RSS", scale = 1 / 1024, unit = "MB" },
+  { "bulk", "bulk load into a fresh table, one connection, unpinned (rows/s)", "bulk_insert_values" },
+  { "tpcb", format("TPC-B (pgbench -i -s 1), %d clients, unpinned, %d s per run (transactions/s)",
+    THREADS, TPCB_SECONDS), "tpcb_pgbench_extended" },
+  { "nginx", format("OpenResty, %d workers, max %d and %d threads each; wrk -c %d, %d s per run (requests/s)",
+    NGINX.workers, NGINX.max, NGINX.threads, WRK_CONNECTIONS, WRK_SECONDS), "nginx_query",
+    extra = "p99", scale = 1, unit = "ms" },
 }
 
+-- The extra column of a section (peak RSS, p99): median and range.
+local function extra_text(section, m)
+  if #m.extra == 0 then return "" end
+  local lo, hi = math.huge, -math.huge
+  for _, v in ipairs(m.extra) do lo, hi = math.min(lo, v), math.max(hi, v) end
+  local k, fmt = section.scale, section.scale < 1 and "%.1f" or "%.2f"
+  local text = format(fmt .. " %s", median(m.extra) * k, section.unit)
+  if hi > lo then text = text .. format(" (" .. fmt .. "-" .. fmt .. ")", lo * k, hi * k) end
+  return text
+end
+
 -- One section's table.
-local function report_section(name, title, ref)
+local function report_section(section)
+  local name, title, ref = section[1], section[2], section[3]
   say("")
   say("== %s", title)
-  say("%-52s %10s %10s %10s %7s %7s %9s", "method", "median", "min", "max", "spread",
-    ref and "ratio" or "ns/op", "cpu us/op")
-  local ref_rate = ref and rate_of(ref)
+  say("%-52s %10s %10s %10s %7s %7s %9s%s", "method", "median", "min", "max", "spread",
+    ref and "ratio" or "ns/op", "cpu us/op", section.extra and "  " .. section.extra or "")
+  local others = {}
   for _, m in ipairs(methods) do
     if m.section == name then
       local med, lo, hi = stats(m)
+      local ref_rate = ref and rate_of(m.ref or ref)
       if m.na then
         say("%-52s %s", m.label, m.na)
       elseif not med then
         say("%-52s %s", m.label, m.last_error or "no result")
       else
-        local last = ref_rate and ratio_text(med, ref_rate) or format("%.0f", 1e9 / med)
-        say("%-52s %10s %10s %10s %6.1f%% %7s %9.2f%s", m.label, thousands(med), thousands(lo),
-          thousands(hi), (hi - lo) / med * 100, last, median(m.cpu) * 1e6,
+        local last = ref_rate and ratio_text(med, ref_rate) or (ref and "" or format("%.0f", 1e9 / med))
+        say("%-52s %10s %10s %10s %6.1f%% %7s %9s%s%s", m.label, thousands(med), thousands(lo),
+          thousands(hi), (hi - lo) / med * 100, last,
+          #m.cpu > 0 and format("%.2f", median(m.cpu) * 1e6) or "-",
+          section.extra and "  " .. extra_text(section, m) or "",
           m.errors and format("  (%d failed runs)", m.errors) or "")
       end
+      if m.ref and m.ref ~= m.id then others[#others + 1] = m end
     end
   end
-  if ref then say("(ratio: median / median of %s)", (by_id[ref].label:gsub("%s+", " "))) end
+  if ref then
+    say("(ratio: median / median of %s)", (by_id[ref].label:gsub("%s+", " ")))
+    for _, m in ipairs(others) do
+      say("(  %s: of %s)", (m.label:gsub("%s+", " ")), (by_id[m.ref].label:gsub("%s+", " ")))
+    end
+  end
 end
 
 -- Every section that has a method (BENCH_ONLY leaves some empty).
@@ -390,9 +592,10 @@ local function report_throughput()
   for _, section in ipairs(SECTIONS) do
     local any = false
     for _, m in ipairs(methods) do any = any or m.section == section[1] end
-    if any then report_section(section[1], section[2], section[3]) end
+    if any then report_section(section) end
   end
-  say("(cpu us/op: CPU time, user + system, of the client process per operation, median)")
+  say("(cpu us/op: CPU time, user + system, of the client process per operation, median;"
+    .. " OpenResty: of the nginx workers)")
 end
 
 -- Instructions per query (callgrind) ---------------------------------------------------------
@@ -435,7 +638,7 @@ local CG_PROGRAMS = {
 if ONLY then
   local kept = {}
   for _, prog in ipairs(CG_PROGRAMS) do
-    if prog.id:match(ONLY) then kept[#kept + 1] = prog end
+    if selected(prog.id) then kept[#kept + 1] = prog end
   end
   CG_PROGRAMS = kept
 end
@@ -443,6 +646,7 @@ end
 local instructions = {}
 
 local function report_instructions()
+  if #CG_PROGRAMS == 0 then return end     -- BENCH_ONLY chose none
   say("")
   say("== client instructions per operation (callgrind; (Ir at %d - Ir at %d) / %d; select $1::int + 1)",
     CG_LARGE, CG_SMALL, CG_LARGE - CG_SMALL)
@@ -595,6 +799,10 @@ end
 
 -- RSS growth counted as none up to this much (allocator and page noise).
 local RSS_TOLERANCE_KB = 256
+-- The same for the peak RSS of two processes streaming 10^5 and 10^6 rows:
+-- one run's peak varies by ~200 kB (9.2-9.4 MB from 10^3 to 10^7 rows
+-- here), against +245 MB for conn:query's 10^6 rows.
+local STREAM_RSS_TOLERANCE_KB = 1024
 
 local function report_targets()
   ratio_target("pooled op vs connect-per-op (lua5.4, pool:query vs LuaSQL)", ">= 25x", "pool_query_lua5.4", "luasql_connect", 25)
@@ -617,6 +825,22 @@ local function report_targets()
     ratio_target(format("%d threads through pgpool vs pgbench -c %d -M extended (%s)", THREADS, THREADS, rt),
       ">= 0.8x", "threads_" .. rt, "pgbench_extended", 0.8)
   end
+  local rows_1e5, rows_1e6 = by_id.rows_stream_1e5, by_id.rows_stream
+  local rows_target = format("conn:rows peak RSS, 10^6 rows vs 10^5 (lua5.4)")
+  if #rows_1e5.extra > 0 and #rows_1e6.extra > 0 then
+    local small, large = median(rows_1e5.extra), median(rows_1e6.extra)
+    target(rows_target, format("flat (<= +%d kB)", STREAM_RSS_TOLERANCE_KB),
+      format("%+.0f kB (%s -> %s)", large - small, thousands(small), thousands(large)),
+      large - small <= STREAM_RSS_TOLERANCE_KB)
+  else
+    target(rows_target, "flat", "no result", false)
+  end
+  ratio_target(format("TPC-B, %d threads in pool:transaction vs pgbench -M extended", THREADS),
+    ">= 0.9x", "tpcb_threads", "tpcb_pgbench_extended", 0.9)
+  ratio_target("TPC-B, statement_cache = 100 vs pgbench -M prepared",
+    ">= 0.9x", "tpcb_threads_cached", "tpcb_pgbench_prepared", 0.9)
+  ratio_target("OpenResty select, ngx.run_worker_thread vs direct (req/s)",
+    ">= 0.8x", "nginx_thread", "nginx_query", 0.8)
   for _, id in ipairs{ "acquire", "acquire_hogs" } do
     for _, rt in ipairs(RUNTIMES) do
       local r = rate_of(id .. "_" .. rt)
@@ -672,15 +896,22 @@ for _, m in ipairs(methods) do
 end
 
 -- Odd rounds run the list forwards, even rounds backwards: drift during a
--- round then favours no method, and compared methods stay neighbours.
-for round = 1, ROUNDS do
-  local t0 = now()
-  for i = 1, #methods do
-    local m = methods[round % 2 == 1 and i or #methods + 1 - i]
-    if not m.na then run_method(m, round) end
+-- round then favours no method, and compared methods stay neighbours. A
+-- group left open (nginx) is stopped at the end, or on an error.
+local rounds = 0
+for _, m in ipairs(methods) do rounds = math.max(rounds, m.rounds or ROUNDS) end
+local ok, err = xpcall(function()
+  for round = 1, rounds do
+    local t0 = now()
+    for i = 1, #methods do
+      local m = methods[round % 2 == 1 and i or #methods + 1 - i]
+      if not m.na and round <= (m.rounds or ROUNDS) then run_method(m, round) end
+    end
+    io.stderr:write(format("bench: round %d/%d done in %.0f s\n", round, rounds, now() - t0))
   end
-  io.stderr:write(format("bench: round %d/%d done in %.0f s\n", round, ROUNDS, now() - t0))
-end
+end, debug.traceback)
+enter_group(nil)
+if not ok then error(err, 0) end
 
 report_throughput()
 report_instructions()

@@ -6,7 +6,11 @@
 -- MODE is "query" (pool:query("select $1::int + 1", 41) per operation),
 -- "held" (the same on a connection each thread holds throughout, to tell the
 -- pool's share from the rest), "acquire" (pool:acquire():release() per
--- operation) or "acquire_hogs" (the same on a pool with track_hogs). Every thread opens its
+-- operation), "acquire_hogs" (the same on a pool with track_hogs), "tpcb"
+-- (one TPC-B transaction per operation: the five statements of pgbench's
+-- built-in tpcb-like script in pool:transaction, on the tables of
+-- `pgbench -i`) or "tpcb_cached" (the same on a pool with
+-- statement_cache = 100). Every thread opens its
 -- connection before START_AT (a CLOCK_MONOTONIC time in seconds, from the
 -- driver), so the pool is warm, then all threads run in the same window
 -- [START_AT, START_AT + SECONDS] and each prints "ops=<n> secs=<s>
@@ -26,6 +30,7 @@ local function now() return hrtime() * 1e-9 end
 local pool = pgpool.configure{
   name = "bench", conninfo = assert(os.getenv("BENCH_DSN")), max = THREADS,
   log_level = "error", track_hogs = mode == "acquire_hogs",
+  statement_cache = mode == "tpcb_cached" and 100 or nil,
 }
 
 if index == 0 then
@@ -72,6 +77,27 @@ elseif mode == "acquire" or mode == "acquire_hogs" then
   repeat
     for _ = 1, 100 do pool:acquire():release() end
     ops = ops + 100
+  until now() >= stop
+elseif mode == "tpcb" or mode == "tpcb_cached" then
+  -- pgbench's tpcb-like script: aid, bid, tid and delta drawn uniformly as
+  -- its \set lines do, for the scale `pgbench -i` used.
+  local random = math.random
+  local scale = assert(pool:query("select count(*)::int as n from pgbench_branches"))[1].n
+  local aid, bid, tid, delta
+  local function tpcb(c)
+    assert(c:query("UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2", delta, aid))
+    local res = assert(c:query("SELECT abalance FROM pgbench_accounts WHERE aid = $1", aid))
+    if res[1] == nil then error("no account " .. aid) end
+    assert(c:query("UPDATE pgbench_tellers SET tbalance = tbalance + $1 WHERE tid = $2", delta, tid))
+    assert(c:query("UPDATE pgbench_branches SET bbalance = bbalance + $1 WHERE bid = $2", delta, bid))
+    assert(c:query("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime)"
+      .. " VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP)", tid, bid, aid, delta))
+  end
+  repeat
+    aid, bid = random(1, 100000 * scale), random(1, scale)
+    tid, delta = random(1, 10 * scale), random(-5000, 5000)
+    assert(pool:transaction(tpcb))
+    ops = ops + 1
   until now() >= stop
 else
   error("threads.lua: unknown mode " .. tostring(mode))

@@ -8,6 +8,7 @@
 -- for callgrind) and prints one line of key=value pairs:
 --
 --   ops=<operations> secs=<seconds of the timed loop> cpu=<CPU seconds used in it>
+--     peak_rss=<the process's peak resident set size, VmHWM, in kB>
 --   na=<reason>                      the feature does not exist (yet)
 --
 -- The memory modes print their own figures (rss_*, in kB). Every query's
@@ -199,6 +200,154 @@ function methods.pgpool_connect()
   end, 1, 1
 end
 
+-- Large results: COUNT rows (default 10^6) of (g int, 'x' || g text), each
+-- row read as an application would (g summed, the rows counted, the last
+-- row's text compared). One call reads the whole result, so these methods
+-- run with a COUNT (bench.lua passes it); their figure is the peak RSS.
+
+local function rows_sql(n)
+  return string.format("select g, 'x' || g as t from generate_series(1, %d) g", n)
+end
+
+local function check_rows(seen, sum, last_t, n)
+  check(seen, n)
+  check(sum, n * (n + 1) / 2)       -- exact: below 2^53
+  check(last_t, "x" .. n)
+end
+
+-- conn:rows: one row at a time (single-row mode).
+function methods.rows_stream()
+  local _, conn = held()
+  local n = count or 1000000
+  local sql = rows_sql(n)
+  return function()
+    local seen, sum, last_t = 0, 0, nil
+    for row, msg in conn:rows(sql) do
+      if not row then error(msg) end
+      seen, sum, last_t = seen + 1, sum + row.g, row.t
+    end
+    check_rows(seen, sum, last_t, n)
+  end, n, 1
+end
+
+-- conn:query: the whole result as one table.
+function methods.rows_query()
+  local _, conn = held()
+  local n = count or 1000000
+  local sql = rows_sql(n)
+  return function()
+    local res = assert(conn:query(sql))
+    local sum = 0
+    for i = 1, #res do sum = sum + res[i].g end
+    check_rows(#res, sum, res[#res].t, n)
+  end, n, 1
+end
+
+-- LuaSQL: execute, then cur:fetch() until it returns nil. LuaSQL's
+-- PostgreSQL driver runs PQexec, so the whole result is in libpq's memory
+-- before the first fetch; its values come back as strings.
+function methods.rows_luasql()
+  local con = assert(luasql():connect(DSN))
+  local n = count or 1000000
+  local sql = rows_sql(n)
+  return function()
+    local cur = assert(con:execute(sql))
+    local seen, sum, last_t = 0, 0, nil
+    local g, t = cur:fetch()
+    while g do
+      seen, sum, last_t = seen + 1, sum + tonumber(g), t
+      g, t = cur:fetch()
+    end
+    cur:close()
+    check_rows(seen, sum, last_t, n)
+  end, n, 1
+end
+
+-- Bulk load: COUNT rows (default 10^6) of (g, 'x' || g) into a fresh table,
+-- built in Lua as they are sent; the rows the server reports loaded are
+-- checked. Each method starts from an empty table.
+
+local BULK_BATCH = 1000          -- rows per COPY chunk, INSERT statement or pipeline
+
+local function bulk_setup()
+  local p = pool{ max = 1 }
+  assert(p:exec("drop table if exists bench_bulk; create table bench_bulk (g int not null, t text not null)"))
+  local n = count or 1000000
+  assert(n % BULK_BATCH == 0, "the row count must be a multiple of " .. BULK_BATCH)
+  return p, n
+end
+
+-- conn:copy_in with a function that returns the next chunk of BULK_BATCH
+-- lines (text format), nil at the end.
+function methods.bulk_copy_in()
+  local p, n = bulk_setup()
+  local conn = assert(p:acquire())
+  local concat = table.concat
+  return function()
+    local next_g = 1
+    local res = assert(conn:copy_in("copy bench_bulk (g, t) from stdin", function()
+      if next_g > n then return nil end
+      local lines, k = {}, 0
+      for g = next_g, next_g + BULK_BATCH - 1 do
+        k = k + 1
+        lines[k] = g .. "\tx" .. g .. "\n"
+      end
+      next_g = next_g + BULK_BATCH
+      return concat(lines)
+    end))
+    check(res.affected, n)
+  end, n, 1
+end
+
+-- INSERT ... VALUES ($1, $2), ($3, $4), ... with BULK_BATCH rows per
+-- statement, all in one pool:transaction.
+function methods.bulk_insert_values()
+  local p, n = bulk_setup()
+  local tuples = {}
+  for i = 1, BULK_BATCH do tuples[i] = string.format("($%d, $%d)", 2 * i - 1, 2 * i) end
+  local sql = "insert into bench_bulk (g, t) values " .. table.concat(tuples, ", ")
+  local params, unpack = {}, table.unpack or unpack
+  return function()
+    local loaded = assert(p:transaction(function(conn)
+      local affected = 0
+      for first = 1, n, BULK_BATCH do
+        for i = 0, BULK_BATCH - 1 do
+          params[2 * i + 1], params[2 * i + 2] = first + i, "x" .. (first + i)
+        end
+        affected = affected + assert(conn:query(sql, unpack(params, 1, 2 * BULK_BATCH))).affected
+      end
+      return affected
+    end))
+    check(loaded, n)
+  end, n, 1
+end
+
+-- One-row INSERTs, BULK_BATCH to a conn:pipeline (one round trip each),
+-- all in one pool:transaction.
+function methods.bulk_insert_pipeline()
+  local p, n = bulk_setup()
+  local sql = "insert into bench_bulk (g, t) values ($1, $2)"
+  local first
+  local function batch(pl)
+    for g = first, first + BULK_BATCH - 1 do pl:query(sql, g, "x" .. g) end
+  end
+  return function()
+    local loaded = assert(p:transaction(function(conn)
+      local affected = 0
+      for g = 1, n, BULK_BATCH do
+        first = g
+        local results = assert(conn:pipeline(batch))
+        for i = 1, #results do
+          if results[i].error then error(results[i].error) end
+          affected = affected + results[i].affected
+        end
+      end
+      return affected
+    end))
+    check(loaded, n)
+  end, n, 1
+end
+
 -- Timed and counted runs ---------------------------------------------------------
 
 -- Both return the operations run, the seconds taken and the CPU seconds
@@ -232,6 +381,14 @@ local function rss_kb(collect)
   local text = f:read("*a")
   f:close()
   return tonumber(text:match("VmRSS:%s*(%d+)"))
+end
+
+-- The peak resident set size of this process so far (VmHWM), in kB.
+local function peak_rss_kb()
+  local f = assert(io.open("/proc/self/status"))
+  local text = f:read("*a")
+  f:close()
+  return tonumber(text:match("VmHWM:%s*(%d+)"))
 end
 
 local memory = {}
@@ -318,5 +475,5 @@ else
   run_for(op, per_call, calls_per_check, math.min(0.2, seconds / 5))   -- warm-up (and LuaJIT traces)
   ops, secs, cpu = run_for(op, per_call, calls_per_check, seconds)
 end
-say("ops=%d secs=%.6f cpu=%.6f", ops, secs, cpu)
+say("ops=%d secs=%.6f cpu=%.6f peak_rss=%d", ops, secs, cpu, peak_rss_kb())
 os.exit(0)
