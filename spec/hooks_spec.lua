@@ -33,7 +33,7 @@ describe('on_connect', function()
   end)
 
   it('counts a failing hook as a failed connect, with the server SQLSTATE, and keeps nothing', function()
-    local pool = pgpool.configure(opts('hook-fails', { max = 2, on_connect = 'set no_such_setting_here = 1' }))
+    local pool = pgpool.configure(opts('hook-fails', { max = 2, log_level = 'off', on_connect = 'set no_such_setting_here = 1' }))
     local res, msg, code, info = pool:query('select 1')
     assert.is_nil(res)
     assert.are.equal('connect', code)
@@ -47,7 +47,7 @@ describe('on_connect', function()
   end)
 
   it('is bounded by connect_timeout', function()
-    local pool = pgpool.configure(opts('hook-slow', { max = 1, connect_timeout = 0.5, acquire_timeout = 5,
+    local pool = pgpool.configure(opts('hook-slow', { max = 1, log_level = 'off', connect_timeout = 0.5, acquire_timeout = 5,
       on_connect = 'select pg_sleep(30)' }))
     local took, res, _, code = elapsed(function() return pool:query('select 1') end)
     assert.is_nil(res)

@@ -12,7 +12,7 @@ end
 
 describe('pool:listen', function()
   local pool
-  before_each(function() pool = pgpool.configure(opts('listen', { max = 3 })) end)
+  before_each(function() pool = pgpool.configure(opts('listen', { max = 3, log_level = 'error' })) end)
   after_each(function() pgpool.shutdown_all{ timeout = 1 } end)
 
   it('gives each notification as channel, payload, pid, in order', function()
