@@ -1,11 +1,12 @@
 /*
- * pq.c - the only file that calls libpq.
+ * pq.c - the libpq layer's core (with pq_stream.c, the only files that
+ * call libpq; pq_internal.h is what they share).
  *
  * Owns: opening a connection without blocking past a deadline (each host
  * of a multi-host conninfo on its own, within its connect_timeout), the
  * liveness check, rollback, statement execution with a bounded server-side
- * cancel, the statement cache, server notices, and the translation of
- * libpq failures into pq_error.
+ * cancel, the statement cache, pipelines, server notices, ending a stream
+ * or COPY left open, and the translation of libpq failures into pq_error.
  *
  * Invariants:
  *  - every PGresult is PQclear'ed on every path (or handed out as pq_result);
@@ -42,51 +43,20 @@
 
 #include "clock.h"
 #include "log.h"
+#include "pq_internal.h"
 
 /* A named prepared statement in the connection's cache (statement_cache).
  * Keyed by the SQL text and which parameters are binary bytea; its name is
  * derived from the same key (stmt_name). */
-typedef struct pq_stmt {
+struct pq_stmt {
     uint64_t hash;
     char *key;                   /* sql, NUL, one byte per parameter type */
     size_t key_len;
     char name[64];
     struct pq_stmt *chain;       /* hash bucket */
     struct pq_stmt *newer, *older;   /* LRU list */
-} pq_stmt;
-
-#define STMT_BUCKETS 256
-
-typedef struct cancel_job cancel_job;
-
-struct pq_conn {
-    PGconn *pg;
-    int backend_pid;
-    int fatal_seen;              /* the server sent a FATAL while idle */
-    int broken;                  /* given up past a deadline: never reused */
-    pq_error last_fatal;         /* the server's last FATAL, when fatal_known */
-    int fatal_known;
-    pq_notice_fn notice_fn;
-    void *notice_arg;
-    cancel_job *cancel;          /* a cancel still running, if any */
-    int n_stmts;
-    pq_stmt *newest, *oldest;
-    pq_stmt *buckets[STMT_BUCKETS];
-    char *to_deallocate;         /* "DEALLOCATE a;DEALLOCATE b;" not yet sent */
-    size_t to_deallocate_len;
-    char *password;              /* from the conninfo, for redaction */
-    /* A row stream (pq_stream_open): its number, whether it is open, the
-     * number of the last one that ended (read to its end, its error given,
-     * or closed by its owner), and the timeout of each wait for a row. */
-    uint64_t stream_seq, stream_ended;
-    int streaming;
-    double stream_timeout;
-    /* A COPY in progress (pq_copy_begin): its direction (PQ_COPY_IN or
-     * PQ_COPY_OUT, 0 for none) and the timeout of each wait in it. */
-    int copying;
-    double copy_timeout;
-    int copy_cancelled;          /* its timeout passed: a cancel was sent */
 };
+
 
 const char *const pq_field_names[PQ_FIELD_COUNT] = {
     "severity", "detail", "hint", "position",
@@ -247,9 +217,7 @@ static int is_fatal(const PGresult *res)
                         strcmp(severity, "PANIC") == 0);
 }
 
-/* Fill err from the connection's last failure (no server result): the
- * server's FATAL when it sent one, else libpq's first line. */
-static void error_from_conn(pq_error *err, pq_conn *c, const char *code)
+void pqi_error_from_conn(pq_error *err, pq_conn *c, const char *code)
 {
     if (c->fatal_known && PQstatus(c->pg) == CONNECTION_BAD) {
         *err = c->last_fatal;
@@ -276,7 +244,7 @@ static void error_from_result(pq_error *err, pq_conn *c, const PGresult *res)
             remember_fatal(c, res);
         redact_error(err, c);
     } else {
-        error_from_conn(err, c, PQ_CODE_CLOSED);
+        pqi_error_from_conn(err, c, PQ_CODE_CLOSED);
     }
 }
 
@@ -293,7 +261,7 @@ static void set_failure_flags(pq_error *err, pq_conn *c, int answered)
 /* The statement could not be sent: it did not run. */
 static void error_not_sent(pq_error *err, pq_conn *c)
 {
-    error_from_conn(err, c, PQ_CODE_CLOSED);
+    pqi_error_from_conn(err, c, PQ_CODE_CLOSED);
     err->safe_to_retry = 1;
 }
 
@@ -307,9 +275,7 @@ static int has_limit(double deadline)
     return deadline > 0 && isfinite(deadline);
 }
 
-/* The absolute deadline of a timeout in seconds from now; 0 (none) unless
- * timeout is a finite number > 0. */
-static double deadline_after(double timeout)
+double pqi_deadline_after(double timeout)
 {
     return timeout > 0 && isfinite(timeout) ? clock_now() + timeout : 0;
 }
@@ -329,9 +295,7 @@ static int poll_ms(double deadline)
     return (int)(left * 1000.0) + 1;
 }
 
-/* Wait until fd is ready for events or the deadline passes. 1 ready, 0 time
- * out, -1 error. */
-static int wait_fd(int fd, short events, double deadline)
+int pqi_wait_fd(int fd, short events, double deadline)
 {
     if (fd < 0)
         return -1;
@@ -838,7 +802,7 @@ static pq_conn *connect_server(const connect_plan *pl,
             connect_failed(c, parsed, err);
             return NULL;
         }
-        ready = wait_fd(PQsocket(c->pg),
+        ready = pqi_wait_fd(PQsocket(c->pg),
                         st == PGRES_POLLING_READING ? POLLIN : POLLOUT, limit);
         if (ready == 0) {
             char server[1200];
@@ -1123,15 +1087,10 @@ enum pq_txn pq_txn_status(pq_conn *c)
     }
 }
 
-static int stream_abandon(pq_conn *c);
-
-/* 1 when c can run a statement; else 0 and err (nothing was sent). A row
- * stream left open is abandoned first (its owner, resumed, is told), and
- * so is a COPY left unfinished. */
-static int usable(pq_conn *c, pq_error *err)
+int pqi_usable(pq_conn *c, pq_error *err)
 {
     if (c->streaming)
-        stream_abandon(c);
+        pqi_stream_abandon(c);
     if (c->copying)
         pq_copy_abort(c);
     if (!c->broken)
@@ -1144,23 +1103,10 @@ static int usable(pq_conn *c, pq_error *err)
 
 /* ---- statements -------------------------------------------------------- */
 
-/* How long to wait for the server's answer to a cancel before giving the
- * connection up as broken. */
-#define CANCEL_GRACE 5.0
 
-#define COPY_REFUSED "COPY is not supported by query or exec"
 
-/* One call's wait budget and what happened to it. */
-typedef struct run_state {
-    double deadline;     /* absolute; no limit unless a finite number > 0 */
-    double grace;        /* past the deadline: cancel, then wait this much
-                          * more; 0: give up at the deadline */
-    double timeout;      /* the statement's timeout, for messages */
-    int cancelled;       /* the deadline passed and a cancel was started */
-    int answered;        /* results of the statement came before its error */
-} run_state;
 
-static void run_init(run_state *rs, double deadline, double grace,
+void pqi_run_init(run_state *rs, double deadline, double grace,
                      double timeout)
 {
     rs->deadline = deadline;
@@ -1170,13 +1116,10 @@ static void run_init(run_state *rs, double deadline, double grace,
     rs->answered = 0;
 }
 
-/* Wait for input and read it. At the deadline, start the cancel and allow
- * the grace; past that (or with no grace) give the connection up. 1 input
- * read, 0 the connection failed, -1 given up. */
-static int wait_input(pq_conn *c, run_state *rs)
+int pqi_wait_input(pq_conn *c, run_state *rs)
 {
     for (;;) {
-        int ready = wait_fd(PQsocket(c->pg), POLLIN, rs->deadline);
+        int ready = pqi_wait_fd(PQsocket(c->pg), POLLIN, rs->deadline);
         if (ready > 0)
             return PQconsumeInput(c->pg) ? 1 : 0;
         if (ready < 0)
@@ -1192,12 +1135,10 @@ static int wait_input(pq_conn *c, run_state *rs)
     }
 }
 
-/* Wait until libpq holds a whole result (PQisBusy false). 1, or 0 when the
- * connection failed and holds no result, or -1 when given up. */
-static int await_result(pq_conn *c, run_state *rs)
+int pqi_await_result(pq_conn *c, run_state *rs)
 {
     while (PQisBusy(c->pg)) {
-        int waited = wait_input(c, rs);
+        int waited = pqi_wait_input(c, rs);
         /* A lost connection may still hold the server's last words (the
          * FATAL of a terminate): PQgetResult returns them without waiting. */
         if (waited == 0)
@@ -1208,15 +1149,11 @@ static int await_result(pq_conn *c, run_state *rs)
     return 1;
 }
 
-/* Send what libpq has buffered, reading meanwhile so that neither side
- * blocks on a full socket. 1 once everything is sent, 0 when the
- * connection failed, -1 at the deadline (a message half sent cannot be
- * cancelled: the connection is given up). */
-static int flush_all(pq_conn *c, run_state *rs)
+int pqi_flush_all(pq_conn *c, run_state *rs)
 {
     int pending;
     while ((pending = PQflush(c->pg)) == 1) {
-        int ready = wait_fd(PQsocket(c->pg), POLLIN | POLLOUT, rs->deadline);
+        int ready = pqi_wait_fd(PQsocket(c->pg), POLLIN | POLLOUT, rs->deadline);
         if (ready == 0) {
             c->broken = 1;
             return -1;
@@ -1227,11 +1164,7 @@ static int flush_all(pq_conn *c, run_state *rs)
     return pending == 0;
 }
 
-/* The statement started a COPY, which query and exec do not support: end
- * it so that its results follow (COPY IN: refuse the data; COPY OUT: read
- * and drop it; COPY BOTH: no way back, give the connection up). 1 ended,
- * 0 failed, -1 given up at the deadline. */
-static int refuse_copy(pq_conn *c, ExecStatusType status, run_state *rs)
+int pqi_refuse_copy(pq_conn *c, ExecStatusType status, run_state *rs)
 {
     char *data;
     int n;
@@ -1239,11 +1172,11 @@ static int refuse_copy(pq_conn *c, ExecStatusType status, run_state *rs)
     switch (status) {
     case PGRES_COPY_IN:
         while ((n = PQputCopyEnd(c->pg, COPY_REFUSED)) == 0) {
-            int flushed = flush_all(c, rs);
+            int flushed = pqi_flush_all(c, rs);
             if (flushed <= 0)
                 return flushed;
         }
-        return n < 0 ? 0 : flush_all(c, rs);
+        return n < 0 ? 0 : pqi_flush_all(c, rs);
     case PGRES_COPY_OUT:
         while ((n = PQgetCopyData(c->pg, &data, 1)) != -1) {
             if (n > 0) {
@@ -1251,7 +1184,7 @@ static int refuse_copy(pq_conn *c, ExecStatusType status, run_state *rs)
             } else if (n == -2) {
                 return 0;
             } else {
-                int waited = wait_input(c, rs);
+                int waited = pqi_wait_input(c, rs);
                 if (waited <= 0)
                     return waited;
             }
@@ -1263,10 +1196,7 @@ static int refuse_copy(pq_conn *c, ExecStatusType status, run_state *rs)
     }
 }
 
-/* Why reading results stopped without a result: the connection failed (0),
- * or the deadline passed with nothing answered (-1), which gives the
- * connection up. */
-static void error_wait_failed(pq_error *err, pq_conn *c, const run_state *rs,
+void pqi_error_wait_failed(pq_error *err, pq_conn *c, const run_state *rs,
                               int waited)
 {
     if (waited < 0) {
@@ -1280,25 +1210,19 @@ static void error_wait_failed(pq_error *err, pq_conn *c, const run_state *rs,
                          "by the deadline: the connection is given up");
         err->outcome_unknown = 1;
     } else {
-        error_from_conn(err, c, PQ_CODE_CLOSED);
+        pqi_error_from_conn(err, c, PQ_CODE_CLOSED);
         set_failure_flags(err, c, rs->answered);
     }
 }
 
-/*
- * Read every result of what was just sent, ending a COPY it started. Keeps
- * the first error (or the last success) and frees the rest; then waits
- * for a cancel it started (until the deadline). NULL and err when the
- * connection failed, was given up, or a COPY was refused.
- */
-static PGresult *collect_results(pq_conn *c, run_state *rs, pq_error *err)
+PGresult *pqi_collect_results(pq_conn *c, run_state *rs, pq_error *err)
 {
     PGresult *kept = NULL, *res;
     int waited, copied = 0, seen = 0;
 
     rs->answered = 0;
     for (;;) {
-        waited = await_result(c, rs);
+        waited = pqi_await_result(c, rs);
         if (waited <= 0)
             break;
         res = PQgetResult(c->pg);
@@ -1309,7 +1233,7 @@ static PGresult *collect_results(pq_conn *c, run_state *rs, pq_error *err)
         case PGRES_COPY_OUT:
         case PGRES_COPY_BOTH:
             copied = 1;
-            waited = refuse_copy(c, PQresultStatus(res), rs);
+            waited = pqi_refuse_copy(c, PQresultStatus(res), rs);
             PQclear(res);
             if (waited <= 0)
                 goto done;
@@ -1338,14 +1262,13 @@ done:
         if (copied && (waited > 0 || (waited == 0 && c->broken)))
             pq_error_set(err, PQ_CODE_UNSUPPORTED, "%s", COPY_REFUSED);
         else
-            error_wait_failed(err, c, rs, waited);
+            pqi_error_wait_failed(err, c, rs, waited);
         return NULL;
     }
     return kept;
 }
 
-/* Turn a finished PGresult into success (returned) or err (NULL). */
-static pq_result *check_result(pq_conn *c, PGresult *res, const run_state *rs,
+pq_result *pqi_check_result(pq_conn *c, PGresult *res, const run_state *rs,
                                pq_error *err)
 {
     switch (PQresultStatus(res)) {
@@ -1369,14 +1292,13 @@ static pq_result *check_result(pq_conn *c, PGresult *res, const run_state *rs,
     }
 }
 
-/* Why sending failed: the connection (flushed 0) or the deadline (-1). */
-static void error_send_failed(pq_error *err, pq_conn *c, int flushed)
+void pqi_error_send_failed(pq_error *err, pq_conn *c, int flushed)
 {
     if (flushed < 0)
         pq_error_set(err, PQ_CODE_TIMEOUT, "query timeout while sending: "
                      "the connection is given up");
     else
-        error_from_conn(err, c, PQ_CODE_CLOSED);
+        pqi_error_from_conn(err, c, PQ_CODE_CLOSED);
 }
 
 /* After a PQsend* (sent: its return): push it out and read its results
@@ -1384,10 +1306,10 @@ static void error_send_failed(pq_error *err, pq_conn *c, int flushed)
 static PGresult *sent_results(pq_conn *c, int sent, run_state *rs,
                               pq_error *err)
 {
-    int flushed = sent ? flush_all(c, rs) : 0;
+    int flushed = sent ? pqi_flush_all(c, rs) : 0;
     if (flushed > 0)
-        return collect_results(c, rs, err);
-    error_send_failed(err, c, flushed);
+        return pqi_collect_results(c, rs, err);
+    pqi_error_send_failed(err, c, flushed);
     err->safe_to_retry = 1;
     return NULL;
 }
@@ -1540,11 +1462,7 @@ static void forget_deallocations(pq_conn *c)
     c->to_deallocate_len = 0;
 }
 
-/* Send the DEALLOCATEs of dropped statements, in one round trip, once the
- * connection is outside a transaction block: there a failure (the user ran
- * DEALLOCATE ALL, say) cannot abort the user's transaction. 0 and err only
- * when the connection failed (the caller's statement was not sent). */
-static int deallocate_dropped(pq_conn *c, run_state *rs, pq_error *err)
+int pqi_deallocate_dropped(pq_conn *c, run_state *rs, pq_error *err)
 {
     PGresult *res;
 
@@ -1610,13 +1528,13 @@ static int stmt_prepare(pq_conn *c, pq_stmt *st, const char *sql,
     PGresult *res;
     pq_result *ok;
 
-    if (!deallocate_dropped(c, rs, err))
+    if (!pqi_deallocate_dropped(c, rs, err))
         return 0;
     res = sent_results(c, PQsendPrepare(c->pg, st->name, sql, pp->n,
                                         (const Oid *)pp->types), rs, err);
     if (!res)
         return 0;
-    ok = check_result(c, res, rs, err);
+    ok = pqi_check_result(c, res, rs, err);
     if (ok) {
         PQclear((PGresult *)ok);
         return 1;
@@ -1690,12 +1608,12 @@ pq_result *pq_query(pq_conn *c, const char *sql, const pq_params *params,
     pq_result *ok;
     int attempt;
 
-    if (!usable(c, err))
+    if (!pqi_usable(c, err))
         return NULL;
-    run_init(&rs, deadline_after(timeout), CANCEL_GRACE, timeout);
+    pqi_run_init(&rs, pqi_deadline_after(timeout), CANCEL_GRACE, timeout);
     if (!cache_in_blocks && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
         cache_size = 0;
-    if (c->to_deallocate && !deallocate_dropped(c, &rs, err))
+    if (c->to_deallocate && !pqi_deallocate_dropped(c, &rs, err))
         return NULL;
     /* Cached: at most twice (stale or missing: prepared again once), then
      * unnamed, which needs nothing from the server's session. */
@@ -1709,7 +1627,7 @@ pq_result *pq_query(pq_conn *c, const char *sql, const pq_params *params,
         res = run_statement(c, st ? st->name : NULL, sql, params, &rs, err);
         if (!res)
             return NULL;
-        ok = check_result(c, res, &rs, err);
+        ok = pqi_check_result(c, res, &rs, err);
         if (ok || !st || !stmt_is_stale(err))
             return ok;
         /* Forget it and, outside a transaction block (where the failed
@@ -1717,7 +1635,7 @@ pq_result *pq_query(pq_conn *c, const char *sql, const pq_params *params,
          * deallocated first, its name being the same. */
         stmt_drop(c, st, strcmp(err->code, "0A000") == 0);
         if (PQtransactionStatus(c->pg) != PQTRANS_IDLE ||
-            !deallocate_dropped(c, &rs, err))
+            !pqi_deallocate_dropped(c, &rs, err))
             return NULL;
     }
     return NULL;
@@ -1729,13 +1647,13 @@ int pq_exec(pq_conn *c, const char *script, double timeout, pq_error *err)
     PGresult *res;
     pq_result *ok;
 
-    if (!usable(c, err))
+    if (!pqi_usable(c, err))
         return 0;
-    run_init(&rs, deadline_after(timeout), CANCEL_GRACE, timeout);
+    pqi_run_init(&rs, pqi_deadline_after(timeout), CANCEL_GRACE, timeout);
     res = sent_results(c, PQsendQuery(c->pg, script), &rs, err);
     if (!res)
         return 0;
-    ok = check_result(c, res, &rs, err);
+    ok = pqi_check_result(c, res, &rs, err);
     if (!ok)
         return 0;
     PQclear((PGresult *)ok);
@@ -1750,13 +1668,13 @@ int pq_server_slots(pq_conn *c, double deadline, int *max_connections,
     pq_error err;
     int slots = -1;
 
-    if (!usable(c, &err))
+    if (!pqi_usable(c, &err))
         return -1;
-    run_init(&rs, deadline, 0, 0);
+    pqi_run_init(&rs, deadline, 0, 0);
     res = sent_results(c, PQsendQuery(c->pg,
         "select current_setting('max_connections')::int, "
         "current_setting('superuser_reserved_connections')::int"), &rs, &err);
-    res = res ? (PGresult *)check_result(c, res, &rs, &err) : NULL;
+    res = res ? (PGresult *)pqi_check_result(c, res, &rs, &err) : NULL;
     if (res && PQntuples(res) == 1 && PQnfields(res) == 2 &&
         !PQgetisnull(res, 0, 0) && !PQgetisnull(res, 0, 1)) {
         *max_connections = atoi(PQgetvalue(res, 0, 0));
@@ -1775,7 +1693,7 @@ int pq_rollback(pq_conn *c, double deadline)
 
     if (c->broken)
         return 0;
-    run_init(&rs, deadline, 0, 0);
+    pqi_run_init(&rs, deadline, 0, 0);
     res = sent_results(c, PQsendQuery(c->pg, "ROLLBACK"), &rs, &err);
     if (!res)
         return 0;
@@ -1783,25 +1701,22 @@ int pq_rollback(pq_conn *c, double deadline)
     return pq_txn_status(c) == PQ_TXN_IDLE;
 }
 
-/* ---- row streams ------------------------------------------------------- */
+/* ---- ending what pq_stream.c left open ---------------------------------- */
 
 /*
- * One statement whose rows arrive one at a time (libpq's single-row mode):
- * memory stays that of one row whatever the count. While the stream is
- * open the connection runs nothing else; anything else run on it abandons
- * the stream first (the statement cancelled, what is left read and
- * dropped), and the stream's owner is told when it asks for its next row.
+ * A row stream or a COPY (pq_stream.c) keeps its connection busy between
+ * the caller's steps. Anything else run on the connection ends it first,
+ * here: the statement cancelled, what is left read and dropped, within
+ * CANCEL_GRACE (pqi_usable calls these, so pq.c never calls pq_stream.c).
  */
 
-/* Read and drop every result left of the statement, by rs's deadline. 1
- * when the connection is idle again, 0 when it failed or was given up. */
-static int drain_results(pq_conn *c, run_state *rs)
+int pqi_drain_results(pq_conn *c, run_state *rs)
 {
     PGresult *res;
     int waited;
 
     for (;;) {
-        waited = await_result(c, rs);
+        waited = pqi_await_result(c, rs);
         if (waited <= 0)
             break;
         res = PQgetResult(c->pg);
@@ -1810,7 +1725,7 @@ static int drain_results(pq_conn *c, run_state *rs)
         if (PQresultStatus(res) == PGRES_COPY_IN ||
             PQresultStatus(res) == PGRES_COPY_OUT ||
             PQresultStatus(res) == PGRES_COPY_BOTH) {
-            waited = refuse_copy(c, PQresultStatus(res), rs);
+            waited = pqi_refuse_copy(c, PQresultStatus(res), rs);
             PQclear(res);
             if (waited <= 0)
                 break;
@@ -1826,292 +1741,13 @@ static int drain_results(pq_conn *c, run_state *rs)
     return waited > 0 && PQstatus(c->pg) == CONNECTION_OK;
 }
 
-/* Stop the open stream: cancel its statement, read what is left (at most
- * CANCEL_GRACE), and leave the connection idle or broken. */
-static int stream_abandon(pq_conn *c)
+int pqi_stream_abandon(pq_conn *c)
 {
     run_state rs;
-    run_init(&rs, clock_now() + CANCEL_GRACE, 0, 0);
+    pqi_run_init(&rs, clock_now() + CANCEL_GRACE, 0, 0);
     start_cancel(c);
     rs.cancelled = 1;
-    return drain_results(c, &rs);
-}
-
-int pq_stream_open(pq_conn *c, const char *sql, const pq_params *pp,
-                   double timeout, uint64_t *seq, pq_error *err)
-{
-    run_state rs;
-    int sent, flushed;
-
-    if (!usable(c, err))
-        return 0;
-    run_init(&rs, deadline_after(timeout), CANCEL_GRACE, timeout);
-    if (c->to_deallocate && !deallocate_dropped(c, &rs, err))
-        return 0;
-    sent = PQsendQueryParams(c->pg, sql, pp->n, (const Oid *)pp->types,
-                             pp->values, pp->lengths, pp->formats, 0) &&
-           PQsetSingleRowMode(c->pg);
-    flushed = sent ? flush_all(c, &rs) : 0;
-    if (flushed <= 0) {
-        error_send_failed(err, c, flushed);
-        err->safe_to_retry = 1;
-        return 0;
-    }
-    c->streaming = 1;
-    c->stream_timeout = timeout;
-    *seq = ++c->stream_seq;
-    return 1;
-}
-
-int pq_stream_next(pq_conn *c, uint64_t seq, pq_result **row, pq_error *err)
-{
-    run_state rs;
-    PGresult *res;
-    pq_result *ok;
-    int waited;
-
-    *row = NULL;
-    if (!c->streaming || c->stream_seq != seq) {
-        if (c->stream_ended == seq)
-            return 0;
-        pq_error_set(err, PQ_CODE_CLOSED, "row stream closed before its end: "
-                     "another statement ran on its connection");
-        return -1;
-    }
-    /* Each wait for a row has the statement's timeout: the time the caller
-     * spends between rows is not the server's. */
-    run_init(&rs, deadline_after(c->stream_timeout), CANCEL_GRACE,
-             c->stream_timeout);
-    rs.answered = 1;
-    waited = await_result(c, &rs);
-    res = waited > 0 ? PQgetResult(c->pg) : NULL;
-    if (res && PQresultStatus(res) == PGRES_SINGLE_TUPLE) {
-        *row = (pq_result *)res;
-        return 1;
-    }
-    c->stream_ended = seq;
-    if (!res) {
-        if (waited > 0) {            /* ended without a final result */
-            c->streaming = 0;
-            return 0;
-        }
-        error_wait_failed(err, c, &rs, waited);
-        c->streaming = 0;
-        c->broken = 1;
-        return -1;
-    }
-    switch (PQresultStatus(res)) {
-    case PGRES_COPY_IN:
-    case PGRES_COPY_OUT:
-    case PGRES_COPY_BOTH:
-        waited = refuse_copy(c, PQresultStatus(res), &rs);
-        PQclear(res);
-        if (drain_results(c, &rs) && waited > 0)
-            pq_error_set(err, PQ_CODE_UNSUPPORTED, "%s", COPY_REFUSED);
-        else
-            error_wait_failed(err, c, &rs, waited > 0 ? 0 : waited);
-        return -1;
-    default:
-        break;
-    }
-    ok = check_result(c, res, &rs, err);   /* frees res on failure */
-    PQclear((PGresult *)ok);
-    if (!drain_results(c, &rs) && ok) {
-        error_wait_failed(err, c, &rs, 0);
-        return -1;
-    }
-    return ok ? 0 : -1;
-}
-
-int pq_stream_close(pq_conn *c, uint64_t seq)
-{
-    if (!c->streaming || (seq && c->stream_seq != seq))
-        return 1;
-    c->stream_ended = c->stream_seq;
-    return stream_abandon(c);
-}
-
-/* ---- COPY --------------------------------------------------------------- */
-
-/*
- * COPY ... FROM STDIN and COPY ... TO STDOUT, driven by the caller a chunk
- * at a time (the bindings call Lua between chunks): begin, then put and
- * end, or get until the end. Each wait has the statement's timeout; past
- * it the statement is cancelled, as for any statement.
- */
-
-int pq_copy_begin(pq_conn *c, const char *sql, int direction, double timeout,
-                  pq_error *err)
-{
-    ExecStatusType want = direction == PQ_COPY_IN ? PGRES_COPY_IN
-                                                  : PGRES_COPY_OUT;
-    run_state rs;
-    PGresult *res;
-    pq_result *ok;
-    int flushed, waited;
-
-    if (!usable(c, err))
-        return 0;
-    run_init(&rs, deadline_after(timeout), CANCEL_GRACE, timeout);
-    if (c->to_deallocate && !deallocate_dropped(c, &rs, err))
-        return 0;
-    flushed = PQsendQuery(c->pg, sql) ? flush_all(c, &rs) : 0;
-    if (flushed <= 0) {
-        error_send_failed(err, c, flushed);
-        err->safe_to_retry = 1;
-        return 0;
-    }
-    waited = await_result(c, &rs);
-    res = waited > 0 ? PQgetResult(c->pg) : NULL;
-    if (!res) {
-        error_wait_failed(err, c, &rs, waited > 0 ? 0 : waited);
-        return 0;
-    }
-    if (PQresultStatus(res) == want) {
-        PQclear(res);
-        c->copying = direction;
-        c->copy_timeout = timeout;
-        c->copy_cancelled = rs.cancelled;
-        return 1;
-    }
-    switch (PQresultStatus(res)) {
-    case PGRES_COPY_IN:
-    case PGRES_COPY_OUT:
-    case PGRES_COPY_BOTH:
-        refuse_copy(c, PQresultStatus(res), &rs);
-        PQclear(res);
-        ok = NULL;
-        break;
-    default:
-        ok = check_result(c, res, &rs, err);   /* frees res on failure */
-        if (!ok) {
-            drain_results(c, &rs);
-            return 0;
-        }
-        PQclear((PGresult *)ok);
-    }
-    drain_results(c, &rs);
-    pq_error_set(err, PQ_CODE_UNSUPPORTED, "%s needs a COPY ... %s statement",
-                 direction == PQ_COPY_IN ? "copy_in" : "copy_out",
-                 direction == PQ_COPY_IN ? "FROM STDIN" : "TO STDOUT");
-    return 0;
-}
-
-/* The end of a COPY: its final result, as pq_query gives it. */
-static pq_result *copy_result(pq_conn *c, run_state *rs, pq_error *err)
-{
-    PGresult *res;
-    c->copying = 0;
-    rs->cancelled |= c->copy_cancelled;   /* a cancel of an earlier step */
-    res = collect_results(c, rs, err);
-    return res ? check_result(c, res, rs, err) : NULL;
-}
-
-/* 0 and err when the COPY the caller drives is no longer in progress. */
-static int copy_going(pq_conn *c, int direction, pq_error *err)
-{
-    if (c->copying == direction)
-        return 1;
-    pq_error_set(err, PQ_CODE_CLOSED, "COPY ended before its end: another "
-                 "statement ran on its connection");
-    return 0;
-}
-
-int pq_copy_put(pq_conn *c, const char *data, size_t len, pq_error *err)
-{
-    run_state rs;
-
-    if (!copy_going(c, PQ_COPY_IN, err))
-        return 0;
-    run_init(&rs, deadline_after(c->copy_timeout), 0, c->copy_timeout);
-    while (len > 0) {
-        int n = len > 65536 ? 65536 : (int)len;
-        int put = PQputCopyData(c->pg, data, n);
-        if (put < 0) {
-            error_from_conn(err, c, PQ_CODE_CLOSED);
-            return 0;
-        }
-        if (put == 0 || PQflush(c->pg) == 1) {
-            int flushed = flush_all(c, &rs);
-            if (flushed <= 0) {
-                error_send_failed(err, c, flushed);
-                return 0;
-            }
-        }
-        if (put > 0) {
-            data += n;
-            len -= (size_t)n;
-        }
-    }
-    return 1;
-}
-
-pq_result *pq_copy_end(pq_conn *c, const char *abort_reason, pq_error *err)
-{
-    run_state rs;
-    int put, flushed;
-
-    if (!copy_going(c, PQ_COPY_IN, err))
-        return NULL;
-    run_init(&rs, deadline_after(c->copy_timeout), CANCEL_GRACE,
-             c->copy_timeout);
-    while ((put = PQputCopyEnd(c->pg, abort_reason)) == 0) {
-        flushed = flush_all(c, &rs);
-        if (flushed <= 0) {
-            c->copying = 0;
-            error_send_failed(err, c, flushed);
-            return NULL;
-        }
-    }
-    flushed = put > 0 ? flush_all(c, &rs) : 0;
-    if (flushed <= 0) {
-        c->copying = 0;
-        error_send_failed(err, c, flushed);
-        return NULL;
-    }
-    return copy_result(c, &rs, err);
-}
-
-int pq_copy_get(pq_conn *c, char **chunk, int *len, pq_result **res,
-                pq_error *err)
-{
-    run_state rs;
-
-    *chunk = NULL;
-    *res = NULL;
-    if (!copy_going(c, PQ_COPY_OUT, err))
-        return -1;
-    run_init(&rs, deadline_after(c->copy_timeout), CANCEL_GRACE,
-             c->copy_timeout);
-    for (;;) {
-        char *data;
-        int n = PQgetCopyData(c->pg, &data, 1);
-        if (n > 0) {
-            *chunk = data;
-            *len = n;
-            return 1;
-        }
-        if (n == 0) {
-            int waited = wait_input(c, &rs);
-            if (waited > 0)
-                continue;
-            c->copying = 0;
-            error_wait_failed(err, c, &rs, waited);
-            return -1;
-        }
-        if (n == -2) {
-            c->copying = 0;
-            error_from_conn(err, c, PQ_CODE_CLOSED);
-            return -1;
-        }
-        *res = copy_result(c, &rs, err);      /* n == -1: the end */
-        return *res ? 0 : -1;
-    }
-}
-
-void pq_free_chunk(char *chunk)
-{
-    PQfreemem(chunk);
+    return pqi_drain_results(c, &rs);
 }
 
 int pq_copy_abort(pq_conn *c)
@@ -2122,72 +1758,18 @@ int pq_copy_abort(pq_conn *c)
     if (!direction)
         return 1;
     c->copying = 0;
-    run_init(&rs, clock_now() + CANCEL_GRACE, 0, 0);
+    pqi_run_init(&rs, clock_now() + CANCEL_GRACE, 0, 0);
     if (direction == PQ_COPY_OUT) {
         start_cancel(c);
         rs.cancelled = 1;
     }
-    if (refuse_copy(c, direction == PQ_COPY_IN ? PGRES_COPY_IN
+    if (pqi_refuse_copy(c, direction == PQ_COPY_IN ? PGRES_COPY_IN
                                                : PGRES_COPY_OUT, &rs) <= 0) {
         settle_cancel(c, 0);
         c->broken = 1;
         return 0;
     }
-    return drain_results(c, &rs);
-}
-
-/* ---- notifications ------------------------------------------------------ */
-
-int pq_wait_notify(pq_conn *c, double timeout, pq_notify **n, pq_error *err)
-{
-    /* timeout 0 looks without waiting; past an hour's worth of slices,
-     * math.huge waits for ever */
-    double deadline = timeout > 0 ? deadline_after(timeout) : clock_now();
-
-    *n = NULL;
-    if (!usable(c, err))
-        return -1;
-    for (;;) {
-        int ready;
-        PGnotify *got;
-
-        if (!PQconsumeInput(c->pg) || PQstatus(c->pg) != CONNECTION_OK) {
-            error_from_conn(err, c, PQ_CODE_CLOSED);
-            return -1;
-        }
-        got = PQnotifies(c->pg);
-        if (got) {
-            *n = (pq_notify *)got;
-            return 1;
-        }
-        ready = wait_fd(PQsocket(c->pg), POLLIN, deadline);
-        if (ready == 0)
-            return 0;
-        if (ready < 0) {
-            error_from_conn(err, c, PQ_CODE_CLOSED);
-            return -1;
-        }
-    }
-}
-
-const char *pq_notify_channel(const pq_notify *n)
-{
-    return ((const PGnotify *)n)->relname;
-}
-
-const char *pq_notify_payload(const pq_notify *n)
-{
-    return ((const PGnotify *)n)->extra;
-}
-
-int pq_notify_pid(const pq_notify *n)
-{
-    return ((const PGnotify *)n)->be_pid;
-}
-
-void pq_notify_free(pq_notify *n)
-{
-    PQfreemem(n);
+    return pqi_drain_results(c, &rs);
 }
 
 /* ---- pipelines --------------------------------------------------------- */
@@ -2214,9 +1796,9 @@ int pq_pipeline(pq_conn *c, pq_batch_item *items, int count, int sync_each,
 
     if (count == 0)
         return 1;
-    if (!usable(c, err))
+    if (!pqi_usable(c, err))
         return 0;
-    run_init(&rs, deadline_after(timeout), CANCEL_GRACE, timeout);
+    pqi_run_init(&rs, pqi_deadline_after(timeout), CANCEL_GRACE, timeout);
     if (!PQenterPipelineMode(c->pg)) {
         error_not_sent(err, c);
         return 0;
@@ -2231,20 +1813,20 @@ int pq_pipeline(pq_conn *c, pq_batch_item *items, int count, int sync_each,
             syncs++;
         }
     }
-    if (!ok || (ok = flush_all(c, &rs)) <= 0) {
+    if (!ok || (ok = pqi_flush_all(c, &rs)) <= 0) {
         /* Part of the batch may have gone out: the connection's state is
          * unknown, so it is given up. */
         c->broken = 1;
-        error_send_failed(err, c, ok);
+        pqi_error_send_failed(err, c, ok);
         err->outcome_unknown = 1;
         return 0;
     }
     while (syncs_seen < syncs) {
         PGresult *res;
-        int waited = await_result(c, &rs);
+        int waited = pqi_await_result(c, &rs);
         if (waited <= 0) {
             settle_cancel(c, 0);
-            error_wait_failed(err, c, &rs, waited);
+            pqi_error_wait_failed(err, c, &rs, waited);
             err->safe_to_retry = 0;
             err->outcome_unknown = 1;
             return 0;
@@ -2292,7 +1874,7 @@ int pq_pipeline(pq_conn *c, pq_batch_item *items, int count, int sync_each,
             got_result = 1;
             PQclear(res);
             if (PQstatus(c->pg) == CONNECTION_BAD) {
-                error_from_conn(err, c, PQ_CODE_CLOSED);
+                pqi_error_from_conn(err, c, PQ_CODE_CLOSED);
                 err->outcome_unknown = 1;
                 return 0;
             }
@@ -2385,7 +1967,7 @@ static char *escape_with(char *(*fn)(PGconn *, const char *, size_t),
 {
     char *out = fn(c->pg, s, len);
     if (!out) {
-        error_from_conn(err, c, "22021");
+        pqi_error_from_conn(err, c, "22021");
         copy_text(err->code, sizeof err->code, "22021");
     }
     return out;
