@@ -203,10 +203,10 @@ build/fuzz/%: fuzz/fuzz_%.c fuzz/fuzz.h fuzz/fuzz_lua.c $(SOURCES) $(HEADERS)
 deps-fuzz:
 	@DEBS="clang liblua5.4-dev libpq-dev" sh .ci/deps.sh
 
-build/fuzz/oom_sweep: fuzz/oom_sweep.c fuzz/fuzz.h src/lvalue.c src/arraytext.c $(HEADERS)
+build/fuzz/oom_sweep: fuzz/oom_sweep.c fuzz/fuzz.h fuzz/fuzz_lua.c src/lvalue.c src/arraytext.c $(HEADERS)
 	@mkdir -p build/fuzz
 	$(FUZZ_CC) $(filter-out -fsanitize=fuzzer%,$(FUZZ_CFLAGS)) -fsanitize=address,undefined \
-	  fuzz/oom_sweep.c src/lvalue.c src/arraytext.c -o $@ $(FUZZ_LIBS)
+	  fuzz/oom_sweep.c fuzz/fuzz_lua.c src/lvalue.c src/arraytext.c -o $@ $(FUZZ_LIBS)
 
 fuzz: deps-fuzz build/fuzz/oom_sweep $(FUZZ_TARGETS:%=build/fuzz/%)
 	@build/fuzz/oom_sweep

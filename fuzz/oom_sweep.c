@@ -12,42 +12,23 @@
 #define FUZZ_LUA
 #include "fuzz.h"
 
-#include <string.h>
-
 #include "lvalue.h"
 
 #define ROUNDS 600
 #define REPEATS 8
 
-static long budget = -1;
-
-static void *sweep_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
-{
-    (void)ud;
-    (void)osize;
-    if (nsize == 0) {
-        free(ptr);
-        return NULL;
-    }
-    if (budget == 0)
-        return NULL;
-    if (budget > 0)
-        budget--;
-    return realloc(ptr, nsize);
-}
-
-static long round_budget;
-
 static int round_body(lua_State *L)
 {
     int i;
 
+    fuzz_end();                  /* the table itself is built unlimited */
     lua_createtable(L, 200, 0);
     for (i = 1; i <= 200; i++) {
         lua_pushfstring(L, "element %d with \"quotes\" and \\ slashes", i);
         lua_rawseti(L, -2, i);
     }
-    budget = round_budget;
+    lua_replace(L, 1);
+    fuzz_begin(L);               /* from here, the round's budget */
     for (i = 0; i < REPEATS; i++) {
         size_t len;
         const char *text;
@@ -62,19 +43,14 @@ static int round_body(lua_State *L)
 
 int main(void)
 {
-    lua_State *L = lua_newstate(sweep_alloc, NULL);
+    lua_State *L = fuzz_state();
     long failed = 0;
+    int budget;
 
-    CHECK(L);
-    luaL_newmetatable(L, LBYTEA_MT);
-    lua_pop(L, 1);
-    for (round_budget = 1; round_budget <= ROUNDS; round_budget++) {
-        lua_pushcfunction(L, round_body);
-        if (lua_pcall(L, 0, 0, 0) != LUA_OK)
+    for (budget = 1; budget <= ROUNDS; budget++) {
+        if (fuzz_pcall(L, round_body, NULL, budget) != LUA_OK)
             failed++;
-        budget = -1;
-        lua_settop(L, 0);
-        lua_gc(L, LUA_GCCOLLECT, 0);
+        fuzz_settle(L);
     }
     lua_close(L);
     CHECK(failed > 0 && failed < ROUNDS);   /* both outcomes were tried */
