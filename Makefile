@@ -175,15 +175,14 @@ bench: deps-bench build build/rawpq
 # built with clang under ASan and UBSan against Lua 5.4. Each runs from its
 # seeds in fuzz/corpus/<target>/ (left untouched: new inputs go to
 # build/fuzz/corpus-<target>/) and a crash, leak or failed check stops the
-# run with its input saved as build/fuzz/<target>-crash-*. The conninfo
-# redaction target (pq.c's) is to join FUZZ_TARGETS as fuzz/fuzz_redact.c.
+# run with its input saved as build/fuzz/<target>-crash-*.
 # First runs fuzz/oom_sweep.c: the codec out of memory at every allocation.
 # FUZZ_SEED fixes libFuzzer's seed (CI uses 1, so that a CI run repeats a
 # prefix of what a longer run with that seed tried); 0 is a new seed a run.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_SEED    ?= 0
-FUZZ_TARGETS := arraytext decode encode results
+FUZZ_TARGETS := arraytext decode encode results redact
 FUZZ_CFLAGS  := -std=c99 -g -O1 -fsanitize=fuzzer,address,undefined \
                 -fno-sanitize-recover=all $(WARNINGS) -Isrc \
                 -I/usr/include/lua5.4 -I$(PG_INCDIR)
@@ -195,6 +194,8 @@ FUZZ_SRC_encode    := fuzz/fuzz_lua.c src/lparam.c src/lvalue.c src/arraytext.c 
 FUZZ_SRC_results   := fuzz/fuzz_lua.c src/lresult.c src/lvalue.c src/arraytext.c \
                       src/lcommon.c src/log.c src/pq.c src/clock.c
 FUZZ_LIBS_results  := -L$(PG_LIBDIR) -lpq
+FUZZ_SRC_redact    := src/clock.c src/log.c
+FUZZ_LIBS_redact   := -L$(PG_LIBDIR) -lpq
 
 build/fuzz/%: fuzz/fuzz_%.c fuzz/fuzz.h fuzz/fuzz_lua.c $(SOURCES) $(HEADERS)
 	@mkdir -p build/fuzz

@@ -52,6 +52,24 @@ describe('a password in the conninfo', function()
     end)
   end
 
+  it('echoes no part of a password that holds quotes in a conninfo libpq cannot parse', function()
+    -- libpq quotes the token as it is: "user"SecretTail%zz" once paired
+    -- "user" (a keyword) and let SecretTail through outside the quotes
+    for _, conninfo in ipairs{
+      'postgresql://u@127.0.0.1/db?password=user"SecretTail%zz',
+      'postgresql://u@127.0.0.1/db?password=/"SecretTail%zz',
+      'host=127.0.0.1 password=x"SecretTail',
+    } do
+      local pool = pgpool.configure{ name = 'pw-quotes', conninfo = conninfo, max = 1,
+        connect_timeout = 2, log_level = 'off' }
+      local _, msg, code = pool:acquire{ timeout = 3 }
+      assert.are.equal('connect', code)
+      assert.is_nil(msg:find('SecretTail', 1, true), msg)
+      assert.is_nil(msg:find('Tail', 1, true), msg)
+      pool:shutdown()
+    end
+  end)
+
   it('names the malformed option, never its value', function()
     local pool = pgpool.configure{ name = 'pw-port', conninfo = 'postgresql://u:hunter2/secret@127.0.0.1/db',
       max = 1, connect_timeout = 2, log_level = 'off' }

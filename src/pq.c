@@ -138,8 +138,13 @@ static void redact(char *msg, size_t size, const char *secret)
     if (!slen)
         return;
     while ((hit = strstr(from, secret)) != NULL) {
-        if (strlen(msg) + 1 - slen + 3 > size)
-            break;
+        if (strlen(msg) + 1 - slen + 3 > size) {
+            /* no room for "***" in place of a shorter secret: stars of
+             * its own length, so that it is never left as it was */
+            memset(hit, '*', slen);
+            from = hit + slen;
+            continue;
+        }
         memmove(hit + 3, hit + slen, strlen(hit + slen) + 1);
         memcpy(hit, "***", 3);
         from = hit + 3;
@@ -406,9 +411,7 @@ static int quotable(const char *word, size_t n, const PQconninfoOption *known,
 
     if (password && strlen(password) == n && memcmp(password, word, n) == 0)
         return 0;
-    if (n == 1 && !((word[0] >= '0' && word[0] <= '9') ||
-                    (word[0] >= 'a' && word[0] <= 'z') ||
-                    (word[0] >= 'A' && word[0] <= 'Z')))
+    if (n == 1 && word[0] == '=')      /* libpq's own: missing "=" */
         return 1;
     for (; known && known->keyword; known++)
         if (strlen(known->keyword) == n && memcmp(known->keyword, word, n) == 0)
@@ -422,8 +425,42 @@ static int quotable(const char *word, size_t n, const PQconninfoOption *known,
     return 0;
 }
 
-/* The first line of a libpq message about the conninfo itself, with every
- * quoted word that could be the user's text replaced by "***". */
+/* The first line of a libpq message about a conninfo it parsed (so that
+ * its password is known, and redact_error takes it out of anything this
+ * lets through), with every quoted word that could be the user's text
+ * replaced by "***". A conninfo libpq could not parse goes through
+ * scrub_unparsed_message instead. */
+/* Where libpq's messages about a conninfo it could not parse quote fixed
+ * punctuation of their own before the user's text. */
+static const char *const fixed_quotes[] = {
+    "missing \"=\" after ",
+    "extra key/value separator \"=\" in URI query parameter: ",
+    "missing key/value separator \"=\" in URI query parameter: ",
+    "end of string reached when looking for matching \"]\" in IPv6 host "
+    "address in URI: ",
+    NULL,
+};
+
+/* A message about a conninfo libpq could not parse: its own words up to
+ * the first quote that is not in fixed_quotes, then "***" and nothing more.
+ * The password is not known (the conninfo did not parse), libpq quotes the
+ * user's text as it is, and that text may hold quotes, keywords and
+ * punctuation of its own: no pairing of quotes can tell it from libpq's. */
+static void scrub_unparsed_message(char *dst, size_t size, const char *msg)
+{
+    size_t len = strcspn(msg, "\r\n"), keep = 0, quote;
+    int i;
+
+    for (i = 0; fixed_quotes[i]; i++)
+        if (strncmp(msg, fixed_quotes[i], strlen(fixed_quotes[i])) == 0)
+            keep = strlen(fixed_quotes[i]);
+    quote = keep + strcspn(msg + keep, "\"");
+    if (quote > len)
+        quote = len;
+    snprintf(dst, size, "%.*s%s", (int)quote, msg,
+             quote < len ? "\"***\"" : "");
+}
+
 static void scrub_conninfo_message(char *dst, size_t size, const char *msg,
                                    const PQconninfoOption *parsed)
 {
@@ -436,12 +473,12 @@ static void scrub_conninfo_message(char *dst, size_t size, const char *msg,
                                       : NULL;
         if (close) {
             size_t w = (size_t)(close - p - 1);
-            const char *shown = quotable(p + 1, w, known, parsed) ? p + 1 : "***";
-            size_t shown_len = shown == p + 1 ? w : 3;
+            int shown = quotable(p + 1, w, known, parsed);
+            size_t shown_len = shown ? w : 3;
             if (n + shown_len + 3 > size)
                 break;
             dst[n++] = '"';
-            memcpy(dst + n, shown, shown_len);
+            memcpy(dst + n, shown ? p + 1 : "***", shown_len);
             n += shown_len;
             dst[n++] = '"';
             p = close + 1;
@@ -469,7 +506,7 @@ static int parse_conninfo(const char *conninfo, PQconninfoOption **parsed,
         return 1;
     if (!why)
         return pq_error_set(err, PQ_CODE_CONNECT, "out of memory");
-    scrub_conninfo_message(reason, sizeof reason, why, NULL);
+    scrub_unparsed_message(reason, sizeof reason, why);
     PQfreemem(why);
     return pq_error_set(err, PQ_CODE_CONNECT, "malformed conninfo: %s", reason);
 }
