@@ -37,6 +37,7 @@ local pgpool = {
 local pool_methods = core.pool_methods
 local conn_methods = core.conn_methods
 local facade = core._facade
+local commit = facade.commit
 
 -- Raise for argument n of the function the user called as `name`; level as
 -- error()'s, counted from the function calling arg_error.
@@ -260,38 +261,51 @@ local MAIN = {}
 
 local function pack(...) return { n = select("#", ...), ... } end
 
-local function finish(conn, ok, results, trace)
+-- xpcall's handler for fn in transaction: what fn raised, as raised (a
+-- table stays that table), with the traceback of where, in a table marked
+-- RAISED. One function for every call: no closure per transaction.
+local RAISED = {}
+local function caught(err)
+  return { [RAISED] = true, err = err,
+    trace = traceback(type(err) == "string" and err or "error raised: " .. type(err), 2) }
+end
+
+-- The end of transaction: rolled back when fn raised (ok false, then what
+-- caught returned) or returned nil, msg, ...; else committed, and fn's
+-- results returned. fn's results stay on the stack (no table per call).
+local function finish(conn, key, ok, ...)
+  in_transaction[key] = nil
   if not ok then
+    local err, trace = ..., nil
+    if type(err) == "table" and rawget(err, RAISED) then err, trace = err.err, err.trace end
     pcall(conn.exec, conn, "ROLLBACK")
     conn:release()
-    -- what fn raised, as raised (a table stays that table); where it was
-    -- raised in info.traceback
-    return nil, results[1], "error", { traceback = trace }
+    -- what fn raised, as raised; where it was raised in info.traceback
+    return nil, err, "error", { traceback = trace }
   end
-  if results.n >= 2 and results[1] == nil then
+  local n = select("#", ...)
+  if n >= 2 and (...) == nil then
     pcall(conn.exec, conn, "ROLLBACK")
     conn:release()
-    return nil, results[2], results[3]
+    local _, msg, code = ...
+    return nil, msg, code
   end
-  local done, res, msg, code, info = pcall(conn.query, conn, "COMMIT")
-  if not done then
-    conn:release()
-    return nil, tostring(res), "closed"
-  end
+  local done, committed, msg, code, info = pcall(commit, conn)
   conn:release()
-  if not res and info and info.outcome_unknown then
+  if not done then return nil, tostring(committed), "closed" end
+  if committed == nil and info and info.outcome_unknown then
     -- COMMIT was sent and the connection failed before its answer: the
     -- transaction may have committed. Not to be retried blindly.
     info.sqlstate = "08007"
     return nil, "transaction outcome unknown: the connection was lost after COMMIT was sent ("
       .. tostring(msg) .. ")", "08007", info
   end
-  if not res then return nil, msg, code, info end
-  if res.command == "ROLLBACK" then
+  if committed == nil then return nil, msg, code, info end
+  if not committed then
     return nil, "transaction rolled back: a statement in it failed", "25P02"
   end
-  if results.n == 0 then return true end
-  return unpack(results, 1, results.n)
+  if n == 0 then return true end
+  return ...
 end
 
 -- transaction and with, as the user called them (`name`): pool:transaction,
@@ -318,14 +332,14 @@ local function transaction(pool, fn, opts, name)
     return nil, msg, code, info
   end
   in_transaction[key] = true
-  local trace
-  local results = pack(xpcall(fn, function(err)
-    trace = traceback(type(err) == "string" and err or "error raised: " .. type(err), 2)
-    return err
-  end, conn))
-  in_transaction[key] = nil
-  ok = results[1]
-  return finish(conn, ok, { n = results.n - 1, unpack(results, 2, results.n) }, trace)
+  return finish(conn, key, xpcall(fn, caught, conn))
+end
+
+-- The end of with: fn's results, or what it raised raised again.
+local function with_done(conn, ok, ...)
+  conn:release()
+  if not ok then error((...), 0) end
+  return ...
 end
 
 local function with(pool, fn, opts, name)
@@ -334,10 +348,7 @@ local function with(pool, fn, opts, name)
   end
   local conn, msg, code, info = facade.acquire(pool, opts)
   if not conn then return nil, msg, code, info end
-  local results = pack(pcall(fn, conn))
-  conn:release()
-  if not results[1] then error(results[2], 0) end
-  return unpack(results, 2, results.n)
+  return with_done(conn, pcall(fn, conn))
 end
 
 -- pool:copy_in / pool:copy_out: the connection's, on a connection of the

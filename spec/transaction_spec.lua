@@ -177,6 +177,19 @@ for _, target in ipairs(TARGETS) do
         assert_released()
       end)
 
+      it('returns nil, msg, "closed" and commits nothing when fn released the connection itself', function()
+        local tag = new_tag()
+        local ok, msg, code = transaction(function(conn)
+          assert(conn:query(('insert into %s values ($1, 1)'):format(TABLE), tag))
+          conn:release()
+        end)
+        assert.is_nil(ok)
+        assert.truthy(contains(msg, 'connection released'), msg)
+        assert.are.equal('closed', code)
+        assert.are.equal(0, count_rows(tag))
+        assert_released()
+      end)
+
       local LEVELS = {
         { 'serializable', 'serializable' },
         { 'repeatable read', 'repeatable read' },

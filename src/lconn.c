@@ -140,6 +140,36 @@ static int lconn_query(lua_State *L)
     return run(L, 0);
 }
 
+/* commit(conn), for the facade's transaction: COMMIT run as
+ * conn:query("COMMIT") runs it, without building a result table. Returns
+ * true when it committed, false when the server answered ROLLBACK (a
+ * statement of the transaction had failed), or nil, msg, code, info. */
+static int lconn_commit(lua_State *L)
+{
+    lconn *c = lconn_check(L, 1, "commit");
+    lparam_set ps;
+    lparam_who who;
+    pq_result *res = NULL;
+    pq_error err;
+    int rc, rolled_back;
+
+    who.name = "commit";
+    who.statement = 0;
+    who.arg = 0;
+    lparam_encode(L, 2, 0, &ps, &who);
+    rc = lconn_execute(c->p, c->slot, c->ticket, "COMMIT", -1, &ps, &res,
+                       &err);
+    if (rc < 0)
+        return luaL_error(L, "pgpool: connection released");
+    if (rc == 0)
+        return lstatement_push_outcome(L, 0, 0, NULL, &err);
+    rolled_back = strcmp(pq_result_command(res), "ROLLBACK") == 0;
+    pq_result_free(res);
+    lctx_flush_log(L);
+    lua_pushboolean(L, !rolled_back);
+    return 1;
+}
+
 static int lconn_exec(lua_State *L)
 {
     return run(L, 1);
@@ -574,11 +604,16 @@ void lconn_open(lua_State *L)
     lua_pop(L, 1);
 }
 
-void lconn_setfuncs_pipeline(lua_State *L)
+void lconn_setfuncs_facade(lua_State *L)
 {
-    static const luaL_Reg fns[] = {
+    static const luaL_Reg pipeline_fns[] = {
         { "run_pipeline", lconn_run_pipeline },
         { NULL, NULL },
     };
-    lcommon_setfuncs(L, fns, "p:", 1);
+    static const luaL_Reg transaction_fns[] = {
+        { "commit", lconn_commit },
+        { NULL, NULL },
+    };
+    lcommon_setfuncs(L, pipeline_fns, "p:", 1);
+    lcommon_setfuncs(L, transaction_fns, "conn:", 1);
 }

@@ -39,9 +39,10 @@ LPGPOOL_INTERNAL void lconn_checkout(lua_State *L, int idx, const char *name,
 LPGPOOL_INTERNAL void lconn_track(lconn *c, hogs *h, hogs_mark mark,
                                   double since);
 
-/* Register run_pipeline into the table on the stack top as the facade's
- * conn:pipeline calls it: misuse in a statement is reported as an argument
- * of p:query, at the user's conn:pipeline line. */
-LPGPOOL_INTERNAL void lconn_setfuncs_pipeline(lua_State *L);
+/* Register into the table on the stack top what the facade calls on a
+ * connection: run_pipeline as conn:pipeline calls it (misuse in a
+ * statement is reported as an argument of p:query, at the user's
+ * conn:pipeline line), and commit, the end of transaction. */
+LPGPOOL_INTERNAL void lconn_setfuncs_facade(lua_State *L);
 
 #endif

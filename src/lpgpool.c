@@ -402,11 +402,12 @@ int luaopen_pgpool_core(lua_State *L)
     lua_newtable(L);
     lcommon_setfuncs(L, module_fns, "pgpool.", 0);
     /* What the facade calls on the user's behalf: the pool methods behind
-     * pgpool.query and the rest (named so in errors), and the run of
-     * conn:pipeline (its statements' misuse named p:query). */
+     * pgpool.query and the rest (named so in errors), the run of
+     * conn:pipeline (its statements' misuse named p:query) and the COMMIT
+     * of transaction. */
     lua_newtable(L);
     lpool_setfuncs(L, "pgpool.", 1);
-    lconn_setfuncs_pipeline(L);
+    lconn_setfuncs_facade(L);
     lua_setfield(L, -2, "_facade");
     lua_pushlightuserdata(L, NULL);
     lua_setfield(L, -2, "null");
