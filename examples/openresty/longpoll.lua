@@ -1,8 +1,9 @@
 -- The long-poll behind /listen, run in a worker thread
 -- (ngx.run_worker_thread "pgpool", "longpoll", "wait"): LISTEN on one
 -- channel of the default pool, wait up to `timeout` seconds for one
--- notification, stop listening. A thread VM is a fresh Lua state each call
--- and only plain values come back, so the listener lives for the one call:
+-- notification, stop listening. Only plain values cross the thread
+-- boundary and the thread VM that runs the next call may be another one,
+-- so the listener lives for the one call:
 -- notifications sent between two polls are not heard (keep a listener in a
 -- long-lived process when every one matters).
 local pgpool = require("pgpool")
