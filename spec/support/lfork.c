@@ -1,8 +1,9 @@
 /*
  * lfork.c - a test-only Lua module (Debian's lua-posix has no 5.4 build):
- * fork(), wait(pid) -> exit status, getpid(). Built per runtime by the
+ * fork(), wait(pid) -> exit status, getpid(), exit_now(code). Built per runtime by the
  * Makefile for spec/fork_spec.lua; not part of pgpool.
  */
+#include <stdio.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -26,6 +27,17 @@ static int lfork_wait(lua_State *L)
     return 1;
 }
 
+/* _exit(code) after flushing stdio: no atexit handlers, LeakSanitizer's
+ * among them, whose check can crash in a forked child of a threaded
+ * process (its tracer looks for the parent's threads). */
+static int lfork_exit_now(lua_State *L)
+{
+    int code = (int)luaL_checkinteger(L, 1);
+    fflush(NULL);
+    _exit(code);
+    return 0;
+}
+
 static int lfork_getpid(lua_State *L)
 {
     lua_pushinteger(L, (lua_Integer)getpid());
@@ -43,5 +55,7 @@ int luaopen_lfork(lua_State *L)
     lua_setfield(L, -2, "wait");
     lua_pushcfunction(L, lfork_getpid);
     lua_setfield(L, -2, "getpid");
+    lua_pushcfunction(L, lfork_exit_now);
+    lua_setfield(L, -2, "exit_now");
     return 1;
 }
