@@ -491,6 +491,8 @@ static int lconn_rows(lua_State *L)
         r->ticket = c->ticket;
         r->started = clock_now();
         c->streamed = 1;
+        if (timeout < 0)          /* no statement table: the pool's bound */
+            timeout = pool_get_config(c->p)->query_timeout;
         r->open_failed = !pq_stream_open(conn, sql, &ps.pq, timeout, &r->seq,
                                          &r->err);
         pool_end_use(c->p, c->slot, NULL, 0, 0, 0);

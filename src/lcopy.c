@@ -70,6 +70,8 @@ static int start(lua_State *L, copy_run *run, const char *name,
 
     lconn_checkout(L, 1, name, &run->p, &run->slot, &run->ticket);
     run->sql = lstatement_sql(L, name, &timeout);
+    if (timeout < 0)              /* no statement table: the pool's bound */
+        timeout = pool_get_config(run->p)->query_timeout;
     conn = step_begin(L, run, &err);
     if (!conn) {
         *pushed = lresult_push_error(L, &err);
