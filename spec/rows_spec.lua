@@ -71,6 +71,23 @@ describe('conn:rows', function()
     assert.are.equal(pid, conn:backend_pid())
   end)
 
+  it('can be left with break inside a transaction, which goes on and commits', function()
+    helpers.psql('drop table if exists rows_in_txn; create table rows_in_txn (n int)')
+    local t0 = helpers.now()
+    local ok, msg, code = pool:transaction(function(c)
+      for row in c:rows('select g from generate_series(1, 1000000) g') do
+        if row.g == 10 then break end
+      end
+      local res, err, why = c:query('insert into rows_in_txn values (10) returning n')
+      if not res then return nil, err, why end
+      return true
+    end)
+    assert.is_true(ok, msg and (msg .. ' ' .. tostring(code)))
+    assert.truthy(helpers.now() - t0 < 5)
+    assert.are.equal('1', helpers.psql('select count(*) from rows_in_txn'))
+    helpers.psql('drop table rows_in_txn')
+  end)
+
   it('ends a stream left open when the connection is released, and the connection goes back', function()
     local iterate = conn:rows('select g from generate_series(1, 10000000) g')
     assert.are.equal(1, iterate().g)

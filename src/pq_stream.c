@@ -30,6 +30,7 @@ int pq_stream_open(pq_conn *c, const char *sql, const pq_params *pp,
     pqi_run_init(&rs, pqi_deadline_after(timeout), CANCEL_GRACE, timeout);
     if (c->to_deallocate && !pqi_deallocate_dropped(c, &rs, err))
         return 0;
+    c->stream_in_block = PQtransactionStatus(c->pg) != PQTRANS_IDLE;
     sent = PQsendQueryParams(c->pg, sql, pp->n, (const Oid *)pp->types,
                              pp->values, pp->lengths, pp->formats, 0) &&
            PQsetSingleRowMode(c->pg);
