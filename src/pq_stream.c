@@ -111,6 +111,8 @@ int pq_stream_close(pq_conn *c, uint64_t seq)
     if (!c->streaming || (seq && c->stream_seq != seq))
         return 1;
     c->stream_ended = c->stream_seq;
+    if (!seq)                  /* the release: its transaction is rolled */
+        c->stream_in_block = 0;    /* back anyway, so cancel at once */
     return pqi_stream_abandon(c);
 }
 
