@@ -75,7 +75,7 @@ describe('conn:rows', function()
     helpers.psql('drop table if exists rows_in_txn; create table rows_in_txn (n int)')
     local t0 = helpers.now()
     local ok, msg, code = pool:transaction(function(c)
-      for row in c:rows('select g from generate_series(1, 1000000) g') do
+      for row in c:rows('select g from generate_series(1, 200000) g') do
         if row.g == 10 then break end
       end
       local res, err, why = c:query('insert into rows_in_txn values (10) returning n')
