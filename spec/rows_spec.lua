@@ -151,6 +151,16 @@ describe('conn:rows', function()
     assert.are.equal(before + 1, pool:stats().queries)
   end)
 
+  it('counts a stream closed early as one statement too', function()
+    local before = pool:stats().queries
+    local iterate, _, _, rows = conn:rows(SERIES, 100)
+    assert.are.equal(1, iterate().v)
+    rows:close()
+    rows:close()
+    assert.is_nil(iterate())
+    assert.are.equal(before + 1, pool:stats().queries)
+  end)
+
   it('refuses misuse like query does', function()
     assert.has_error(function() conn:rows(nil) end, nil)
     local ok, err = pcall(conn.rows, conn, 42)

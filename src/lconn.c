@@ -391,6 +391,8 @@ typedef struct lrows {
     double started;
     int done, open_failed;
     pq_error err;
+    char sql[201];      /* for the count of a stream closed early (the slow-
+                         * query log shows 200 characters) */
 } lrows;
 
 /* The iteration's failure: false, msg, code, info (false, not nil, so that
@@ -453,7 +455,7 @@ static int rows_close(lua_State *L)
     conn = pool_begin_use(r->p, r->slot, r->ticket, &err);
     if (conn) {
         pq_stream_close(conn, r->seq);
-        pool_end_use(r->p, r->slot, NULL, 0, 0, 0);
+        pool_end_use(r->p, r->slot, r->sql, r->started, 1, 0);  /* counted */
     }
     return 0;
 }
@@ -505,6 +507,7 @@ static int lconn_rows(lua_State *L)
         r->slot = c->slot;
         r->ticket = c->ticket;
         r->started = clock_now();
+        snprintf(r->sql, sizeof r->sql, "%s", sql);
         c->streamed = 1;
         if (timeout < 0)          /* no statement table: the pool's bound */
             timeout = pool_get_config(c->p)->query_timeout;
