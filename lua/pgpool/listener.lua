@@ -79,8 +79,9 @@ function listener:close()
   local conn = self.conn
   self.conn = nil
   if conn then
-    local ok = pcall(conn.exec, conn, "UNLISTEN *")
-    if ok then conn:release() else conn:discard() end
+    -- released only when UNLISTEN ran (exec returns nil, msg on failure)
+    local ok, unlistened = pcall(conn.exec, conn, "UNLISTEN *")
+    if ok and unlistened then conn:release() else conn:discard() end
   end
   return true
 end
