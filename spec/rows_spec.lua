@@ -145,6 +145,16 @@ describe('conn:rows', function()
     assert.is_nil(iterate())
   end)
 
+  it('gives "shutdown" to a loop whose pool was shut down mid-way, then ends', function()
+    local iterate = conn:rows('select g from generate_series(1, 1000000) g')
+    assert.are.equal(1, iterate().g)
+    pool:shutdown{ timeout = 0.1 }
+    local row, msg, code = iterate()
+    assert.is_false(row)
+    assert.are.equal('shutdown', code, msg)
+    assert.is_nil(iterate())
+  end)
+
   it('counts a stream as one statement', function()
     local before = pool:stats().queries
     for _ in conn:rows(SERIES, 10) do end
