@@ -133,6 +133,37 @@ describe('COPY', function()
     assert.are.equal(1, pgpool.copy_in('copy ' .. TABLE .. ' from stdin', '3\tc\n').affected)
   end)
 
+  it('ends the COPY when its source or sink runs a statement on the same connection: "closed", nothing copied', function()
+    local n = 0
+    local res, msg, code = conn:copy_in('copy ' .. TABLE .. ' from stdin', function()
+      n = n + 1
+      if n == 1 then return '1\ta\n' end
+      if n == 2 then assert(conn:query('select 1')) return '2\tb\n' end
+    end)
+    assert.is_nil(res)
+    assert.are.equal('closed', code, msg)
+    assert.are.equal(0, count())
+    res, msg, code = conn:copy_out('copy (select g from generate_series(1, 100000) g) to stdout', function()
+      assert(conn:query('select 1'))
+    end)
+    assert.is_nil(res)
+    assert.are.equal('closed', code, msg)
+    assert.are.equal(1, conn:query('select 1 as x')[1].x)
+    assert.are.equal(1, pool:stats().in_use)
+  end)
+
+  it('gives "shutdown" when the pool is shut down from its source or sink', function()
+    local n = 0
+    local res, msg, code = conn:copy_in('copy ' .. TABLE .. ' from stdin', function()
+      n = n + 1
+      if n == 1 then return '1\ta\n' end
+      if n == 2 then pool:shutdown{ timeout = 0.1 } return '2\tb\n' end
+    end)
+    assert.is_nil(res)
+    assert.are.equal('shutdown', code, msg)
+    assert.are.equal(0, count())
+  end)
+
   it('still refuses COPY in query and exec', function()
     local res, _, code = conn:query('copy ' .. TABLE .. ' from stdin')
     assert.is_nil(res)

@@ -71,6 +71,23 @@ describe('conn:rows', function()
     assert.are.equal(pid, conn:backend_pid())
   end)
 
+  it('can be left with break inside a transaction, which goes on and commits', function()
+    helpers.psql('drop table if exists rows_in_txn; create table rows_in_txn (n int)')
+    local t0 = helpers.now()
+    local ok, msg, code = pool:transaction(function(c)
+      for row in c:rows('select g from generate_series(1, 200000) g') do
+        if row.g == 10 then break end
+      end
+      local res, err, why = c:query('insert into rows_in_txn values (10) returning n')
+      if not res then return nil, err, why end
+      return true
+    end)
+    assert.is_true(ok, msg and (msg .. ' ' .. tostring(code)))
+    assert.truthy(helpers.now() - t0 < 5)
+    assert.are.equal('1', helpers.psql('select count(*) from rows_in_txn'))
+    helpers.psql('drop table rows_in_txn')
+  end)
+
   it('ends a stream left open when the connection is released, and the connection goes back', function()
     local iterate = conn:rows('select g from generate_series(1, 10000000) g')
     assert.are.equal(1, iterate().g)
@@ -128,9 +145,29 @@ describe('conn:rows', function()
     assert.is_nil(iterate())
   end)
 
+  it('gives "shutdown" to a loop whose pool was shut down mid-way, then ends', function()
+    local iterate = conn:rows('select g from generate_series(1, 1000000) g')
+    assert.are.equal(1, iterate().g)
+    pool:shutdown{ timeout = 0.1 }
+    local row, msg, code = iterate()
+    assert.is_false(row)
+    assert.are.equal('shutdown', code, msg)
+    assert.is_nil(iterate())
+  end)
+
   it('counts a stream as one statement', function()
     local before = pool:stats().queries
     for _ in conn:rows(SERIES, 10) do end
+    assert.are.equal(before + 1, pool:stats().queries)
+  end)
+
+  it('counts a stream closed early as one statement too', function()
+    local before = pool:stats().queries
+    local iterate, _, _, rows = conn:rows(SERIES, 100)
+    assert.are.equal(1, iterate().v)
+    rows:close()
+    rows:close()
+    assert.is_nil(iterate())
     assert.are.equal(before + 1, pool:stats().queries)
   end)
 

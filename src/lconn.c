@@ -29,6 +29,7 @@ struct lconn {
     uint64_t ticket;
     int released;
     int streamed;       /* rows() opened a stream on this checkout */
+    int discard_collected;    /* __gc closes it rather than returning it */
     hogs *hogs;               /* the site's table, or NULL */
     hogs_mark site;
     double since;             /* when the checkout began */
@@ -42,6 +43,7 @@ lconn *lconn_new(lua_State *L)
     c->ticket = 0;
     c->released = 1;
     c->streamed = 0;
+    c->discard_collected = 0;
     c->hogs = NULL;
     lua_pushvalue(L, lua_upvalueindex(LUPV_CONN_MT));
     if (!lua_istable(L, -1)) {        /* called without the upvalues */
@@ -170,6 +172,18 @@ static int lconn_commit(lua_State *L)
     return 1;
 }
 
+/* discard_collected(conn), for the listener: the checkout holds session
+ * state (LISTENs) the next user must not inherit, so __gc closes the
+ * connection (in the background) instead of returning it. In Lua 5.4 the
+ * connection's __gc runs before its listener's (finalizers run newest
+ * first), and LuaJIT/5.1 run no __gc on the listener's table. */
+static int lconn_discard_collected(lua_State *L)
+{
+    lconn *c = lconn_check(L, 1, "discard_collected");
+    c->discard_collected = 1;
+    return 0;
+}
+
 static int lconn_exec(lua_State *L)
 {
     return run(L, 1);
@@ -216,7 +230,8 @@ static int lconn_gc(lua_State *L)
 {
     lconn *c = (lconn *)lua_touserdata(L, 1);
     if (c)
-        end_checkout(c, POOL_COLLECTED);
+        end_checkout(c, c->discard_collected ? POOL_COLLECTED_DISCARD
+                                             : POOL_COLLECTED);
     return 0;
 }
 
@@ -376,6 +391,8 @@ typedef struct lrows {
     double started;
     int done, open_failed;
     pq_error err;
+    char sql[201];      /* for the count of a stream closed early (the slow-
+                         * query log shows 200 characters) */
 } lrows;
 
 /* The iteration's failure: false, msg, code, info (false, not nil, so that
@@ -438,7 +455,7 @@ static int rows_close(lua_State *L)
     conn = pool_begin_use(r->p, r->slot, r->ticket, &err);
     if (conn) {
         pq_stream_close(conn, r->seq);
-        pool_end_use(r->p, r->slot, NULL, 0, 0, 0);
+        pool_end_use(r->p, r->slot, r->sql, r->started, 1, 0);  /* counted */
     }
     return 0;
 }
@@ -490,7 +507,10 @@ static int lconn_rows(lua_State *L)
         r->slot = c->slot;
         r->ticket = c->ticket;
         r->started = clock_now();
+        snprintf(r->sql, sizeof r->sql, "%s", sql);
         c->streamed = 1;
+        if (timeout < 0)          /* no statement table: the pool's bound */
+            timeout = pool_get_config(c->p)->query_timeout;
         r->open_failed = !pq_stream_open(conn, sql, &ps.pq, timeout, &r->seq,
                                          &r->err);
         pool_end_use(c->p, c->slot, NULL, 0, 0, 0);
@@ -612,6 +632,7 @@ void lconn_setfuncs_facade(lua_State *L)
     };
     static const luaL_Reg transaction_fns[] = {
         { "commit", lconn_commit },
+        { "discard_collected", lconn_discard_collected },
         { NULL, NULL },
     };
     lcommon_setfuncs(L, pipeline_fns, "p:", 1);

@@ -70,6 +70,8 @@ static int start(lua_State *L, copy_run *run, const char *name,
 
     lconn_checkout(L, 1, name, &run->p, &run->slot, &run->ticket);
     run->sql = lstatement_sql(L, name, &timeout);
+    if (timeout < 0)              /* no statement table: the pool's bound */
+        timeout = pool_get_config(run->p)->query_timeout;
     conn = step_begin(L, run, &err);
     if (!conn) {
         *pushed = lresult_push_error(L, &err);
@@ -211,8 +213,12 @@ static int lcopy_out(lua_State *L)
         pq_result *res;
         char *chunk;
         int len, rc, status;
-        pq_conn *conn = step_begin(L, &run, &err);
+        pq_conn *conn;
 
+        lua_settop(L, 3);
+        lua_pushvalue(L, 3);
+        lua_pushcfunction(L, push_chunk);   /* may allocate: before chunk */
+        conn = step_begin(L, &run, &err);
         if (!conn)
             return lresult_push_error(L, &err);
         rc = pq_copy_get(conn, &chunk, &len, &res, &err);
@@ -221,8 +227,6 @@ static int lcopy_out(lua_State *L)
             return lstatement_push_outcome(L, rc == 0, 0, res, &err);
         }
         step_end(&run);
-        lua_pushvalue(L, 3);
-        lua_pushcfunction(L, push_chunk);
         lua_pushlightuserdata(L, chunk);
         lua_pushinteger(L, len);
         status = lua_pcall(L, 2, 1, 0);

@@ -13,6 +13,17 @@
 #include "lconn.h"
 #include "lresult.h"
 
+/* Push the notification at light userdata 1 as channel, payload, pid (run
+ * protected by lnotify_wait, so that a memory error cannot lose it). */
+static int push_notify(lua_State *L)
+{
+    const pq_notify *n = (const pq_notify *)lua_touserdata(L, 1);
+    lua_pushstring(L, pq_notify_channel(n));
+    lua_pushstring(L, pq_notify_payload(n));
+    lua_pushinteger(L, pq_notify_pid(n));
+    return 3;
+}
+
 static int lnotify_wait(lua_State *L)
 {
     pool *p;
@@ -22,7 +33,7 @@ static int lnotify_wait(lua_State *L)
     pq_notify *n;
     pq_error err;
     pq_conn *conn;
-    int rc;
+    int rc, status;
 
     lconn_checkout(L, 1, "wait_notify", &p, &slot, &ticket);
     if (lua_type(L, 2) != LUA_TNUMBER)
@@ -33,7 +44,8 @@ static int lnotify_wait(lua_State *L)
         return lcommon_argerror(L, 1, "wait_notify", "timeout must be >= 0 "
                                 "(math.huge: no limit)");
     lua_settop(L, 1);
-    lua_checkstack(L, 4);
+    lua_checkstack(L, 6);
+    lua_pushcfunction(L, push_notify);    /* may allocate: before n */
     conn = pool_begin_use(p, slot, ticket, &err);
     if (!conn) {
         if (strcmp(err.code, PQ_CODE_SHUTDOWN) != 0)
@@ -42,19 +54,19 @@ static int lnotify_wait(lua_State *L)
     }
     rc = pq_wait_notify(conn, timeout, &n, &err);
     pool_end_use(p, slot, NULL, 0, 0, 0);
+    if (rc > 0) {
+        lua_pushlightuserdata(L, n);
+        status = lua_pcall(L, 1, 3, 0);
+        pq_notify_free(n);
+        lctx_flush_log(L);        /* may raise: after n is freed */
+        return status == LUA_OK ? 3 : lua_error(L);
+    }
     lctx_flush_log(L);
     if (rc < 0)
         return lresult_push_error(L, &err);
-    if (rc == 0) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "timeout");
-        lua_pushliteral(L, "timeout");
-        return 3;
-    }
-    lua_pushstring(L, pq_notify_channel(n));     /* may raise: n leaks only */
-    lua_pushstring(L, pq_notify_payload(n));     /* on a memory error */
-    lua_pushinteger(L, pq_notify_pid(n));
-    pq_notify_free(n);
+    lua_pushnil(L);
+    lua_pushliteral(L, "timeout");
+    lua_pushliteral(L, "timeout");
     return 3;
 }
 

@@ -372,7 +372,7 @@ static void close_released(pool *p, pq_conn *conn, const char *reason,
 {
     if (!conn)
         return;
-    if (how == POOL_COLLECTED)
+    if (how == POOL_COLLECTED || how == POOL_COLLECTED_DISCARD)
         retire_later(p, conn);    /* no network I/O inside __gc */
     else
         pool_close_conn(p, conn, reason ? reason : "pool closed",
@@ -397,7 +397,7 @@ int pool_release(pool *p, pool_slot *s, uint64_t ticket,
     conn = s->conn;
     pthread_mutex_unlock(&p->mu);
 
-    if (how == POOL_DISCARD) {
+    if (how == POOL_DISCARD || how == POOL_COLLECTED_DISCARD) {
         reason = "discarded";
     } else {
         switch (pq_txn_status(conn)) {

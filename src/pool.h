@@ -126,7 +126,10 @@ typedef struct pool_sample {
 enum pool_release_how {
     POOL_RELEASE,     /* release/__close: roll back if needed, return */
     POOL_DISCARD,     /* close it instead of returning it */
-    POOL_COLLECTED    /* __gc: no network I/O here; counted as leaked */
+    POOL_COLLECTED,   /* __gc: no network I/O here; counted as leaked */
+    POOL_COLLECTED_DISCARD /* __gc of a checkout holding session state (a
+                            * listener's LISTENs): closed in the background,
+                            * never returned; not counted as leaked */
 };
 
 /* A pool lives while it has references: the registry's (from configure to

@@ -1781,6 +1781,13 @@ int pqi_drain_results(pq_conn *c, run_state *rs)
 int pqi_stream_abandon(pq_conn *c)
 {
     run_state rs;
+    if (c->stream_in_block) {
+        /* A cancel would abort the caller's transaction (every statement
+         * after it failing with 25P02): read the rest and drop it, and
+         * cancel only when it has not come within CANCEL_GRACE. */
+        pqi_run_init(&rs, clock_now() + CANCEL_GRACE, CANCEL_GRACE, 0);
+        return pqi_drain_results(c, &rs);
+    }
     pqi_run_init(&rs, clock_now() + CANCEL_GRACE, 0, 0);
     start_cancel(c);
     rs.cancelled = 1;

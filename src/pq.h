@@ -177,13 +177,16 @@ void pq_batch_clear(pq_batch_item *items, int count);
  * the end (the connection idle again), -1 and err (the stream is over: its
  * statement failed, timeout waited for one row in vain, or the stream was
  * abandoned because another statement ran on the connection). close ends
- * an open stream early: cancelled, the rest read and dropped within 5 s;
+ * an open stream early: cancelled, the rest read and dropped within 5 s
+ * (inside a transaction block: read and dropped, cancelled only past 5 s);
  * 0 when the connection had to be given up. Any other statement on the
  * connection abandons an open stream the same way. */
 int pq_stream_open(pq_conn *c, const char *sql, const pq_params *params,
                    double timeout, uint64_t *seq, pq_error *err);
 int pq_stream_next(pq_conn *c, uint64_t seq, pq_result **row, pq_error *err);
-int pq_stream_close(pq_conn *c, uint64_t seq);   /* seq 0: whichever */
+/* seq 0: whichever, cancelled even inside a transaction block (the
+ * release, which rolls that back) */
+int pq_stream_close(pq_conn *c, uint64_t seq);
 
 /* COPY, a chunk at a time. begin sends sql, which must be a COPY ... FROM
  * STDIN (PQ_COPY_IN) or TO STDOUT (PQ_COPY_OUT): 1 when the server is

@@ -46,6 +46,7 @@ struct pq_conn {
      * or closed by its owner), and the timeout of each wait for a row. */
     uint64_t stream_seq, stream_ended;
     int streaming;
+    int stream_in_block;         /* opened inside a transaction block */
     double stream_timeout;
     /* A COPY in progress (pq_copy_begin): its direction (PQ_COPY_IN or
      * PQ_COPY_OUT, 0 for none) and the timeout of each wait in it. */
@@ -138,7 +139,9 @@ int pqi_deallocate_dropped(pq_conn *c, run_state *rs, pq_error *err);
 int pqi_drain_results(pq_conn *c, run_state *rs);
 
 /* Stop the open stream: cancel its statement, read what is left (at most
- * CANCEL_GRACE), and leave the connection idle or broken. */
+ * CANCEL_GRACE), and leave the connection idle or broken. A stream opened
+ * inside a transaction block is read to its end instead (the cancel would
+ * abort the transaction), and cancelled only past CANCEL_GRACE. */
 int pqi_stream_abandon(pq_conn *c);
 
 #endif

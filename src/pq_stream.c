@@ -30,6 +30,7 @@ int pq_stream_open(pq_conn *c, const char *sql, const pq_params *pp,
     pqi_run_init(&rs, pqi_deadline_after(timeout), CANCEL_GRACE, timeout);
     if (c->to_deallocate && !pqi_deallocate_dropped(c, &rs, err))
         return 0;
+    c->stream_in_block = PQtransactionStatus(c->pg) != PQTRANS_IDLE;
     sent = PQsendQueryParams(c->pg, sql, pp->n, (const Oid *)pp->types,
                              pp->values, pp->lengths, pp->formats, 0) &&
            PQsetSingleRowMode(c->pg);
@@ -110,6 +111,8 @@ int pq_stream_close(pq_conn *c, uint64_t seq)
     if (!c->streaming || (seq && c->stream_seq != seq))
         return 1;
     c->stream_ended = c->stream_seq;
+    if (!seq)                  /* the release: its transaction is rolled */
+        c->stream_in_block = 0;    /* back anyway, so cancel at once */
     return pqi_stream_abandon(c);
 }
 

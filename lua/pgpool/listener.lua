@@ -9,6 +9,9 @@
 -- notifications sent while no connection listened were missed, and the
 -- caller should re-read whatever state they announce.
 
+local core = require("pgpool.core")
+local discard_collected = core._facade.discard_collected
+
 local listener = {}
 listener.__index = listener
 
@@ -28,6 +31,8 @@ end
 function listener:connect(timeout)
   local conn, msg, code, info = self.pool:acquire(timeout)
   if not conn then return nil, msg, code, info end
+  -- collected without close, it is closed, not handed on still LISTENing
+  discard_collected(conn)
   local ok
   ok, msg, code, info = listen_all(conn, self.channels)
   if not ok then
@@ -74,8 +79,9 @@ function listener:close()
   local conn = self.conn
   self.conn = nil
   if conn then
-    local ok = pcall(conn.exec, conn, "UNLISTEN *")
-    if ok then conn:release() else conn:discard() end
+    -- released only when UNLISTEN ran (exec returns nil, msg on failure)
+    local ok, unlistened = pcall(conn.exec, conn, "UNLISTEN *")
+    if ok and unlistened then conn:release() else conn:discard() end
   end
   return true
 end
