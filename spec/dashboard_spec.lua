@@ -27,16 +27,7 @@ local OUTPUT_DIR = 'build/test-output'
 local SCREENSHOT = OUTPUT_DIR .. '/dashboard.png'
 local shquote = helpers.shquote
 
-local function decode(body)
-  local value, err = cjson.decode(body or '')
-  assert(value ~= nil, ('not JSON (%s): %s'):format(tostring(err), tostring(body)))
-  return value
-end
 
-local function backends()
-  local ok, n = pcall(helpers.count_backends, 'pgpool')
-  return ok and n or nil
-end
 
 local function set_size(set)
   local n = 0
@@ -206,7 +197,7 @@ describe('the dashboard on OpenResty', function()
 
     lazy_teardown(function()
       if srv then srv:stop() end
-      helpers.wait_until(function() return backends() == 0 end, 10)
+      helpers.wait_until(function() return helpers.backends_or_nil('pgpool') == 0 end, 10)
     end)
 
     it('served the load: no failed request', function()
@@ -219,7 +210,7 @@ describe('the dashboard on OpenResty', function()
     it('/pgpool/data holds every worker\'s snapshot with its history, and totals that sum them', function()
       local status, body = srv:get('/pgpool/data')
       assert.are.equal(200, status, body)
-      local data = decode(body)
+      local data = helpers.decode_json(body)
       assert.are.equal(WORKERS, #data.workers)
       local queries = 0
       for _, worker in ipairs(data.workers) do
@@ -270,10 +261,10 @@ describe('the dashboard on OpenResty', function()
     it('draws every worker\'s pool, its history and figures in headless Chromium', function()
       local dom = chromium(srv.url .. '/pgpool/', '--dump-dom')
       local _, body = srv:get('/pgpool/data')
-      local data = decode(body)
+      local data = helpers.decode_json(body)
       local _, stats_body = srv:get('/stats')
       local stats = {}
-      for _, st in ipairs(decode(stats_body).workers) do stats[st.pid] = st end
+      for _, st in ipairs(helpers.decode_json(stats_body).workers) do stats[st.pid] = st end
 
       assert.is_true(tonumber(dom:match('data%-renders="(%d+)"') or '0') >= 2, 'the page did not poll')
       local cards = cards_of(dom)
@@ -319,7 +310,7 @@ describe('the dashboard on OpenResty', function()
     it('/pgpool/health answers 200 with each worker\'s pools, none critical', function()
       local status, body = srv:get('/pgpool/health')
       assert.are.equal(200, status, body)
-      local health = decode(body)
+      local health = helpers.decode_json(body)
       assert.are_not.equal('critical', health.status)
       assert.are.equal(WORKERS, #health.workers)
       for _, worker in ipairs(health.workers) do
@@ -379,7 +370,7 @@ describe('the dashboard on OpenResty', function()
       proxy:set('reset')
       status, body = health_becomes(503, 15)
       assert.are.equal(503, status, body)
-      local health = decode(body)
+      local health = helpers.decode_json(body)
       assert.are.equal('critical', health.status)
       local reasons = {}
       for _, worker in ipairs(health.workers) do

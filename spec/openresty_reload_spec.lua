@@ -22,11 +22,6 @@ end
 local APP = 'pgpool-reload'
 local COUNT = "select count(*) as n from pg_stat_activity where application_name = '" .. APP .. "'"
 
-local function backends()
-  local ok, n = pcall(helpers.count_backends, APP)
-  return ok and n or nil
-end
-
 describe('OpenResty reloads with max_shared', function()
   if not harness.available() then
     pending('nginx, lua-nginx-module, ab or curl missing (see spec/openresty_spec.lua)')
@@ -43,7 +38,7 @@ describe('OpenResty reloads with max_shared', function()
 
   teardown(function()
     if srv then srv:stop() end
-    helpers.wait_until(function() return backends() == 0 end, 10)
+    helpers.wait_until(function() return helpers.backends_or_nil(APP) == 0 end, 10)
   end)
 
   it('never lets the server see more than max_shared = 6 over 3 reloads under load', function()

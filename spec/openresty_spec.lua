@@ -12,19 +12,7 @@ local cjson = require 'cjson.safe'
 local RUN_UNDER = 'lua5.4'
 local runtime = os.getenv('PGPOOL_TEST_RUNTIME') or RUN_UNDER
 
--- An answer of the example, decoded; fails the spec on anything but JSON.
-local function decode(body)
-  local value, err = cjson.decode(body or '')
-  assert(value ~= nil, ('not JSON (%s): %s'):format(tostring(err), tostring(body)))
-  return value
-end
 
--- Server-side count of pgpool's backends (application_name = pgpool); nil
--- while the server has no slot left for psql.
-local function backends()
-  local ok, n = pcall(helpers.count_backends, 'pgpool')
-  return ok and n or nil
-end
 
 if runtime ~= RUN_UNDER then
   describe('OpenResty example', function()
@@ -52,23 +40,23 @@ describe('OpenResty example', function()
 
     teardown(function()
       if srv then srv:stop() end
-      helpers.wait_until(function() return backends() == 0 end, 10)
+      helpers.wait_until(function() return helpers.backends_or_nil('pgpool') == 0 end, 10)
     end)
 
     it('opens no connection before the first request (init_by_lua only configures)', function()
-      assert.are.equal(0, backends())
+      assert.are.equal(0, helpers.backends_or_nil('pgpool'))
     end)
 
     it('answers /ping without the database', function()
       local status, body = srv:get('/ping')
       assert.are.equal(200, status)
-      assert.is_true(decode(body).pong)
+      assert.is_true(helpers.decode_json(body).pong)
     end)
 
     it('reports the pool on /health after select 1', function()
       local status, body = srv:get('/health')
       assert.are.equal(200, status, body)
-      local database = decode(body).database
+      local database = helpers.decode_json(body).database
       assert.is_true(database.connected, body)
       for _, name in ipairs{ 'total', 'idle', 'waiting', 'utilization' } do
         assert.is_number(database.pool[name], name .. ' in ' .. body)
@@ -80,7 +68,7 @@ describe('OpenResty example', function()
     it('runs a parameterised query directly on /query', function()
       local status, body = srv:get('/query?id=42')
       assert.are.equal(200, status, body)
-      local answer = decode(body)
+      local answer = helpers.decode_json(body)
       assert.are.equal('direct', answer.via)
       assert.are.equal(42, answer.rows[1].id)
       assert.are.equal(cjson.null, answer.rows[1].note)
@@ -89,7 +77,7 @@ describe('OpenResty example', function()
     it('runs it through ngx.run_worker_thread on /thread, SQL NULL included', function()
       local status, body = srv:get('/thread?id=43')
       assert.are.equal(200, status, body)
-      local answer = decode(body)
+      local answer = helpers.decode_json(body)
       assert.are.equal('thread', answer.via)
       assert.are.equal(43, answer.rows[1].id)
       -- pgpool.null (a NULL light userdata) crosses the thread boundary intact:
@@ -100,7 +88,7 @@ describe('OpenResty example', function()
     it('gives each worker the pool configured in the master, and /stats sums them', function()
       local status, body = srv:get('/stats')
       assert.are.equal(200, status, body)
-      local answer = decode(body)
+      local answer = helpers.decode_json(body)
       assert.are.equal(WORKERS, #answer.workers, body)
       assert.are.equal(WORKERS * MAX, answer.sum.max)
     end)
@@ -137,9 +125,9 @@ describe('OpenResty example', function()
     end)
 
     it('closes every connection on a graceful stop (exit_worker_by_lua)', function()
-      assert.is_true(backends() > 0)
+      assert.is_true(helpers.backends_or_nil('pgpool') > 0)
       srv:stop()
-      assert.is_true(helpers.wait_until(function() return backends() == 0 end, 5))
+      assert.is_true(helpers.wait_until(function() return helpers.backends_or_nil('pgpool') == 0 end, 5))
       local log = helpers.server_log():sub(log_start + 1)
       assert.is_nil(log:find('unexpected EOF', 1, true), log)
     end)
@@ -154,13 +142,13 @@ describe('OpenResty example', function()
 
     teardown(function()
       if srv then srv:stop() end
-      helpers.wait_until(function() return backends() == 0 end, 10)
+      helpers.wait_until(function() return helpers.backends_or_nil('pgpool') == 0 end, 10)
     end)
 
     it('runs thread VMs on the pool the master configured, not a second one', function()
       local function backend(path)
         local _, body = srv:get(path)
-        return decode(body).rows[1].backend
+        return helpers.decode_json(body).rows[1].backend
       end
       local direct = backend('/query?id=1')
       assert.is_number(direct)
@@ -168,7 +156,7 @@ describe('OpenResty example', function()
       assert.are.equal(direct, backend('/thread?id=2'))
       assert.are.equal(direct, backend('/query?id=3'))
       local _, stats = srv:get('/stats')
-      local sum = decode(stats).sum
+      local sum = helpers.decode_json(stats).sum
       assert.are.equal(1, sum.created, stats)
       assert.are.equal(3, sum.acquired, stats)
       assert.are.equal(4, sum.max, stats)
@@ -195,12 +183,12 @@ describe('OpenResty example', function()
       helpers.psql("notify nginx_jobs, 'hello'")
       local status, body = polling:wait()
       assert.are.equal(200, status, body)
-      local answer = decode(body)
+      local answer = helpers.decode_json(body)
       assert.are.equal('nginx_jobs', answer.channel)
       assert.are.equal('hello', answer.payload)
       status, body = srv:get('/listen?channel=quiet&timeout=0.3')
       assert.are.equal(200, status, body)
-      assert.is_true(decode(body).timeout, body)
+      assert.is_true(helpers.decode_json(body).timeout, body)
     end)
 
     it('stalls /ping while a direct call (no thread) runs a slow query: the documented caveat', function()
@@ -227,7 +215,7 @@ describe('OpenResty example', function()
     teardown(function()
       if srv then srv:stop() end
       if monitor then monitor.close() end
-      helpers.wait_until(function() return backends() == 0 end, 10)
+      helpers.wait_until(function() return helpers.backends_or_nil('pgpool') == 0 end, 10)
     end)
 
     it('fails with the server\'s "too many clients already" once max_connections is used up', function()
@@ -240,7 +228,7 @@ describe('OpenResty example', function()
         ok = ok + 1
       end
       assert.are.equal(500, status, body)
-      assert.matches('too many clients already', decode(body).error)
+      assert.matches('too many clients already', helpers.decode_json(body).error)
       assert.is_true(ok >= 10 and ok < limit, ok .. ' naive requests succeeded')
       assert.are.equal(ok, monitor.count())
       assert.is_true(srv:count_in_log('too many clients already') >= 1)

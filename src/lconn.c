@@ -78,6 +78,14 @@ static lconn *lconn_check(lua_State *L, int idx, const char *name)
     return c;
 }
 
+void lconn_add_methods(lua_State *L, const luaL_Reg *methods)
+{
+    luaL_getmetatable(L, LCONN_MT);
+    lua_getfield(L, -1, "__index");
+    lcommon_setfuncs(L, methods, "conn:", 0);
+    lua_pop(L, 2);
+}
+
 void lconn_checkout(lua_State *L, int idx, const char *name, pool **p,
                     pool_slot **slot, uint64_t *ticket)
 {

@@ -26,6 +26,11 @@ LPGPOOL_INTERNAL lconn *lconn_new(lua_State *L);
 LPGPOOL_INTERNAL void lconn_attach(lconn *c, pool *p, pool_slot *slot,
                                    uint64_t ticket);
 
+/* Add methods (registered "conn:<name>") to the connection handle, for
+ * the files that give it methods of their own (lcopy.c, lnotify.c); after
+ * lconn_open, leaving the stack as it found it. */
+LPGPOOL_INTERNAL void lconn_add_methods(lua_State *L, const luaL_Reg *methods);
+
 /* The checkout of the handle at idx, for the methods other files add to
  * the handle (name: the method, for errors); raises "connection released"
  * when it has ended. */

@@ -251,8 +251,5 @@ void lcopy_open(lua_State *L)
         { "copy_out", lcopy_out },
         { NULL, NULL },
     };
-    luaL_getmetatable(L, LCONN_MT);
-    lua_getfield(L, -1, "__index");
-    lcommon_setfuncs(L, methods, "conn:", 0);
-    lua_pop(L, 2);
+    lconn_add_methods(L, methods);
 }

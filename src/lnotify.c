@@ -76,8 +76,5 @@ void lnotify_open(lua_State *L)
         { "wait_notify", lnotify_wait },
         { NULL, NULL },
     };
-    luaL_getmetatable(L, LCONN_MT);
-    lua_getfield(L, -1, "__index");
-    lcommon_setfuncs(L, methods, "conn:", 0);
-    lua_pop(L, 2);
+    lconn_add_methods(L, methods);
 }

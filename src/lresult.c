@@ -51,10 +51,16 @@ static void push_command(lua_State *L, const char *tag)
 /* Push each column's decoder (lresult_set_decoder) or nil when any column
  * has one: returns the index of the first; 0, with nothing pushed, in the
  * common case of none. */
+/* Set once any Lua state of the process registers a decoder: until then
+ * a result does not even look for the registry table (the query path). */
+static int decoders_registered;    /* atomic */
+
 static int push_decoders(lua_State *L, const unsigned *types, int cols)
 {
     int col, any = 0, table;
 
+    if (!__atomic_load_n(&decoders_registered, __ATOMIC_RELAXED))
+        return 0;
     lua_getfield(L, LUA_REGISTRYINDEX, LRESULT_DECODERS);
     if (!lua_istable(L, -1)) {
         lua_pop(L, 1);
@@ -216,6 +222,7 @@ int lresult_set_decoder(lua_State *L)
         return luaL_argerror(L, 1, "not a type OID");
     if (!lua_isnil(L, 2))
         luaL_checktype(L, 2, LUA_TFUNCTION);
+    __atomic_store_n(&decoders_registered, 1, __ATOMIC_RELAXED);
     lua_settop(L, 2);
     lua_getfield(L, LUA_REGISTRYINDEX, LRESULT_DECODERS);
     if (!lua_istable(L, -1)) {

@@ -158,6 +158,19 @@ end
 -- 'pgpool') that this run's clients hold: the server's backends
 -- (pg_stat_activity), or through PgBouncer its clients (SHOW CLIENTS), as
 -- PgBouncer keeps its server connections when its clients go.
+-- A JSON answer decoded (lua-cjson); fails the spec on anything but JSON.
+function helpers.decode_json(body)
+  local value, err = require('cjson.safe').decode(body or '')
+  assert(value ~= nil, ('not JSON (%s): %s'):format(tostring(err), tostring(body)))
+  return value
+end
+
+-- count_backends(app), or nil while the server has no slot left for psql.
+function helpers.backends_or_nil(app)
+  local ok, n = pcall(helpers.count_backends, app)
+  return ok and n or nil
+end
+
 function helpers.count_backends(app)
   app = app or 'pgpool'
   if helpers.via_pgbouncer() then
