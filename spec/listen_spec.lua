@@ -80,6 +80,47 @@ describe('pool:listen', function()
     l:close()
   end)
 
+  -- A thread waits with math.huge; the pool is shut down from here: the
+  -- wait ends with code "shutdown" well before shutdown's own deadline, and
+  -- shutdown finds the listener's connection back (true).
+  it('ends a wait(math.huge) in another thread when the pool is shut down', function()
+    if not helpers.has_threads() then return pending('luv threads unavailable') end
+    local out = helpers.tmpname()
+    local t = helpers.start_thread(function(path, cpath, file)
+      package.path, package.cpath = path, cpath
+      local p = assert(require('pgpool').pool('listen'))
+      local l = assert(p:listen('jobs'))
+      local _, msg, code = l:wait(math.huge)
+      l:close()
+      local f = io.open(file, 'w')
+      f:write(tostring(code), '\n', tostring(msg))
+      f:close()
+    end, out)
+    assert(helpers.wait_until(function() return pool:stats().in_use == 1 end, 5))
+    helpers.sleep(0.2)       -- the thread is in its wait
+    local t0 = helpers.now()
+    local ok, msg = pool:shutdown{ timeout = 3 }
+    local took = helpers.now() - t0
+    local ended = helpers.wait_until(function()
+      local f = io.open(out)
+      if f then f:close() end
+      return f ~= nil
+    end, 5)
+    if not ended then      -- wake the stuck thread, so that it can be joined
+      local sender = pgpool.configure(opts('listen-waker', { max = 1 }))
+      sender:exec("notify jobs, 'wake'")
+    end
+    t:join()
+    local f = assert(io.open(out))
+    local text = f:read('a')
+    f:close()
+    os.remove(out)
+    assert.is_true(ended, 'the wait did not end at shutdown')
+    assert.are.equal('shutdown', text:match('^[^\n]*'), text)
+    assert.is_true(ok, msg)
+    assert.is_true(took < 1.5, ('shutdown took %.2f s'):format(took))
+  end)
+
   it('works on the default pool, and refuses misuse', function()
     pgpool.configure(opts('default', { max = 2 }))
     local l = assert(pgpool.listen('jobs'))

@@ -9,6 +9,7 @@
 
 #include "lnotify.h"
 
+#include "clock.h"
 #include "lcommon.h"
 #include "lconn.h"
 #include "lresult.h"
@@ -22,6 +23,31 @@ static int push_notify(lua_State *L)
     lua_pushstring(L, pq_notify_payload(n));
     lua_pushinteger(L, pq_notify_pid(n));
     return 3;
+}
+
+/* A listener's connection runs no statement: a shutdown must not wait for
+ * it (nor leave it waiting for ever). The wait goes in slices of at most
+ * WAIT_SLICE seconds and ends with the pool's "shutdown" error once the
+ * pool is closing; pq_wait_notify's result otherwise. */
+#define WAIT_SLICE 0.1
+
+static int wait_in_slices(pool *p, pq_conn *conn, double timeout,
+                          pq_notify **n, pq_error *err)
+{
+    double deadline = clock_now() + timeout;     /* inf for math.huge */
+
+    for (;;) {
+        double left = deadline - clock_now();
+        int rc = pq_wait_notify(conn, left < WAIT_SLICE ? left : WAIT_SLICE,
+                                n, err);
+        if (rc != 0 || left <= WAIT_SLICE)
+            return rc;
+        if (pool_is_closing(p)) {
+            pq_error_set(err, PQ_CODE_SHUTDOWN, "pool \"%s\" is shut down",
+                         pool_get_config(p)->name);
+            return -1;
+        }
+    }
 }
 
 static int lnotify_wait(lua_State *L)
@@ -52,7 +78,7 @@ static int lnotify_wait(lua_State *L)
             return luaL_error(L, "pgpool: connection released");
         return lresult_push_error(L, &err);
     }
-    rc = pq_wait_notify(conn, timeout, &n, &err);
+    rc = wait_in_slices(p, conn, timeout, &n, &err);
     pool_end_use(p, slot, NULL, 0, 0, 0);
     if (rc > 0) {
         lua_pushlightuserdata(L, n);
