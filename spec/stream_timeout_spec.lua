@@ -26,3 +26,29 @@ describe('query_timeout on streams', function()
     assert.are.equal('timeout', code)
   end)
 end)
+
+-- Rows already on their way when a row's wait passes its deadline: the
+-- cancel is sent, and what the caller sees next is the timeout, not rows
+-- that came late and then the server's 57014 "canceling statement" (a
+-- stream's next wait used to forget that it had cancelled).
+describe('a row stream cancelled at its deadline', function()
+  it('ends with code "timeout" even when rows were already on their way', function()
+    local proxy = helpers.fault_proxy{ mode = 'delay', arg = 400 }
+    finally(function() proxy:stop() end)
+    local slow = pgpool.configure{ name = 'stream_late_rows', max = 1, log_level = 'off',
+      query_timeout = 0.5, conninfo = proxy:conninfo() .. ' application_name=stream_late_rows' }
+    finally(function() slow:shutdown{ timeout = 1 } end)
+    local conn = assert(slow:acquire{ timeout = 5 })
+    local rows, codes = 0, {}
+    for row, msg, code in conn:rows('select g, pg_sleep(0.2) from generate_series(1, 10) g') do
+      if row then rows = rows + 1 else codes[#codes + 1] = code .. ': ' .. tostring(msg) end
+    end
+    assert.are.equal(1, #codes, table.concat(codes, '; '))
+    assert.are.equal('timeout', codes[1]:match('^[^:]*'), codes[1])
+    assert.are.equal(0, rows, rows .. ' rows after the deadline of the first')
+    -- the connection is clean afterwards
+    local res = assert(conn:query('select 1 as one'))
+    assert.are.equal(1, res[1].one)
+    conn:release()
+  end)
+end)

@@ -69,8 +69,21 @@ int pq_stream_next(pq_conn *c, uint64_t seq, pq_result **row, pq_error *err)
     waited = pqi_await_result(c, &rs);
     res = waited > 0 ? PQgetResult(c->pg) : NULL;
     if (res && PQresultStatus(res) == PGRES_SINGLE_TUPLE) {
-        *row = (pq_result *)res;
-        return 1;
+        if (!rs.cancelled) {
+            *row = (pq_result *)res;
+            return 1;
+        }
+        /* The row came after this wait's deadline, when the statement was
+         * already cancelled: the stream ends with the timeout, the rest
+         * (more late rows, the server's 57014) read and dropped. */
+        PQclear(res);
+        c->stream_ended = seq;
+        if (pqi_drain_results(c, &rs))
+            pq_error_set(err, PQ_CODE_TIMEOUT, "query timeout after %g s: "
+                         "the statement was cancelled", rs.timeout);
+        else
+            pqi_error_wait_failed(err, c, &rs, -1);
+        return -1;
     }
     c->stream_ended = seq;
     if (!res) {
