@@ -183,3 +183,25 @@ describe('conn:rows', function()
     conn = nil
   end)
 end)
+
+-- The slow-query log and its counter measure the server's time: the
+-- statement's send and each wait for a row, not the caller's loop.
+describe('conn:rows and slow_query', function()
+  local pool, conn
+  local open, close = helpers.held_connection('rows_slow', { max = 1, slow_query = 0.4, log_level = 'error' },
+    function(p, c) pool, conn = p, c end)
+  before_each(open)
+  after_each(close)
+
+  it('does not count a slow caller\'s loop as a slow query', function()
+    local before = pool:stats().slow_queries
+    for _ in conn:rows('select g from generate_series(1, 3) g') do helpers.sleep(0.25) end
+    assert.are.equal(before, pool:stats().slow_queries)
+  end)
+
+  it('counts a statement whose rows come slowly from the server', function()
+    local before = pool:stats().slow_queries
+    for _ in conn:rows('select g, pg_sleep(0.2) from generate_series(1, 3) g') do end
+    assert.are.equal(before + 1, pool:stats().slow_queries)
+  end)
+end)

@@ -396,7 +396,9 @@ typedef struct lrows {
     pool *p;
     pool_slot *slot;
     uint64_t ticket, seq;
-    double started;
+    double busy;        /* the server's time so far: the send and each wait
+                         * for a row, not the caller's loop (what the slow-
+                         * query log and query_time measure) */
     int done, open_failed;
     pq_error err;
     char sql[201];      /* for the count of a stream closed early (the slow-
@@ -421,6 +423,7 @@ static int rows_next(lua_State *L)
     pq_result *row;
     pq_conn *conn;
     pq_error err;
+    double t0;
     int rc;
 
     if (r->done)
@@ -436,7 +439,9 @@ static int rows_next(lua_State *L)
             return luaL_error(L, "pgpool: connection released");
         return rows_failure(L, &err);
     }
+    t0 = clock_now();
     rc = pq_stream_next(conn, r->seq, &row, &err);
+    r->busy += clock_now() - t0;
     if (rc > 0) {
         pool_end_use(r->p, r->slot, NULL, 0, 0, 0);
         lresult_push_row(L, row);
@@ -444,7 +449,7 @@ static int rows_next(lua_State *L)
     }
     r->done = 1;
     pool_end_use(r->p, r->slot, lua_tostring(L, lua_upvalueindex(3)),
-                 r->started, 1, rc < 0);
+                 clock_now() - r->busy, 1, rc < 0);
     lctx_flush_log(L);
     return rc == 0 ? 0 : rows_failure(L, &err);
 }
@@ -462,8 +467,10 @@ static int rows_close(lua_State *L)
     r->done = 1;
     conn = pool_begin_use(r->p, r->slot, r->ticket, &err);
     if (conn) {
+        double t0 = clock_now();
         pq_stream_close(conn, r->seq);
-        pool_end_use(r->p, r->slot, r->sql, r->started, 1, 0);  /* counted */
+        r->busy += clock_now() - t0;
+        pool_end_use(r->p, r->slot, r->sql, clock_now() - r->busy, 1, 0);
     }
     return 0;
 }
@@ -514,13 +521,14 @@ static int lconn_rows(lua_State *L)
         pool_ref(r->p);
         r->slot = c->slot;
         r->ticket = c->ticket;
-        r->started = clock_now();
+        r->busy = clock_now();    /* until the statement is sent */
         snprintf(r->sql, sizeof r->sql, "%s", sql);
         c->streamed = 1;
         if (timeout < 0)          /* no statement table: the pool's bound */
             timeout = pool_get_config(c->p)->query_timeout;
         r->open_failed = !pq_stream_open(conn, sql, &ps.pq, timeout, &r->seq,
                                          &r->err);
+        r->busy = clock_now() - r->busy;
         pool_end_use(c->p, c->slot, NULL, 0, 0, 0);
     }
     lua_pushvalue(L, -1);             /* upvalue 1: r */
