@@ -40,6 +40,32 @@ describe("replicas", function()
     assert.are.equal(1, pgpool.pool("rw-bad/replica-1"):stats().connect_errors)
   end)
 
+  -- A replica whose queue is full (max_waiting) cannot serve: the primary
+  -- does, as for a replica that cannot connect (it used to be "full").
+  it("falls back to the primary when the replica's queue is full", function()
+    if not helpers.has_threads() then return pending("luv threads unavailable") end
+    local pool = pgpool.configure{
+      name = "rw-full", conninfo = helpers.dsn(), log_level = "off", max = 1, max_waiting = 1,
+      replicas = { helpers.dsn() .. " application_name=replica_full" },
+    }
+    local replica = pgpool.pool("rw-full/replica-1")
+    local held = assert(pool:acquire{ read_only = true })
+    assert.are.equal("replica_full", app_name(held))
+    local waiter = helpers.start_thread(function(path, cpath)
+      package.path, package.cpath = path, cpath
+      local conn = require("pgpool").pool("rw-full/replica-1"):acquire{ timeout = 2 }
+      if conn then conn:release() end
+    end)
+    assert(helpers.wait_until(function() return replica:stats().waiting == 1 end, 5))
+    local conn, msg, code = pool:acquire{ read_only = true, timeout = 1 }
+    held:release()
+    waiter:join()
+    assert.is_truthy(conn, tostring(msg) .. " (" .. tostring(code) .. ")")
+    assert.are.equal("pgpool", app_name(conn))
+    conn:release()
+    assert.are.equal(1, replica:stats().full_rejects)
+  end)
+
   it("shuts the replicas down with their pool", function()
     local pool = pgpool.configure{
       name = "rw-down", conninfo = helpers.dsn(), log_level = "off",

@@ -118,8 +118,9 @@ static double time_left(double deadline)
 }
 
 /* A connection of one of p's replicas, taken in turn, within `deadline`;
- * one that cannot connect, is shut down or cannot serve by the deadline (a
- * frozen server, whose connection attempt outlasts it) is skipped. 1 with
+ * one that cannot connect, is shut down, has its queue full (max_waiting)
+ * or cannot serve by the deadline (a frozen server, whose connection
+ * attempt outlasts it) is skipped. 1 with
  * the checkout; 0 when none could serve; -1 with err on another failure. */
 static int acquire_replica(pool *p, double deadline, pool **from,
                            pool_slot **slot, uint64_t *ticket, pq_error *err)
@@ -136,7 +137,8 @@ static int acquire_replica(pool *p, double deadline, pool **from,
         }
         if (strcmp(err->code, PQ_CODE_CONNECT) != 0 &&
             strcmp(err->code, PQ_CODE_SHUTDOWN) != 0 &&
-            strcmp(err->code, PQ_CODE_TIMEOUT) != 0)
+            strcmp(err->code, PQ_CODE_TIMEOUT) != 0 &&
+            strcmp(err->code, PQ_CODE_FULL) != 0)
             return -1;
     }
     return 0;
