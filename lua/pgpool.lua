@@ -342,9 +342,23 @@ local function with_done(conn, ok, ...)
   return ...
 end
 
+local WITH_OPTIONS = { timeout = "number", read_only = "boolean" }
+
 local function with(pool, fn, opts, name)
   if type(fn) ~= "function" then
     arg_error(2, name, 1, "fn must be a function, got " .. type(fn))
+  end
+  -- acquire's options, checked here so that a mistake names `name`
+  if opts ~= nil and type(opts) ~= "table" then
+    arg_error(2, name, 2, "options must be a table, got " .. type(opts))
+  end
+  for key, value in pairs(opts or {}) do
+    local kind = WITH_OPTIONS[key]
+    if not kind then arg_error(2, name, 2, format("unknown option '%s'", tostring(key))) end
+    if type(value) ~= kind or (kind == "number" and not (value >= 0)) then
+      arg_error(2, name, 2, format("option '%s' must be a %s, got %s", key,
+        kind == "number" and "number >= 0" or kind, tostring(value)))
+    end
   end
   local conn, msg, code, info = facade.acquire(pool, opts)
   if not conn then return nil, msg, code, info end

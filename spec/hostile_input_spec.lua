@@ -411,6 +411,7 @@ describe('argument errors', function()
     { function() pgpool.transaction(nil) end, 'pgpool.transaction', 1, 'fn must be a function, got nil' },
     { function() pgpool.transaction(print, 'x') end, 'pgpool.transaction', 2, 'options must be a table' },
     { function() pgpool.with('x') end, 'pgpool.with', 1, 'fn must be a function, got string' },
+    { function() pgpool.with(print, { tiemout = 1 }) end, 'pgpool.with', 2, "unknown option 'tiemout'" },
     { function() pgpool.shutdown('x') end, 'pgpool.shutdown', 1, 'got string' },
     { function() pgpool.shutdown_all('x') end, 'pgpool.shutdown_all', 1, 'timeout' },
     { function() pgpool.configure('x') end, 'pgpool.configure', 1, 'options must be a table, got string' },
@@ -431,6 +432,8 @@ describe('argument errors', function()
     { function() pool:transaction(nil) end, 'pool:transaction', 1, 'fn must be a function' },
     { function() pool:transaction(print, { isolation = 'x' }) end, 'pool:transaction', 2, "option 'isolation'" },
     { function() pool:with(nil) end, 'pool:with', 1, 'fn must be a function' },
+    { function() pool:with(print, { timeout = -1 }) end, 'pool:with', 2, "option 'timeout'" },
+    { function() pool:with(print, 5) end, 'pool:with', 2, 'options must be a table' },
     -- a connection handle
     { function() conn:query(nil) end, 'conn:query', 1, 'sql must be a string, got nil' },
     { function() conn:query('select $1', { a = 1 }) end, 'conn:query', 2, 'parameter 1: table is not an array' },
