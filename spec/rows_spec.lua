@@ -205,3 +205,24 @@ describe('conn:rows and slow_query', function()
     assert.are.equal(before + 1, pool:stats().slow_queries)
   end)
 end)
+
+-- The loop's last iteration delivers the log lines of the stream's end (a
+-- slow query) to on_log, as any other call does (the iterator once read
+-- the per-state log context from the wrong upvalue, and delivered none).
+describe('conn:rows and on_log', function()
+  it('delivers the slow-query line when the loop ends', function()
+    local pool = pgpool.configure(helpers.pool_options('rows_log', { max = 1, slow_query = 0.2 }))
+    finally(function()
+      pgpool.on_log(nil)
+      pool:shutdown{ timeout = 1 }
+    end)
+    local conn = assert(pool:acquire())
+    local lines = helpers.capture_log(pgpool)
+    local n = 0
+    for _ in conn:rows('select g, pg_sleep(0.15) from generate_series(1, 2) g') do n = n + 1 end
+    local found = #helpers.log_lines(lines, 'slow query')    -- before any other pgpool call
+    conn:release()
+    assert.are.equal(2, n)
+    assert.are.equal(1, found)
+  end)
+end)

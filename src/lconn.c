@@ -275,17 +275,25 @@ static batch *batch_new(lua_State *L, int count)
     lua_setfield(L, -2, "__gc");
     lua_setmetatable(L, -2);
     b->items = calloc((size_t)count + 1, sizeof *b->items);
-    b->sets = calloc((size_t)count + 1, sizeof *b->sets);
+    /* not zeroed (a set is ~1 kB): lparam_encode sets what it uses */
+    b->sets = malloc(((size_t)count + 1) * sizeof *b->sets);
     if (!b->items || !b->sets)
         luaL_error(L, "pgpool: out of memory");
     b->count = count;
     return b;
 }
 
-/* The SQL of statement i + 1, on the stack top, for pq_pipeline. */
+/* The SQL of statement i + 1, on the stack top, for pq_pipeline (the
+ * error's text is made only for an error). */
 static const char *statement_sql(lua_State *L, int i, const lparam_who *who)
 {
     char what[32];
+    size_t len;
+    const char *sql = lua_type(L, -1) == LUA_TSTRING
+                          ? lua_tolstring(L, -1, &len) : NULL;
+
+    if (sql && !memchr(sql, '\0', len))
+        return sql;
     snprintf(what, sizeof what, "statement %d: sql", i + 1);
     return lcommon_check_cstring(L, -1, who->arg ? who->arg : 1, who->name,
                                  what, NULL);
@@ -318,7 +326,8 @@ static int lconn_run_pipeline(lua_State *L)
     count = (int)lua_rawlen(L, 2);
     lua_settop(L, 3);
     b = batch_new(L, count);              /* 4 */
-    lua_newtable(L);                      /* 5: keeps encoded values alive */
+    lua_createtable(L, 2 * count, 0);     /* 5: keeps encoded values alive */
+    lua_pushliteral(L, "n");              /* 6: the key, made once */
     anchors = 0;
     for (i = 0; i < count; i++) {
         int n, k, item;
@@ -330,7 +339,7 @@ static int lconn_run_pipeline(lua_State *L)
         who.statement = i + 1;
         lua_rawgeti(L, item, 1);
         b->items[i].sql = statement_sql(L, i, &who);
-        lua_pushliteral(L, "n");
+        lua_pushvalue(L, 6);
         lua_rawget(L, item);
         n = lua_type(L, -1) == LUA_TNUMBER ? (int)lua_tointeger(L, -1) : 0;
         lua_pop(L, 1);
@@ -415,11 +424,14 @@ static int rows_failure(lua_State *L, const pq_error *err)
     return 4;
 }
 
-/* The iterator: upvalues the lrows, the connection handle (kept alive
- * while the loop runs) and the SQL (for the slow-query log). */
+/* The iterator's upvalues: the state's context first, where lctx_get
+ * looks for it (LUPV_CTX), then the lrows, the connection handle (kept
+ * alive while the loop runs) and the SQL (for the slow-query log). */
+enum { ROWS_UPV_STATE = LUPV_CTX + 1, ROWS_UPV_HANDLE, ROWS_UPV_SQL };
+
 static int rows_next(lua_State *L)
 {
-    lrows *r = (lrows *)lua_touserdata(L, lua_upvalueindex(1));
+    lrows *r = (lrows *)lua_touserdata(L, lua_upvalueindex(ROWS_UPV_STATE));
     pq_result *row;
     pq_conn *conn;
     pq_error err;
@@ -448,7 +460,7 @@ static int rows_next(lua_State *L)
         return 1;
     }
     r->done = 1;
-    pool_end_use(r->p, r->slot, lua_tostring(L, lua_upvalueindex(3)),
+    pool_end_use(r->p, r->slot, lua_tostring(L, lua_upvalueindex(ROWS_UPV_SQL)),
                  clock_now() - r->busy, 1, rc < 0);
     lctx_flush_log(L);
     return rc == 0 ? 0 : rows_failure(L, &err);
@@ -531,10 +543,11 @@ static int lconn_rows(lua_State *L)
         r->busy = clock_now() - r->busy;
         pool_end_use(c->p, c->slot, NULL, 0, 0, 0);
     }
-    lua_pushvalue(L, -1);             /* upvalue 1: r */
-    lua_pushvalue(L, 1);              /* upvalue 2: the handle */
-    lua_pushvalue(L, sql_idx);        /* upvalue 3: the SQL */
-    lua_pushcclosure(L, rows_next, 3);
+    lua_pushvalue(L, lua_upvalueindex(LUPV_CTX));   /* upvalue 1 */
+    lua_pushvalue(L, -2);             /* upvalue 2: r */
+    lua_pushvalue(L, 1);              /* upvalue 3: the handle */
+    lua_pushvalue(L, sql_idx);        /* upvalue 4: the SQL */
+    lua_pushcclosure(L, rows_next, 4);
     lua_pushnil(L);
     lua_pushnil(L);
     lua_pushvalue(L, -4);             /* r, the closing value */
