@@ -133,7 +133,8 @@ test: deps-test build tsan $(TEST_BUILDS)
 PGBOUNCER_SPECS := $(addprefix spec/,$(addsuffix _spec.lua,support query pool values arrays \
                    transaction pipeline statement_cache lifecycle threads hostile_input \
                    server_errors notices cancel copy deadlines escape retry secrets \
-                   replicas fork signals max_shared metrics health))
+                   replicas fork signals max_shared metrics health rows stream_timeout \
+                   typed_values caller_errors hooks hogs))
 PGBOUNCER_STATEMENT_CACHE ?= 32
 PGBOUNCER_RUNTIMES := $(if $(filter file,$(origin RUNTIMES)),lua5.4,$(RUNTIMES))
 
