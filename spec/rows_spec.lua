@@ -188,44 +188,36 @@ describe('conn:rows', function()
 end)
 
 -- The slow-query log and its counter measure the server's time: the
--- statement's send and each wait for a row, not the caller's loop.
+-- statement's send and each wait for a row, not the caller's loop. The
+-- loop's last iteration delivers the log lines of the stream's end to
+-- on_log, as any other call does (the iterator once read the per-state log
+-- context from the wrong upvalue, and delivered none).
 describe('conn:rows and slow_query', function()
   local pool, conn
-  local open, close = helpers.held_connection('rows_slow', { max = 1, slow_query = 0.4, log_level = 'error' },
-    function(p, c) pool, conn = p, c end)
-  before_each(open)
-  after_each(close)
+  before_each(function()
+    pool = pgpool.configure(helpers.pool_options('rows_slow', { max = 1, slow_query = 0.2 }))
+    conn = assert(pool:acquire())
+  end)
+  after_each(function()
+    pgpool.on_log(nil)
+    conn:release()
+    pgpool.shutdown_all{ timeout = 1 }
+  end)
 
   it('does not count a slow caller\'s loop as a slow query', function()
     local before = pool:stats().slow_queries
-    for _ in conn:rows('select g from generate_series(1, 3) g') do helpers.sleep(0.25) end
+    for _ in conn:rows('select g from generate_series(1, 3) g') do helpers.sleep(0.15) end
     assert.are.equal(before, pool:stats().slow_queries)
   end)
 
-  it('counts a statement whose rows come slowly from the server', function()
+  it('counts a statement whose rows come slowly from the server, and tells on_log when the loop ends', function()
     local before = pool:stats().slow_queries
-    for _ in conn:rows('select g, pg_sleep(0.2) from generate_series(1, 3) g') do end
-    assert.are.equal(before + 1, pool:stats().slow_queries)
-  end)
-end)
-
--- The loop's last iteration delivers the log lines of the stream's end (a
--- slow query) to on_log, as any other call does (the iterator once read
--- the per-state log context from the wrong upvalue, and delivered none).
-describe('conn:rows and on_log', function()
-  it('delivers the slow-query line when the loop ends', function()
-    local pool = pgpool.configure(helpers.pool_options('rows_log', { max = 1, slow_query = 0.2 }))
-    finally(function()
-      pgpool.on_log(nil)
-      pool:shutdown{ timeout = 1 }
-    end)
-    local conn = assert(pool:acquire())
     local lines = helpers.capture_log(pgpool)
     local n = 0
     for _ in conn:rows('select g, pg_sleep(0.15) from generate_series(1, 2) g') do n = n + 1 end
     local found = #helpers.log_lines(lines, 'slow query')    -- before any other pgpool call
-    conn:release()
     assert.are.equal(2, n)
     assert.are.equal(1, found)
+    assert.are.equal(before + 1, pool:stats().slow_queries)
   end)
 end)
